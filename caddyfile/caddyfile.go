@@ -1,0 +1,90 @@
+// Package caddyfile holds the Caddyfile grammar that the caddy-mtls modules
+// share and registers their directives with Caddy's HTTP Caddyfile adapter.
+//
+// It depends on no module package of this project: a directive is tied to
+// its module by module ID, and the module is looked up in Caddy's registry
+// when a Caddyfile is adapted. Module packages can therefore use the grammar
+// helpers here without an import cycle.
+package caddyfile
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	cf "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+)
+
+func init() {
+	RegisterHandlerDirective("client_cert_auth", "http.handlers.client_cert_auth")
+	httpcaddyfile.RegisterDirectiveOrder("client_cert_auth", httpcaddyfile.Before, "basic_auth")
+}
+
+// RegisterHandlerDirective registers the Caddyfile directive dir for the HTTP
+// handler module moduleID, which must implement caddyfile.Unmarshaler.
+func RegisterHandlerDirective(dir, moduleID string) {
+	httpcaddyfile.RegisterHandlerDirective(dir, func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		mod, err := caddy.GetModule(moduleID)
+		if err != nil {
+			return nil, h.Errf("directive %s: %v", dir, err)
+		}
+		inst := mod.New()
+		unm, ok := inst.(cf.Unmarshaler)
+		if !ok {
+			return nil, h.Errf("module %s is not a Caddyfile unmarshaler", moduleID)
+		}
+		handler, ok := inst.(caddyhttp.MiddlewareHandler)
+		if !ok {
+			return nil, h.Errf("module %s is not an HTTP handler", moduleID)
+		}
+		if err := unm.UnmarshalCaddyfile(h.Dispenser); err != nil {
+			return nil, err
+		}
+		return handler, nil
+	})
+}
+
+// ParseTrustPool parses the arguments and block of a trust pool subdirective,
+// `<source> [<args...>] [{ ... }]`, where source names one of Caddy's
+// tls.ca_pool.source modules (file, inline, pki_root, storage, http, ...).
+// The dispenser must be on the subdirective's name. It returns the module's
+// JSON with the "provider" inline key.
+func ParseTrustPool(d *cf.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	source := d.Val()
+	modID := "tls.ca_pool.source." + source
+	unm, err := cf.UnmarshalModule(d, modID)
+	if err != nil {
+		return nil, err
+	}
+	ca, ok := unm.(caddytls.CA)
+	if !ok {
+		return nil, d.Errf("module %s is not a trust pool source", modID)
+	}
+	return caddyconfig.JSONModuleObject(ca, "provider", source, nil), nil
+}
+
+// LoadTrustPool loads the trust pool module of field fieldName of m (a
+// json.RawMessage tagged with namespace tls.ca_pool.source and inline key
+// provider) and returns it. A pool that can list its certificates and has
+// none is an error: it would trust nothing, silently.
+func LoadTrustPool(ctx caddy.Context, m any, fieldName string) (caddytls.CA, error) {
+	val, err := ctx.LoadModule(m, fieldName)
+	if err != nil {
+		return nil, fmt.Errorf("loading trust pool: %w", err)
+	}
+	ca, ok := val.(caddytls.CA)
+	if !ok {
+		return nil, fmt.Errorf("trust pool module %T is not a caddytls.CA", val)
+	}
+	if lister, ok := ca.(caddytls.CertificateProvider); ok && len(lister.Certificates()) == 0 {
+		return nil, fmt.Errorf("trust pool has no certificates (is the PEM readable and of type CERTIFICATE?)")
+	}
+	return ca, nil
+}

@@ -1,0 +1,335 @@
+// Package certcodec decodes and encodes X.509 certificates as they travel in
+// HTTP header fields set by TLS-terminating proxies: RFC 9440 byte sequences,
+// URL-encoded PEM (nginx's $ssl_client_escaped_cert, AWS ALB), PEM with its
+// newlines folded into spaces or tabs, and bare base64 DER.
+//
+// Every value is treated as hostile: sizes and counts are bounded, and
+// anything that is not exactly one of the formats is an error with a reason.
+// Decoding returns DER bytes; parsing them into certificates is left to the
+// caller, so a cached verdict can be found without parsing.
+package certcodec
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Format is a way of carrying a certificate in a header field.
+type Format uint8
+
+// The formats. Auto is for decoding only: it tells the others apart.
+const (
+	Auto      Format = iota // detect RFC9440, URLPEM, PEM or Base64DER
+	RFC9440                 // ":<base64 DER>:" (RFC 9440 / RFC 8941 byte sequence)
+	URLPEM                  // URL-encoded PEM
+	PEM                     // PEM, newlines possibly folded into spaces or tabs
+	Base64DER               // bare base64 of the DER bytes
+)
+
+var formatNames = [...]string{"auto", "rfc9440", "url_pem", "pem", "base64_der"}
+
+// String returns the format's configuration name.
+func (f Format) String() string {
+	if int(f) < len(formatNames) {
+		return formatNames[f]
+	}
+	return fmt.Sprintf("format(%d)", uint8(f))
+}
+
+// ParseFormat returns the format with the configuration name s.
+func ParseFormat(s string) (Format, error) {
+	for i, name := range formatNames {
+		if s == name {
+			return Format(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown certificate format %q (want one of %s)", s, strings.Join(formatNames[:], ", "))
+}
+
+// Limits on what a header may carry.
+const (
+	// MaxValueLen is the longest header value that is decoded.
+	MaxValueLen = 32 << 10
+	// MaxCerts is the most certificates one value (leaf plus chain) may carry.
+	MaxCerts = 10
+)
+
+// Errors that decoding wraps, so callers can tell them apart with errors.Is.
+var (
+	ErrEmpty     = errors.New("empty value")
+	ErrTooLarge  = fmt.Errorf("value longer than %d bytes", MaxValueLen)
+	ErrTooMany   = fmt.Errorf("more than %d certificates", MaxCerts)
+	ErrMalformed = errors.New("malformed value")
+)
+
+const (
+	pemBegin = "-----BEGIN "
+	pemEnd   = "-----END "
+	pemDash  = "-----"
+)
+
+// Detect tells which format a header value is in. It does not validate the
+// value: decoding does.
+func Detect(value string) Format {
+	v := trimOWS(value)
+	switch {
+	case strings.HasPrefix(v, ":"):
+		return RFC9440
+	case strings.HasPrefix(v, "-----BEGIN%"), hasPrefixFold(v, "%2D%2D%2D%2D%2DBEGIN"):
+		return URLPEM
+	case strings.HasPrefix(v, pemBegin):
+		return PEM
+	default:
+		return Base64DER
+	}
+}
+
+// Decode decodes a header value that carries one client certificate. PEM and
+// URL-encoded PEM may carry further certificates after the leaf (AWS ALB sends
+// the whole chain so); they are returned after it. An RFC 9440 or base64 value
+// holds exactly one certificate: a list is an error. The format found is
+// returned too (f itself unless f is Auto).
+func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
+	v, err := checkValue(value)
+	if err != nil {
+		return nil, f, err
+	}
+	if f == Auto {
+		f = Detect(v)
+	}
+	switch f {
+	case RFC9440:
+		der, err := decodeByteSequence(v)
+		if err != nil {
+			return nil, f, err
+		}
+		return [][]byte{der}, f, nil
+	case Base64DER:
+		der, err := decodeBase64(v)
+		if err != nil {
+			return nil, f, err
+		}
+		return [][]byte{der}, f, nil
+	case URLPEM:
+		text, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, f, fmt.Errorf("%w: url-encoding: %v", ErrMalformed, err)
+		}
+		ders, err = decodePEM(text, 0)
+		return ders, f, err
+	case PEM:
+		ders, err = decodePEM(v, 0)
+		return ders, f, err
+	}
+	return nil, f, fmt.Errorf("unknown certificate format %d", f)
+}
+
+// DecodeChain decodes a header value that carries the certificates of a chain
+// (leaf excluded): an RFC 9440 list of byte sequences, concatenated PEM blocks,
+// or comma-separated base64 DER. Auto detects the format from the first item.
+func DecodeChain(value string, f Format) ([][]byte, error) {
+	v, err := checkValue(value)
+	if err != nil {
+		return nil, err
+	}
+	if f == Auto {
+		f = Detect(v)
+	}
+	switch f {
+	case URLPEM, PEM:
+		ders, _, err := Decode(v, f)
+		return ders, err
+	case RFC9440, Base64DER:
+		var ders [][]byte
+		for item := range strings.SplitSeq(v, ",") {
+			if len(ders) == MaxCerts {
+				return nil, ErrTooMany
+			}
+			item = trimOWS(item)
+			var der []byte
+			if f == RFC9440 {
+				der, err = decodeByteSequence(item)
+			} else {
+				der, err = decodeBase64(item)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("chain item %d: %w", len(ders)+1, err)
+			}
+			ders = append(ders, der)
+		}
+		return ders, nil
+	}
+	return nil, fmt.Errorf("unknown certificate format %d", f)
+}
+
+// Encode encodes DER certificate bytes for a header field in format f (Auto
+// means RFC9440).
+func Encode(der []byte, f Format) string {
+	b64 := base64.StdEncoding.EncodeToString(der)
+	switch f {
+	case Base64DER:
+		return b64
+	case PEM, URLPEM:
+		var sb strings.Builder
+		sb.Grow(len(b64) + len(b64)/64 + 64)
+		sb.WriteString("-----BEGIN CERTIFICATE-----")
+		for len(b64) > 0 {
+			n := min(64, len(b64))
+			sb.WriteByte(' ')
+			sb.WriteString(b64[:n])
+			b64 = b64[n:]
+		}
+		sb.WriteString(" -----END CERTIFICATE-----")
+		if f == PEM {
+			return sb.String()
+		}
+		return url.PathEscape(strings.ReplaceAll(sb.String(), " ", "\n"))
+	default:
+		return ":" + b64 + ":"
+	}
+}
+
+func checkValue(value string) (string, error) {
+	if len(value) > MaxValueLen {
+		return "", ErrTooLarge
+	}
+	v := trimOWS(value)
+	if v == "" {
+		return "", ErrEmpty
+	}
+	return v, nil
+}
+
+// decodeByteSequence decodes one RFC 8941 byte sequence, ":" base64 ":".
+// Parameters are not defined for RFC 9440's fields and are refused.
+func decodeByteSequence(v string) ([]byte, error) {
+	if len(v) < 2 || v[0] != ':' {
+		return nil, fmt.Errorf("%w: byte sequence must start with ':'", ErrMalformed)
+	}
+	end := strings.IndexByte(v[1:], ':')
+	if end < 0 {
+		return nil, fmt.Errorf("%w: byte sequence has no closing ':'", ErrMalformed)
+	}
+	if 1+end+1 != len(v) {
+		if strings.ContainsAny(v[1+end+1:], ",") {
+			return nil, fmt.Errorf("%w: a list where one certificate is expected", ErrMalformed)
+		}
+		return nil, fmt.Errorf("%w: unexpected data after byte sequence", ErrMalformed)
+	}
+	return decodeBase64(v[1 : 1+end])
+}
+
+// decodeBase64 decodes standard base64, with or without '=' padding (RFC 8941
+// asks parsers not to insist on it).
+func decodeBase64(s string) ([]byte, error) {
+	if s == "" {
+		return nil, fmt.Errorf("%w: no base64 data", ErrMalformed)
+	}
+	if trimmed := strings.TrimRight(s, "="); len(trimmed) != len(s) {
+		if len(s)-len(trimmed) > 2 || len(s)%4 != 0 {
+			return nil, fmt.Errorf("%w: invalid base64 padding", ErrMalformed)
+		}
+		s = trimmed
+	}
+	for i := 0; i < len(s); i++ {
+		if !isBase64Char(s[i]) {
+			return nil, fmt.Errorf("%w: invalid base64 character at offset %d", ErrMalformed, i)
+		}
+	}
+	der, err := base64.RawStdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: base64: %v", ErrMalformed, err)
+	}
+	return der, nil
+}
+
+// decodePEM decodes one or more CERTIFICATE blocks whose line breaks may be
+// newlines, spaces or tabs. depth counts the nesting of a block whose body is
+// itself base64 of a PEM text, as some gateways send; one level is allowed.
+func decodePEM(text string, depth int) ([][]byte, error) {
+	var ders [][]byte
+	rest := trimSpace(text)
+	for rest != "" {
+		if len(ders) == MaxCerts {
+			return nil, ErrTooMany
+		}
+		if !strings.HasPrefix(rest, pemBegin) {
+			return nil, fmt.Errorf("%w: expected %q", ErrMalformed, "-----BEGIN CERTIFICATE-----")
+		}
+		typEnd := strings.Index(rest[len(pemBegin):], pemDash)
+		if typEnd < 0 {
+			return nil, fmt.Errorf("%w: unterminated PEM header line", ErrMalformed)
+		}
+		typ := rest[len(pemBegin) : len(pemBegin)+typEnd]
+		if typ != "CERTIFICATE" {
+			if strings.Contains(typ, "PRIVATE KEY") {
+				return nil, fmt.Errorf("%w: PEM block is a private key, not a certificate", ErrMalformed)
+			}
+			return nil, fmt.Errorf("%w: PEM block type %.40q, want CERTIFICATE", ErrMalformed, typ)
+		}
+		body := rest[len(pemBegin)+typEnd+len(pemDash):]
+		endMarker := pemEnd + typ + pemDash
+		bodyEnd := strings.Index(body, endMarker)
+		if bodyEnd < 0 {
+			return nil, fmt.Errorf("%w: PEM block has no END line", ErrMalformed)
+		}
+		rest = trimSpace(body[bodyEnd+len(endMarker):])
+		b64 := removeSpace(body[:bodyEnd])
+		der, err := decodeBase64(b64)
+		if err != nil {
+			return nil, fmt.Errorf("PEM body: %w", err)
+		}
+		if depth == 0 && strings.HasPrefix(string(der), pemBegin) {
+			inner, err := decodePEM(string(der), depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("base64-wrapped PEM: %w", err)
+			}
+			if len(ders)+len(inner) > MaxCerts {
+				return nil, ErrTooMany
+			}
+			ders = append(ders, inner...)
+			continue
+		}
+		ders = append(ders, der)
+	}
+	if len(ders) == 0 {
+		return nil, fmt.Errorf("%w: no certificate", ErrMalformed)
+	}
+	return ders, nil
+}
+
+func isBase64Char(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/'
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func trimOWS(s string) string { return strings.Trim(s, " \t") }
+
+func trimSpace(s string) string { return strings.Trim(s, " \t\r\n") }
+
+func removeSpace(s string) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if isSpace(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s)-n)
+	for i := 0; i < len(s); i++ {
+		if !isSpace(s[i]) {
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}

@@ -1,0 +1,204 @@
+package handler
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+)
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	client_cert_auth [<matcher>] {
+//	    mode        require | optional
+//	    trust_pool  <source> [<args...>]
+//	    client      <alias> <cert.pem> [tier <tier>]
+//	    header      [<field>] {
+//	        format  auto | rfc9440 | url_pem | pem | base64_der
+//	        chain   [<field>]
+//	        from    <cidr...> | trusted_proxies
+//	    }
+//	    forward     [<field>] [<format>]
+//	    cache_size  <entries>
+//	}
+//
+// `client` may be repeated; every other subdirective may be given once.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if sub != "client" {
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+		}
+		switch sub {
+		case "mode":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if v := d.Val(); v != "require" && v != "optional" {
+				return d.Errf("invalid mode '%s': want require or optional", v)
+			}
+			h.Mode = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "trust_pool":
+			raw, err := mtlscaddyfile.ParseTrustPool(d)
+			if err != nil {
+				return err
+			}
+			h.TrustPoolRaw = raw
+
+		case "client":
+			args := d.RemainingArgs()
+			if len(args) != 2 && len(args) != 4 {
+				return d.ArgErr()
+			}
+			c := Client{Alias: args[0], CertificateFile: args[1]}
+			if len(args) == 4 {
+				if args[2] != "tier" {
+					return d.Errf("unexpected '%s' after the certificate file: want 'tier <tier>'", args[2])
+				}
+				c.Tier = args[3]
+			}
+			for _, other := range h.Clients {
+				if other.Alias == c.Alias {
+					return d.Errf("client alias '%s' given twice", c.Alias)
+				}
+			}
+			h.Clients = append(h.Clients, c)
+
+		case "header":
+			hc := &Header{}
+			if d.NextArg() {
+				hc.Field = d.Val()
+				if _, err := fieldName(hc.Field, ""); err != nil {
+					return d.Errf("header field '%s': %v", d.Val(), err)
+				}
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := unmarshalHeaderBlock(d, hc); err != nil {
+				return err
+			}
+			h.Header = hc
+
+		case "forward":
+			fc := &Forward{}
+			args := d.RemainingArgs()
+			if len(args) > 2 {
+				return d.ArgErr()
+			}
+			for _, arg := range args {
+				if f, err := certcodec.ParseFormat(arg); err == nil {
+					if f == certcodec.Auto {
+						return d.Err("forward format auto is for reading: name one of rfc9440, url_pem, pem, base64_der")
+					}
+					if fc.Format != "" {
+						return d.ArgErr()
+					}
+					fc.Format = arg
+					continue
+				}
+				if fc.Field != "" || fc.Format != "" {
+					return d.Errf("forward: '%s' is not a format (rfc9440, url_pem, pem, base64_der)", arg)
+				}
+				if _, err := fieldName(arg, ""); err != nil {
+					return d.Errf("forward field '%s': %v", arg, err)
+				}
+				fc.Field = arg
+			}
+			h.Forward = fc
+
+		case "cache_size":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("invalid cache_size '%s': want a positive number of entries", d.Val())
+			}
+			h.CacheSize = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		default:
+			return d.Errf("unrecognized subdirective '%s'", sub)
+		}
+	}
+	return nil
+}
+
+func unmarshalHeaderBlock(d *caddyfile.Dispenser, hc *Header) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("header subdirective '%s' given twice", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "format":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, err := certcodec.ParseFormat(d.Val()); err != nil {
+				return d.Errf("invalid format '%s': %v", d.Val(), err)
+			}
+			hc.Format = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "chain":
+			hc.ChainField = DefaultChainField
+			if d.NextArg() {
+				if _, err := fieldName(d.Val(), ""); err != nil {
+					return d.Errf("chain field '%s': %v", d.Val(), err)
+				}
+				hc.ChainField = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "from":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if len(args) == 1 && args[0] == "trusted_proxies" {
+				hc.From = nil
+				continue
+			}
+			for _, a := range args {
+				if a == "trusted_proxies" {
+					return d.Err("from: trusted_proxies stands alone; CIDR ranges given here replace it")
+				}
+				if _, err := ParseRange(a); err != nil {
+					return d.Errf("invalid from range '%s': %v", a, err)
+				}
+			}
+			hc.From = args
+
+		default:
+			return d.Errf("unrecognized header subdirective '%s'", sub)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,471 @@
+// Package handler implements client_cert_auth, an HTTP handler that
+// authenticates API callers by their X.509 client certificate, taken from the
+// TLS connection or, behind a TLS-terminating proxy that is allowed to say
+// so, from a request header.
+package handler
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler authenticates requests by client certificate, per route.
+//
+// A certificate is accepted when its chain verifies to the trust pool (with
+// the clientAuth extended key usage, inside its validity window) or when it is
+// exactly one of the pinned clients. The handler verifies by itself, so the
+// site's TLS settings only need to request a certificate (client_auth mode
+// `request`); per-route trust never depends on them.
+//
+// Which certificate counts: when the header fallback is configured, the
+// request comes from an allowed source and carries the header, the header's
+// certificate; otherwise the TLS peer certificate. A header from any other
+// source is never believed.
+//
+// Answers: 401 when no certificate was presented (mode `require`), 403 when
+// one was presented and not accepted, 400 when an allowed source sent a header
+// that cannot be decoded. Errors go through Caddy's error handling, so
+// `handle_errors` can shape them.
+//
+// On success it sets the placeholders `{http.auth.user.id}` (the alias of a
+// pinned client, else the subject's common name), `{http.auth.user.alias}`,
+// `.tier`, `.subject`, `.issuer`, `.serial`, `.fingerprint` (SHA-256 hex of
+// the DER), `.not_after` (RFC 3339), `.source` (`tls` or `header`),
+// `.san_dns`, `.san_uri` and `.san_email` (comma-separated).
+type Handler struct {
+	// Whether a certificate is required. Default: `require`.
+	//
+	// Mode | Meaning
+	// -----|--------
+	// `require` | requests without an accepted certificate are refused
+	// `optional` | requests without a certificate pass unauthenticated; a presented certificate that is not accepted is still refused
+	Mode string `json:"mode,omitempty"`
+
+	// The certificate authorities that client certificates must chain to: one
+	// of Caddy's `tls.ca_pool.source` modules (file, inline, pki_root,
+	// storage, http, ...). Default: none (only pinned clients are accepted).
+	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+
+	// Leaf certificates accepted as they are, each with an alias and an
+	// optional tier. Default: none.
+	Clients []Client `json:"clients,omitempty"`
+
+	// Reading the certificate from a request header set by a TLS-terminating
+	// proxy in front. Default: off (only the TLS connection counts).
+	Header *Header `json:"header,omitempty"`
+
+	// Passing the accepted certificate to the next handlers (and so upstream)
+	// in a header. Default: off.
+	Forward *Forward `json:"forward,omitempty"`
+
+	// The most verification verdicts kept in the cache. Default: `10000`.
+	CacheSize int `json:"cache_size,omitempty"`
+
+	optional     bool
+	roots        *x509.CertPool
+	pinned       map[[sha256.Size]byte]*Client
+	headerField  string
+	chainField   string
+	headerFormat certcodec.Format
+	from         []netip.Prefix
+	forwardField string
+	forwardFmt   certcodec.Format
+	strip        []string
+	cache        *verdictCache
+	logger       *zap.Logger
+}
+
+// Client is a pinned client certificate.
+type Client struct {
+	// The name the client is known by; it becomes `{http.auth.user.id}` and
+	// `{http.auth.user.alias}`. Required and unique.
+	Alias string `json:"alias"`
+
+	// A free-form class of the client, such as a throttling tier; it becomes
+	// `{http.auth.user.tier}`. Default: empty.
+	Tier string `json:"tier,omitempty"`
+
+	// Path of a PEM file whose first certificate is the client's.
+	CertificateFile string `json:"certificate_file,omitempty"`
+
+	// The client's certificate as PEM text, instead of a file.
+	Certificate string `json:"certificate,omitempty"`
+}
+
+// Header configures the header fallback, for TLS terminated in front.
+type Header struct {
+	// The header field that carries the client certificate. Default:
+	// `Client-Cert`.
+	Field string `json:"field,omitempty"`
+
+	// How the certificate is encoded. Default: `auto`.
+	//
+	// Format | Encoding
+	// -------|---------
+	// `auto` | any of the below, told apart by their look
+	// `rfc9440` | RFC 9440 byte sequence, `:<base64 DER>:`
+	// `url_pem` | URL-encoded PEM (nginx `$ssl_client_escaped_cert`, AWS ALB)
+	// `pem` | PEM, newlines possibly replaced by spaces or tabs
+	// `base64_der` | bare base64 of the DER bytes
+	Format string `json:"format,omitempty"`
+
+	// A header field carrying the intermediate certificates (RFC 9440
+	// `Client-Cert-Chain` list, or concatenated PEM). Default: none read.
+	ChainField string `json:"chain_field,omitempty"`
+
+	// The client IP ranges (CIDR) allowed to set the header. Default: the
+	// server's `trusted_proxies`.
+	From []string `json:"from,omitempty"`
+}
+
+// Forward configures passing the accepted certificate on.
+type Forward struct {
+	// The header field to set. Default: `Client-Cert`.
+	Field string `json:"field,omitempty"`
+
+	// The encoding: `rfc9440`, `url_pem`, `pem` or `base64_der`. Default:
+	// `rfc9440`.
+	Format string `json:"format,omitempty"`
+}
+
+// Defaults.
+const (
+	DefaultField      = "Client-Cert"
+	DefaultChainField = "Client-Cert-Chain"
+	DefaultCacheSize  = 10000
+)
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.client_cert_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision loads the trust pool and pinned clients and prepares the header
+// settings.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+
+	switch h.Mode {
+	case "", "require":
+	case "optional":
+		h.optional = true
+	default:
+		return fmt.Errorf("mode %q: want require or optional", h.Mode)
+	}
+
+	if h.TrustPoolRaw != nil {
+		ca, err := caddyfile.LoadTrustPool(ctx, h, "TrustPoolRaw")
+		if err != nil {
+			return err
+		}
+		h.roots = ca.CertPool()
+	}
+
+	h.pinned = make(map[[sha256.Size]byte]*Client, len(h.Clients))
+	aliases := make(map[string]bool, len(h.Clients))
+	for i := range h.Clients {
+		c := &h.Clients[i]
+		if c.Alias == "" {
+			return fmt.Errorf("client %d: alias is required", i+1)
+		}
+		if aliases[c.Alias] {
+			return fmt.Errorf("client %q: alias given twice", c.Alias)
+		}
+		aliases[c.Alias] = true
+		cert, err := c.load()
+		if err != nil {
+			return fmt.Errorf("client %q: %w", c.Alias, err)
+		}
+		fp := sha256.Sum256(cert.Raw)
+		if other, dup := h.pinned[fp]; dup {
+			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)
+		}
+		h.pinned[fp] = c
+	}
+
+	h.strip = []string{DefaultField, DefaultChainField}
+	if hc := h.Header; hc != nil {
+		var err error
+		if h.headerField, err = fieldName(hc.Field, DefaultField); err != nil {
+			return fmt.Errorf("header: %w", err)
+		}
+		if hc.ChainField != "" {
+			if h.chainField, err = fieldName(hc.ChainField, DefaultChainField); err != nil {
+				return fmt.Errorf("header chain: %w", err)
+			}
+		}
+		h.headerFormat = certcodec.Auto
+		if hc.Format != "" {
+			if h.headerFormat, err = certcodec.ParseFormat(hc.Format); err != nil {
+				return fmt.Errorf("header: %w", err)
+			}
+		}
+		for _, s := range hc.From {
+			p, err := ParseRange(s)
+			if err != nil {
+				return fmt.Errorf("header from: %w", err)
+			}
+			h.from = append(h.from, p)
+		}
+		h.addStrip(h.headerField)
+		h.addStrip(h.chainField)
+	}
+	if fc := h.Forward; fc != nil {
+		var err error
+		if h.forwardField, err = fieldName(fc.Field, DefaultField); err != nil {
+			return fmt.Errorf("forward: %w", err)
+		}
+		h.forwardFmt = certcodec.RFC9440
+		if fc.Format != "" {
+			if h.forwardFmt, err = certcodec.ParseFormat(fc.Format); err != nil {
+				return fmt.Errorf("forward: %w", err)
+			}
+			if h.forwardFmt == certcodec.Auto {
+				return fmt.Errorf("forward: format auto is for reading; name one")
+			}
+		}
+		h.addStrip(h.forwardField)
+	}
+
+	size := h.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	h.cache = newVerdictCache(size)
+	return nil
+}
+
+// Validate checks that the configuration can accept anything at all.
+func (h *Handler) Validate() error {
+	if h.CacheSize < 0 {
+		return fmt.Errorf("cache_size %d: must not be negative", h.CacheSize)
+	}
+	if h.roots == nil && len(h.pinned) == 0 {
+		return errors.New("no trust_pool and no client: no certificate could be accepted")
+	}
+	return nil
+}
+
+func (h *Handler) addStrip(field string) {
+	if field != "" && !containsString(h.strip, field) {
+		h.strip = append(h.strip, field)
+	}
+}
+
+// load reads and parses the client's certificate.
+func (c *Client) load() (*x509.Certificate, error) {
+	var data []byte
+	switch {
+	case c.CertificateFile != "" && c.Certificate != "":
+		return nil, errors.New("certificate_file and certificate are exclusive")
+	case c.CertificateFile != "":
+		var err error
+		if data, err = os.ReadFile(c.CertificateFile); err != nil {
+			return nil, fmt.Errorf("reading certificate: %w", err)
+		}
+	case c.Certificate != "":
+		data = []byte(c.Certificate)
+	default:
+		return nil, errors.New("no certificate given")
+	}
+	return ParseCertificatePEM(data)
+}
+
+// ParseCertificatePEM returns the first certificate of PEM data. Data holding
+// no CERTIFICATE block, or one that does not parse, is an error.
+func ParseCertificatePEM(data []byte) (*x509.Certificate, error) {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM CERTIFICATE block found")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing certificate: %w", err)
+		}
+		return cert, nil
+	}
+}
+
+// ParseRange parses a CIDR range, or a single IP address as a range of one.
+func ParseRange(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR range: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range: %w", s, err)
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+func fieldName(name, def string) (string, error) {
+	if name == "" {
+		return def, nil
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return "", fmt.Errorf("%q is not a valid header field name", name)
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(name), nil
+}
+
+func isTokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP authenticates the request and passes it on, or refuses it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	now := time.Now()
+	var (
+		v            *verdict
+		source       = sourceTLS
+		spoofed      bool
+		headerValues []string
+	)
+	if h.headerField != "" {
+		headerValues = r.Header[h.headerField]
+	}
+	if len(headerValues) > 0 {
+		if h.allowedSource(r) {
+			source = sourceHeader
+			var err error
+			if v, err = h.fromHeader(r, headerValues, now); err != nil {
+				h.stripHeaders(r)
+				return h.refuse(r, http.StatusBadRequest, reasonBadHeader, source, nil, err)
+			}
+		} else {
+			spoofed = true
+		}
+	}
+	h.stripHeaders(r)
+	if source == sourceTLS && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		v = h.fromTLS(r.TLS.PeerCertificates, now)
+	}
+
+	if v == nil {
+		if spoofed {
+			if c := h.logger.Check(zapcore.InfoLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
+				c.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
+			}
+		}
+		if h.optional {
+			return next.ServeHTTP(w, r)
+		}
+		reason := reasonNoCert
+		if spoofed {
+			reason = reasonUntrustedSource
+		}
+		return h.refuse(r, http.StatusUnauthorized, reason, source, nil, nil)
+	}
+	if !v.accepted {
+		return h.refuse(r, http.StatusForbidden, v.reason, source, v, nil)
+	}
+
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(v.placeholders[source])
+	}
+	if h.forwardField != "" {
+		r.Header[h.forwardField] = []string{v.forward}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// allowedSource reports whether the request comes from a client allowed to
+// set the certificate header.
+func (h *Handler) allowedSource(r *http.Request) bool {
+	if len(h.from) == 0 {
+		trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+		return trusted
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range h.from {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripHeaders removes every certificate header field this handler knows
+// of, so that only forward can set one again.
+func (h *Handler) stripHeaders(r *http.Request) {
+	for _, f := range h.strip {
+		delete(r.Header, f)
+	}
+}
+
+// refuse logs why a request is refused and returns the error for Caddy's
+// error handling. The error names the reason, never a key or a header value.
+func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
+	if c := h.logger.Check(zapcore.InfoLevel, "client certificate refused"); c != nil {
+		fields := []zap.Field{
+			zap.String("reason", reason),
+			zap.Stringer("source", source),
+			zap.String("remote_addr", r.RemoteAddr),
+		}
+		if v != nil {
+			fields = append(fields, zap.String("fingerprint", v.fingerprint), zap.String("subject", v.subject))
+		}
+		if cause != nil {
+			fields = append(fields, zap.Error(cause))
+		}
+		c.Write(fields...)
+	}
+	return caddyhttp.Error(status, fmt.Errorf("client certificate refused: %s", reason))
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

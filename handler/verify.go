@@ -1,0 +1,310 @@
+package handler
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+)
+
+// certSource is where the certificate of a request came from.
+type certSource uint8
+
+const (
+	sourceTLS certSource = iota
+	sourceHeader
+)
+
+func (s certSource) String() string {
+	if s == sourceHeader {
+		return "header"
+	}
+	return "tls"
+}
+
+// Reasons a request is refused, as they appear in logs and metrics.
+const (
+	reasonNoCert          = "no_cert"
+	reasonUntrusted       = "untrusted"
+	reasonExpired         = "expired"
+	reasonNotYetValid     = "not_yet_valid"
+	reasonBadUsage        = "bad_usage"
+	reasonBadHeader       = "bad_header"
+	reasonUntrustedSource = "untrusted_source"
+)
+
+// verdictTTL bounds how long a verdict is reused even when the certificates
+// stay valid for longer.
+const verdictTTL = 10 * time.Minute
+
+// verdict is the outcome of verifying one certificate chain, kept in the
+// cache with everything a request needs so that a cache hit costs little.
+type verdict struct {
+	accepted    bool
+	reason      string // why not accepted
+	expires     time.Time
+	fingerprint string
+	subject     string
+	forward     string // the leaf encoded for the forward header
+
+	// placeholders holds one replacer function per source, each answering the
+	// {http.auth.user.*} placeholders from values boxed once.
+	placeholders [2]caddy.ReplacerFunc
+}
+
+// fromTLS returns the verdict on a TLS peer certificate chain.
+func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
+	key, fp := chainKey(certs[0].Raw, len(certs)-1, func(i int) []byte { return certs[i+1].Raw })
+	if v := h.cache.get(key, now); v != nil {
+		return v
+	}
+	v := h.evaluate(certs[0], certs[1:], fp, now)
+	h.cache.put(key, v)
+	return v
+}
+
+// fromHeader decodes the certificate header (and chain header) and returns
+// the verdict on it. An error means the header cannot be decoded.
+func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*verdict, error) {
+	if len(values) > 1 {
+		return nil, fmt.Errorf("%d %s fields: one certificate expected", len(values), h.headerField)
+	}
+	ders, _, err := certcodec.Decode(values[0], h.headerFormat)
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", h.headerField, err)
+	}
+	if h.chainField != "" {
+		for _, cv := range r.Header[h.chainField] {
+			more, err := certcodec.DecodeChain(cv, h.headerFormat)
+			if err != nil {
+				return nil, fmt.Errorf("decoding %s: %w", h.chainField, err)
+			}
+			if len(ders)+len(more) > certcodec.MaxCerts {
+				return nil, fmt.Errorf("decoding %s: %w", h.chainField, certcodec.ErrTooMany)
+			}
+			ders = append(ders, more...)
+		}
+	}
+	key, fp := chainKey(ders[0], len(ders)-1, func(i int) []byte { return ders[i+1] })
+	if v := h.cache.get(key, now); v != nil {
+		return v, nil
+	}
+	certs := make([]*x509.Certificate, len(ders))
+	for i, der := range ders {
+		if certs[i], err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("parsing certificate %d of %s: %w", i+1, h.headerField, err)
+		}
+	}
+	v := h.evaluate(certs[0], certs[1:], fp, now)
+	h.cache.put(key, v)
+	return v, nil
+}
+
+// chainKey returns the cache key of a chain (the leaf and n intermediates,
+// the i-th given by inter) and the leaf's SHA-256 fingerprint.
+func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]byte) {
+	fp = sha256.Sum256(leaf)
+	key = fp
+	var buf [2 * sha256.Size]byte
+	for i := 0; i < n; i++ {
+		copy(buf[:sha256.Size], key[:])
+		ih := sha256.Sum256(inter(i))
+		copy(buf[sha256.Size:], ih[:])
+		key = sha256.Sum256(buf[:])
+	}
+	return key, fp
+}
+
+// evaluate decides whether leaf (with the intermediates the client sent) is
+// accepted: pinned exactly, or verified to the trust pool for client auth.
+func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, now time.Time) *verdict {
+	v := &verdict{
+		fingerprint: hex.EncodeToString(fp[:]),
+		subject:     leaf.Subject.String(),
+		expires:     now.Add(verdictTTL),
+	}
+	if leaf.NotAfter.Before(v.expires) && leaf.NotAfter.After(now) {
+		v.expires = leaf.NotAfter
+	}
+	if now.Before(leaf.NotBefore) {
+		v.expires = leaf.NotBefore
+	}
+	for _, c := range intermediates {
+		if c.NotAfter.Before(v.expires) && c.NotAfter.After(now) {
+			v.expires = c.NotAfter
+		}
+	}
+
+	client := h.pinned[fp]
+	switch {
+	case now.After(leaf.NotAfter):
+		v.reason = reasonExpired
+	case now.Before(leaf.NotBefore):
+		v.reason = reasonNotYetValid
+	case client != nil:
+		if !allowsClientAuth(leaf) {
+			v.reason = reasonBadUsage
+		}
+	case h.roots == nil:
+		v.reason = reasonUntrusted
+	default:
+		v.reason = h.verifyChain(leaf, intermediates, now)
+	}
+	v.accepted = v.reason == ""
+	if !v.accepted {
+		return v
+	}
+
+	if h.forwardField != "" {
+		v.forward = certcodec.Encode(leaf.Raw, h.forwardFmt)
+	}
+	var alias, tier string
+	if client != nil {
+		alias, tier = client.Alias, client.Tier
+	}
+	id := alias
+	if id == "" {
+		id = leaf.Subject.CommonName
+	}
+	if id == "" {
+		id = v.subject
+	}
+	uris := make([]string, len(leaf.URIs))
+	for i, u := range leaf.URIs {
+		uris[i] = u.String()
+	}
+	vals := map[string]any{
+		"id":          id,
+		"alias":       alias,
+		"tier":        tier,
+		"subject":     v.subject,
+		"issuer":      leaf.Issuer.String(),
+		"serial":      leaf.SerialNumber.String(),
+		"fingerprint": v.fingerprint,
+		"not_after":   leaf.NotAfter.UTC().Format(time.RFC3339),
+		"san_dns":     strings.Join(leaf.DNSNames, ","),
+		"san_uri":     strings.Join(uris, ","),
+		"san_email":   strings.Join(leaf.EmailAddresses, ","),
+	}
+	for _, src := range []certSource{sourceTLS, sourceHeader} {
+		boxedSource := any(src.String())
+		v.placeholders[src] = func(key string) (any, bool) {
+			name, ok := strings.CutPrefix(key, "http.auth.user.")
+			if !ok {
+				return nil, false
+			}
+			if name == "source" {
+				return boxedSource, true
+			}
+			val, ok := vals[name]
+			return val, ok
+		}
+	}
+	return v
+}
+
+// verifyChain verifies leaf to the trust pool and returns the reason it
+// fails, or "" when it verifies.
+func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, now time.Time) string {
+	opts := x509.VerifyOptions{
+		Roots:       h.roots,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(intermediates) > 0 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range intermediates {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	_, err := leaf.Verify(opts)
+	if err == nil {
+		return ""
+	}
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) {
+		switch invalid.Reason {
+		case x509.Expired:
+			if now.Before(invalid.Cert.NotBefore) {
+				return reasonNotYetValid
+			}
+			return reasonExpired
+		case x509.IncompatibleUsage:
+			return reasonBadUsage
+		}
+	}
+	return reasonUntrusted
+}
+
+// allowsClientAuth reports whether a pinned certificate's extended key usage,
+// if it has one, permits client authentication.
+func allowsClientAuth(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+// verdictCache is a bounded map of verdicts by chain key. When full, it makes
+// room by dropping the expired entries among a few arbitrary ones, else one of
+// those, so a miss costs the same however large the cache is.
+type verdictCache struct {
+	mu  sync.RWMutex
+	m   map[[sha256.Size]byte]*verdict
+	max int
+}
+
+// evictionSample is how many entries a full cache looks at to make room.
+const evictionSample = 8
+
+func newVerdictCache(max int) *verdictCache {
+	return &verdictCache{m: make(map[[sha256.Size]byte]*verdict), max: max}
+}
+
+func (c *verdictCache) get(key [sha256.Size]byte, now time.Time) *verdict {
+	c.mu.RLock()
+	v := c.m[key]
+	c.mu.RUnlock()
+	if v == nil || !now.Before(v.expires) {
+		return nil
+	}
+	return v
+}
+
+func (c *verdictCache) put(key [sha256.Size]byte, v *verdict) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
+		now := time.Now()
+		seen, dropped := 0, 0
+		var victim [sha256.Size]byte
+		for k, old := range c.m {
+			if !now.Before(old.expires) {
+				delete(c.m, k)
+				dropped++
+			}
+			victim = k
+			if seen++; seen == evictionSample {
+				break
+			}
+		}
+		if dropped == 0 {
+			delete(c.m, victim)
+		}
+	}
+	c.m[key] = v
+}
