@@ -78,7 +78,8 @@ func Detect(value string) Format {
 	switch {
 	case strings.HasPrefix(v, ":"):
 		return RFC9440
-	case strings.HasPrefix(v, "-----BEGIN%"), hasPrefixFold(v, "%2D%2D%2D%2D%2DBEGIN"):
+	case strings.HasPrefix(v, "%"), strings.HasPrefix(v, "-----BEGIN%"):
+		// '%' is no base64 character, and plain PEM has none either.
 		return URLPEM
 	case strings.HasPrefix(v, pemBegin):
 		return PEM
@@ -173,20 +174,27 @@ func Encode(der []byte, f Format) string {
 	case Base64DER:
 		return b64
 	case PEM, URLPEM:
+		// Header values cannot hold newlines: PEM folds them into spaces,
+		// URL-encoded PEM keeps them as %0A.
+		sep := byte(' ')
+		if f == URLPEM {
+			sep = '\n'
+		}
 		var sb strings.Builder
 		sb.Grow(len(b64) + len(b64)/64 + 64)
 		sb.WriteString("-----BEGIN CERTIFICATE-----")
 		for len(b64) > 0 {
 			n := min(64, len(b64))
-			sb.WriteByte(' ')
+			sb.WriteByte(sep)
 			sb.WriteString(b64[:n])
 			b64 = b64[n:]
 		}
-		sb.WriteString(" -----END CERTIFICATE-----")
+		sb.WriteByte(sep)
+		sb.WriteString("-----END CERTIFICATE-----")
 		if f == PEM {
 			return sb.String()
 		}
-		return url.PathEscape(strings.ReplaceAll(sb.String(), " ", "\n"))
+		return url.PathEscape(sb.String())
 	default:
 		return ":" + b64 + ":"
 	}
@@ -282,7 +290,10 @@ func decodePEM(text string, depth int) ([][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("PEM body: %w", err)
 		}
-		if depth == 0 && strings.HasPrefix(string(der), pemBegin) {
+		if strings.HasPrefix(string(der), pemBegin) {
+			if depth > 0 {
+				return nil, fmt.Errorf("%w: PEM wrapped in base64 more than once", ErrMalformed)
+			}
 			inner, err := decodePEM(string(der), depth+1)
 			if err != nil {
 				return nil, fmt.Errorf("base64-wrapped PEM: %w", err)
@@ -328,8 +339,4 @@ func removeSpace(s string) string {
 		}
 	}
 	return string(b)
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

@@ -387,12 +387,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		v = h.fromTLS(r.TLS.PeerCertificates, now)
 	}
 
-	if v == nil {
-		if spoofed {
-			if c := h.logger.Check(zapcore.InfoLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
-				c.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
-			}
+	if spoofed {
+		if c := h.logger.Check(zapcore.InfoLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
+			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
 		}
+	}
+	if v == nil {
 		if h.optional {
 			return next.ServeHTTP(w, r)
 		}

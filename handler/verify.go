@@ -150,6 +150,9 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		v.reason = reasonExpired
 	case now.Before(leaf.NotBefore):
 		v.reason = reasonNotYetValid
+	case leaf.IsCA:
+		// A CA certificate is no caller's identity, pinned or not.
+		v.reason = reasonBadUsage
 	case client != nil:
 		if !allowsClientAuth(leaf) {
 			v.reason = reasonBadUsage

@@ -1,0 +1,127 @@
+package handler
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		want  string // the handler's JSON
+	}{
+		{"pinned only", `client_cert_auth {
+			client partner /etc/partner.pem tier gold
+			client other /etc/other.pem
+		}`, `{"clients":[{"alias":"partner","tier":"gold","certificate_file":"/etc/partner.pem"},{"alias":"other","certificate_file":"/etc/other.pem"}]}`},
+		{"trust pool with block", `client_cert_auth {
+			mode optional
+			trust_pool file /etc/ca.pem {
+				pem_file /etc/ca2.pem
+			}
+		}`, `{"mode":"optional","trust_pool":{"pem_files":["/etc/ca.pem","/etc/ca2.pem"],"provider":"file"}}`},
+		{"header defaults", `client_cert_auth {
+			trust_pool file /ca.pem
+			header
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{}}`},
+		{"header in full", `client_cert_auth {
+			trust_pool file /ca.pem
+			header X-SSL-Client-Cert {
+				format url_pem
+				chain
+				from 10.0.0.0/8 192.168.1.10
+			}
+			forward
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"field":"X-SSL-Client-Cert","format":"url_pem","chain_field":"Client-Cert-Chain","from":["10.0.0.0/8","192.168.1.10"]},"forward":{}}`},
+		{"header from trusted_proxies, named chain", `client_cert_auth {
+			trust_pool file /ca.pem
+			header {
+				chain X-Chain
+				from trusted_proxies
+			}
+			forward X-Client-Cert pem
+			cache_size 500
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain_field":"X-Chain"},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
+		{"forward format only", `client_cert_auth {
+			trust_pool file /ca.pem
+			forward base64_der
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"forward":{"format":"base64_der"}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := json.Marshal(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !jsonEqual(t, string(got), tc.want) {
+				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func jsonEqual(t *testing.T, a, b string) bool {
+	t.Helper()
+	var va, vb any
+	if err := json.Unmarshal([]byte(a), &va); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(b), &vb); err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := json.Marshal(va)
+	jb, _ := json.Marshal(vb)
+	return string(ja) == string(jb)
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	tests := []struct{ name, input, want string }{
+		{"argument on directive", `client_cert_auth foo`, "wrong argument count"},
+		{"unknown subdirective", "client_cert_auth {\n trust_pol file /ca.pem\n}", "unrecognized subdirective 'trust_pol'"},
+		{"repeated mode", "client_cert_auth {\n mode require\n mode optional\n}", "'mode' given twice"},
+		{"repeated trust_pool", "client_cert_auth {\n trust_pool file /a.pem\n trust_pool file /b.pem\n}", "'trust_pool' given twice"},
+		{"repeated header", "client_cert_auth {\n header\n header\n}", "'header' given twice"},
+		{"bad mode", "client_cert_auth {\n mode maybe\n}", "invalid mode 'maybe'"},
+		{"mode without value", "client_cert_auth {\n mode\n}", "wrong argument count"},
+		{"unknown trust pool source", "client_cert_auth {\n trust_pool nosuch\n}", "tls.ca_pool.source.nosuch"},
+		{"trust pool without source", "client_cert_auth {\n trust_pool\n}", "wrong argument count"},
+		{"trust pool file without files", "client_cert_auth {\n trust_pool file\n}", "no certificates specified"},
+		{"client without file", "client_cert_auth {\n client partner\n}", "wrong argument count"},
+		{"client with stray word", "client_cert_auth {\n client partner /p.pem level gold\n}", "unexpected 'level'"},
+		{"client duplicate alias", "client_cert_auth {\n client a /a.pem\n client a /b.pem\n}", "client alias 'a' given twice"},
+		{"header bad field", "client_cert_auth {\n header Bad:Field\n}", "header field 'Bad:Field'"},
+		{"header two fields", "client_cert_auth {\n header A B\n}", "wrong argument count"},
+		{"header unknown sub", "client_cert_auth {\n header {\n encoding pem\n }\n}", "unrecognized header subdirective 'encoding'"},
+		{"header bad format", "client_cert_auth {\n header {\n format der\n }\n}", "invalid format 'der'"},
+		{"header repeated format", "client_cert_auth {\n header {\n format pem\n format pem\n }\n}", "'format' given twice"},
+		{"from not a CIDR", "client_cert_auth {\n header {\n from 10.0.0.0/33\n }\n}", "invalid from range '10.0.0.0/33'"},
+		{"from a hostname", "client_cert_auth {\n header {\n from lb.example\n }\n}", "invalid from range 'lb.example'"},
+		{"from mixed", "client_cert_auth {\n header {\n from trusted_proxies 10.0.0.0/8\n }\n}", "trusted_proxies stands alone"},
+		{"from empty", "client_cert_auth {\n header {\n from\n }\n}", "wrong argument count"},
+		{"forward auto", "client_cert_auth {\n forward auto\n}", "format auto is for reading"},
+		{"forward too many", "client_cert_auth {\n forward A pem B\n}", "wrong argument count"},
+		{"forward format then field", "client_cert_auth {\n forward pem X-Cert\n}", "'X-Cert' is not a format"},
+		{"cache_size zero", "client_cert_auth {\n cache_size 0\n}", "invalid cache_size '0'"},
+		{"cache_size word", "client_cert_auth {\n cache_size lots\n}", "invalid cache_size 'lots'"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Fatalf("error %q does not name the line", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,480 @@
+package handler
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// pki is the test PKI shared by the handler tests.
+type pki struct {
+	dir                     string
+	root, other, mid        *testpki.Cert
+	valid, viaMid, expired  *testpki.Cert
+	notYet, serverOnly      *testpki.Cert
+	wrongCA, selfSigned     *testpki.Cert
+	pinned, pinnedServerEKU *testpki.Cert
+	rootPath, otherPath     string
+	pinnedPath, pinnedSEKU  string
+}
+
+func newPKI(t testing.TB) *pki {
+	t.Helper()
+	must := func(c *testpki.Cert, err error) *testpki.Cert {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	p := &pki{dir: t.TempDir()}
+	now := time.Now()
+	p.root = must(testpki.NewCA("Test Root"))
+	p.other = must(testpki.NewCA("Other Root"))
+	p.mid = must(p.root.Issue(testpki.Options{CommonName: "Test Intermediate", IsCA: true}))
+	p.valid = must(p.root.Issue(testpki.Options{CommonName: "alice", DNSNames: []string{"alice.example"}, URIs: []string{"spiffe://example/alice"}, Emails: []string{"alice@example.com"}}))
+	p.viaMid = must(p.mid.Issue(testpki.Options{CommonName: "bob"}))
+	p.expired = must(p.root.Issue(testpki.Options{CommonName: "old", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}))
+	p.notYet = must(p.root.Issue(testpki.Options{CommonName: "future", NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)}))
+	p.serverOnly = must(p.root.Issue(testpki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	p.wrongCA = must(p.other.Issue(testpki.Options{CommonName: "mallory"}))
+	p.selfSigned = must(testpki.SelfSigned(testpki.Options{CommonName: "eve"}))
+	p.pinned = must(testpki.SelfSigned(testpki.Options{CommonName: "partner"}))
+	p.pinnedServerEKU = must(testpki.SelfSigned(testpki.Options{CommonName: "partner2", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	var err error
+	write := func(c *testpki.Cert, name string) string {
+		t.Helper()
+		path, _, werr := c.WriteFiles(p.dir, name)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		return path
+	}
+	p.rootPath = write(p.root, "root")
+	p.otherPath = write(p.other, "other")
+	p.pinnedPath = write(p.pinned, "pinned")
+	p.pinnedSEKU = write(p.pinnedServerEKU, "pinned-server-eku")
+	_ = err
+	return p
+}
+
+// provision builds a handler from its JSON as Caddy would.
+func provision(t testing.TB, config string) *Handler {
+	t.Helper()
+	h, err := tryProvision(config)
+	if err != nil {
+		t.Fatalf("provisioning %s: %v", config, err)
+	}
+	return h
+}
+
+func tryProvision(config string) (*Handler, error) {
+	h := new(Handler)
+	if err := json.Unmarshal([]byte(config), h); err != nil {
+		return nil, err
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(ctx); err != nil {
+		return nil, err
+	}
+	return h, h.Validate()
+}
+
+// result is what a request through the handler came to.
+type result struct {
+	status   int // 0 when the next handler was reached
+	upstream http.Header
+	vars     map[string]string
+	err      error
+}
+
+type reqOpts struct {
+	certs   []*testpki.Cert // TLS peer chain, leaf first
+	remote  string
+	trusted bool // the server's trusted_proxies matched
+	header  http.Header
+}
+
+var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
+
+func serve(h *Handler, o reqOpts) result {
+	r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+	if o.remote != "" {
+		r.RemoteAddr = o.remote
+	}
+	if len(o.certs) > 0 {
+		r.TLS = &tls.ConnectionState{}
+		for _, c := range o.certs {
+			r.TLS.PeerCertificates = append(r.TLS.PeerCertificates, c.Cert)
+		}
+	}
+	for k, vs := range o.header {
+		for _, v := range vs {
+			r.Header.Add(k, v)
+		}
+	}
+	repl := caddy.NewReplacer()
+	w := httptest.NewRecorder()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, o.trusted)
+	var res result
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		res.upstream = r.Header.Clone()
+		res.vars = map[string]string{}
+		for _, name := range placeholderNames {
+			if v, ok := repl.GetString("http.auth.user." + name); ok {
+				res.vars[name] = v
+			}
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		res.err = err
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			res.status = he.StatusCode
+		} else {
+			res.status = -1
+		}
+	}
+	return res
+}
+
+func (p *pki) trustConfig() string {
+	return `{"trust_pool":{"provider":"file","pem_files":["` + p.rootPath + `"]},
+		"clients":[{"alias":"partner","tier":"gold","certificate_file":"` + p.pinnedPath + `"},
+		           {"alias":"partner2","certificate_file":"` + p.pinnedSEKU + `"}]}`
+}
+
+func TestTrustDecision(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, p.trustConfig())
+	tests := []struct {
+		name   string
+		chain  []*testpki.Cert
+		status int
+		reason string
+		id     string
+	}{
+		{"valid", []*testpki.Cert{p.valid}, 0, "", "alice"},
+		{"valid through intermediate", []*testpki.Cert{p.viaMid, p.mid}, 0, "", "bob"},
+		{"intermediate not sent", []*testpki.Cert{p.viaMid}, 403, reasonUntrusted, ""},
+		{"expired", []*testpki.Cert{p.expired}, 403, reasonExpired, ""},
+		{"not yet valid", []*testpki.Cert{p.notYet}, 403, reasonNotYetValid, ""},
+		{"wrong EKU", []*testpki.Cert{p.serverOnly}, 403, reasonBadUsage, ""},
+		{"wrong CA", []*testpki.Cert{p.wrongCA}, 403, reasonUntrusted, ""},
+		{"self-signed, not pinned", []*testpki.Cert{p.selfSigned}, 403, reasonUntrusted, ""},
+		{"root itself", []*testpki.Cert{p.root}, 403, reasonBadUsage, ""},
+		{"pinned", []*testpki.Cert{p.pinned}, 0, "", "partner"},
+		{"pinned with server-only EKU", []*testpki.Cert{p.pinnedServerEKU}, 403, reasonBadUsage, ""},
+		{"no certificate", nil, 401, reasonNoCert, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := 0; round < 2; round++ { // the second round hits the cache
+				res := serve(h, reqOpts{certs: tc.chain})
+				if res.status != tc.status {
+					t.Fatalf("round %d: status %d (%v), want %d", round, res.status, res.err, tc.status)
+				}
+				if tc.reason != "" && !strings.HasSuffix(res.err.Error(), ": "+tc.reason) {
+					t.Fatalf("round %d: error %q, want reason %s", round, res.err, tc.reason)
+				}
+				if tc.id != "" && res.vars["id"] != tc.id {
+					t.Fatalf("round %d: user id %q, want %q", round, res.vars["id"], tc.id)
+				}
+			}
+		})
+	}
+}
+
+func TestPlaceholders(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, p.trustConfig())
+	res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}})
+	if res.status != 0 {
+		t.Fatal(res.err)
+	}
+	want := map[string]string{
+		"id": "alice", "alias": "", "tier": "", "subject": "CN=alice", "issuer": "CN=Test Root",
+		"serial": p.valid.Cert.SerialNumber.String(), "fingerprint": fingerprint(p.valid),
+		"not_after": p.valid.Cert.NotAfter.UTC().Format(time.RFC3339), "source": "tls",
+		"san_dns": "alice.example", "san_uri": "spiffe://example/alice", "san_email": "alice@example.com",
+	}
+	for k, v := range want {
+		if res.vars[k] != v {
+			t.Errorf("{http.auth.user.%s} = %q, want %q", k, res.vars[k], v)
+		}
+	}
+	res = serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}})
+	if res.vars["alias"] != "partner" || res.vars["tier"] != "gold" || res.vars["id"] != "partner" {
+		t.Fatalf("pinned placeholders: %v", res.vars)
+	}
+}
+
+func fingerprint(c *testpki.Cert) string {
+	_, fp := chainKey(c.Cert.Raw, 0, nil)
+	return strings.ToLower(hexString(fp[:]))
+}
+
+func hexString(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
+func TestOptionalMode(t *testing.T) {
+	p := newPKI(t)
+	cfg := strings.Replace(p.trustConfig(), "{", `{"mode":"optional",`, 1)
+	h := provision(t, cfg)
+	if res := serve(h, reqOpts{}); res.status != 0 || res.vars["id"] != "" {
+		t.Fatalf("no certificate in optional mode: status %d, id %q", res.status, res.vars["id"])
+	}
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.wrongCA}}); res.status != 403 {
+		t.Fatalf("bad certificate in optional mode: status %d", res.status)
+	}
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 0 || res.vars["id"] != "alice" {
+		t.Fatalf("good certificate in optional mode: status %d", res.status)
+	}
+}
+
+func headerConfig(p *pki, header, forward string) string {
+	cfg := strings.TrimSuffix(strings.TrimSpace(p.trustConfig()), "}")
+	if header != "" {
+		cfg += `, "header": ` + header
+	}
+	if forward != "" {
+		cfg += `, "forward": ` + forward
+	}
+	return cfg + "}"
+}
+
+func TestHeaderPath(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{"chain_field":"Client-Cert-Chain"}`, `{}`))
+	hdr := func(kv ...string) http.Header {
+		out := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			out.Add(kv[i], kv[i+1])
+		}
+		return out
+	}
+	enc := func(c *testpki.Cert, f certcodec.Format) string { return certcodec.Encode(c.Cert.Raw, f) }
+	proxyCert := []*testpki.Cert{p.pinned} // the proxy's own TLS identity
+
+	for _, f := range []certcodec.Format{certcodec.RFC9440, certcodec.URLPEM, certcodec.PEM, certcodec.Base64DER} {
+		res := serve(h, reqOpts{trusted: true, certs: proxyCert, header: hdr("Client-Cert", enc(p.valid, f))})
+		if res.status != 0 || res.vars["id"] != "alice" || res.vars["source"] != "header" {
+			t.Fatalf("%v from a trusted proxy: status %d (%v), vars %v", f, res.status, res.err, res.vars)
+		}
+		if got := res.upstream.Get("Client-Cert"); got != enc(p.valid, certcodec.RFC9440) {
+			t.Fatalf("%v: forwarded %q", f, got)
+		}
+	}
+
+	// The chain header supplies the intermediate.
+	res := serve(h, reqOpts{trusted: true, header: hdr("Client-Cert", enc(p.viaMid, certcodec.RFC9440), "Client-Cert-Chain", enc(p.mid, certcodec.RFC9440))})
+	if res.status != 0 || res.vars["id"] != "bob" {
+		t.Fatalf("chain header: status %d (%v)", res.status, res.err)
+	}
+	if res.upstream.Get("Client-Cert-Chain") != "" {
+		t.Fatal("chain header reached upstream")
+	}
+
+	// From an untrusted source, the header is not believed: the TLS
+	// certificate counts, or none.
+	res = serve(h, reqOpts{trusted: false, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
+	if res.status != 401 || !strings.HasSuffix(res.err.Error(), reasonUntrustedSource) {
+		t.Fatalf("spoofed header without TLS certificate: status %d (%v)", res.status, res.err)
+	}
+	res = serve(h, reqOpts{trusted: false, certs: []*testpki.Cert{p.wrongCA}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
+	if res.status != 403 {
+		t.Fatalf("spoofed header over an untrusted TLS certificate: status %d", res.status)
+	}
+	res = serve(h, reqOpts{trusted: false, certs: []*testpki.Cert{p.pinned}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
+	if res.status != 0 || res.vars["id"] != "partner" || res.vars["source"] != "tls" {
+		t.Fatalf("spoofed header over a good TLS certificate: status %d, vars %v", res.status, res.vars)
+	}
+	if got := res.upstream.Get("Client-Cert"); got != enc(p.pinned, certcodec.RFC9440) {
+		t.Fatalf("upstream got the spoofed header or none: %q", got)
+	}
+
+	// A trusted proxy's header is verified like any certificate.
+	if res := serve(h, reqOpts{trusted: true, header: hdr("Client-Cert", enc(p.wrongCA, certcodec.RFC9440))}); res.status != 403 {
+		t.Fatalf("untrusted certificate in header: status %d", res.status)
+	}
+	// Undecodable from a trusted proxy: 400.
+	for name, bad := range map[string]http.Header{
+		"garbage":         hdr("Client-Cert", strings.Repeat("x", 64<<10)),
+		"two fields":      hdr("Client-Cert", enc(p.valid, certcodec.RFC9440), "Client-Cert", enc(p.valid, certcodec.RFC9440)),
+		"not a cert":      hdr("Client-Cert", ":aGVsbG8=:"),
+		"truncated":       hdr("Client-Cert", enc(p.valid, certcodec.RFC9440)[:100]+":"),
+		"bad chain field": hdr("Client-Cert", enc(p.valid, certcodec.RFC9440), "Client-Cert-Chain", ":!!:"),
+	} {
+		if res := serve(h, reqOpts{trusted: true, header: bad}); res.status != 400 {
+			t.Fatalf("%s: status %d (%v), want 400", name, res.status, res.err)
+		}
+	}
+	// A trusted proxy without the header: its TLS certificate counts.
+	if res := serve(h, reqOpts{trusted: true, certs: proxyCert}); res.status != 0 || res.vars["source"] != "tls" {
+		t.Fatalf("trusted proxy without header: status %d", res.status)
+	}
+}
+
+func TestHeaderFromRanges(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{"field":"X-SSL-Client-Cert","format":"url_pem","from":["10.1.0.0/16","192.0.2.7"]}`, ""))
+	val := certcodec.Encode(p.valid.Cert.Raw, certcodec.URLPEM)
+	for remote, want := range map[string]int{
+		"10.1.2.3:5000":       0,
+		"192.0.2.7:443":       0,
+		"[::ffff:10.1.0.9]:1": 0,
+		"192.0.2.8:443":       401,
+		"10.2.0.1:5000":       401,
+	} {
+		// trusted_proxies says yes everywhere: from replaces it.
+		res := serve(h, reqOpts{remote: remote, trusted: true, header: http.Header{"X-Ssl-Client-Cert": {val}}})
+		if res.status != want {
+			t.Fatalf("%s: status %d, want %d", remote, res.status, want)
+		}
+		if res.status == 0 && res.upstream.Get("X-Ssl-Client-Cert") != "" {
+			t.Fatal("certificate header reached upstream without forward")
+		}
+	}
+	// The format is fixed to url_pem: RFC 9440 is undecodable.
+	res := serve(h, reqOpts{remote: "10.1.2.3:5000", header: http.Header{"X-Ssl-Client-Cert": {certcodec.Encode(p.valid.Cert.Raw, certcodec.RFC9440)}}})
+	if res.status != 400 {
+		t.Fatalf("wrong format: status %d", res.status)
+	}
+}
+
+func TestSpoofedForwardFieldStripped(t *testing.T) {
+	p := newPKI(t)
+	for i, cfg := range []string{p.trustConfig(), headerConfig(p, "", `{"field":"X-Client-Cert","format":"pem"}`)} {
+		h := provision(t, cfg)
+		res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}, header: http.Header{
+			"Client-Cert": {"spoofed"}, "Client-Cert-Chain": {"spoofed"}, "X-Client-Cert": {"spoofed"},
+		}})
+		if res.status != 0 {
+			t.Fatal(res.err)
+		}
+		if res.upstream.Get("Client-Cert") != "" || res.upstream.Get("Client-Cert-Chain") != "" {
+			t.Fatalf("spoofed RFC 9440 fields reached upstream: %v", res.upstream)
+		}
+		if got := res.upstream.Get("X-Client-Cert"); i == 1 && got == "spoofed" {
+			t.Fatal("spoofed forward field reached upstream")
+		}
+	}
+	h := provision(t, headerConfig(p, "", `{"field":"X-Client-Cert","format":"pem"}`))
+	res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}, header: http.Header{"X-Client-Cert": {"spoofed"}}})
+	if got := res.upstream.Get("X-Client-Cert"); got != certcodec.Encode(p.valid.Cert.Raw, certcodec.PEM) {
+		t.Fatalf("forwarded %q", got)
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	p := newPKI(t)
+	garbage := filepath.Join(p.dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyOnly := filepath.Join(p.dir, "pinned-key.pem")
+	tests := []struct{ name, config, want string }{
+		{"nothing to trust", `{}`, "no trust_pool and no client"},
+		{"bad mode", `{"mode":"maybe","clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}]}`, `mode "maybe"`},
+		{"missing trust file", `{"trust_pool":{"provider":"file","pem_files":["/nonexistent/ca.pem"]}}`, "/nonexistent/ca.pem"},
+		{"trust file without certificates", `{"trust_pool":{"provider":"file","pem_files":["` + garbage + `"]}}`, "trust pool has no certificates"},
+		{"missing client file", `{"clients":[{"alias":"a","certificate_file":"/nonexistent/a.pem"}]}`, "/nonexistent/a.pem"},
+		{"undecodable client PEM", `{"clients":[{"alias":"a","certificate_file":"` + garbage + `"}]}`, "no PEM CERTIFICATE block"},
+		{"client key instead of cert", `{"clients":[{"alias":"a","certificate_file":"` + keyOnly + `"}]}`, "no PEM CERTIFICATE block"},
+		{"client without alias", `{"clients":[{"certificate_file":"` + p.pinnedPath + `"}]}`, "alias is required"},
+		{"duplicate alias", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"},{"alias":"a","certificate_file":"` + p.pinnedSEKU + `"}]}`, "alias given twice"},
+		{"same certificate twice", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"},{"alias":"b","certificate_file":"` + p.pinnedPath + `"}]}`, "same certificate as client"},
+		{"bad from", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}],"header":{"from":["10.0.0.0/33"]}}`, "not a CIDR range"},
+		{"bad header format", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}],"header":{"format":"der"}}`, "unknown certificate format"},
+		{"bad header field", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}],"header":{"field":"Client Cert"}}`, "not a valid header field name"},
+		{"forward auto", `{"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}],"forward":{"format":"auto"}}`, "format auto is for reading"},
+		{"negative cache", `{"cache_size":-1,"clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}]}`, "must not be negative"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tryProvision(tc.config)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// Inline PEM works as well as a file.
+	pemJSON, _ := json.Marshal(string(p.pinned.CertPEM()))
+	h := provision(t, `{"clients":[{"alias":"inline","certificate":`+string(pemJSON)+`}]}`)
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}}); res.vars["id"] != "inline" {
+		t.Fatalf("inline pinned client: %d %v", res.status, res.err)
+	}
+}
+
+func TestCacheBoundAndExpiry(t *testing.T) {
+	c := newVerdictCache(4)
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		var k [32]byte
+		k[0], k[1] = byte(i), byte(i>>8)
+		c.put(k, &verdict{expires: now.Add(time.Hour)})
+		if len(c.m) > 4 {
+			t.Fatalf("cache grew to %d entries, bound 4", len(c.m))
+		}
+	}
+	var k [32]byte
+	c.put(k, &verdict{expires: now.Add(time.Second)})
+	if c.get(k, now) == nil {
+		t.Fatal("fresh entry not found")
+	}
+	if c.get(k, now.Add(time.Second)) != nil {
+		t.Fatal("entry served at its expiry")
+	}
+}
+
+func TestVerdictNeverOutlivesCertificate(t *testing.T) {
+	p := newPKI(t)
+	short, err := p.root.Issue(testpki.Options{CommonName: "short", NotAfter: time.Now().Add(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, p.trustConfig())
+	now := time.Now()
+	v := h.fromTLS([]*x509.Certificate{short.Cert}, now)
+	if !v.accepted || v.expires.After(short.Cert.NotAfter) {
+		t.Fatalf("accepted %v, cached until %v, certificate ends %v", v.accepted, v.expires, short.Cert.NotAfter)
+	}
+	// Past NotAfter the cached verdict is not used: the certificate is expired.
+	v = h.fromTLS([]*x509.Certificate{short.Cert}, short.Cert.NotAfter.Add(time.Second))
+	if v.accepted || v.reason != reasonExpired {
+		t.Fatalf("after expiry: accepted %v, reason %s", v.accepted, v.reason)
+	}
+	// A not-yet-valid verdict ends when the certificate becomes valid.
+	v = h.fromTLS([]*x509.Certificate{p.notYet.Cert}, now)
+	if v.expires.After(p.notYet.Cert.NotBefore) {
+		t.Fatalf("not-yet-valid verdict kept past NotBefore")
+	}
+	if v := h.fromTLS([]*x509.Certificate{p.notYet.Cert}, p.notYet.Cert.NotBefore.Add(time.Second)); !v.accepted {
+		t.Fatalf("certificate refused once valid: %s", v.reason)
+	}
+}
