@@ -394,6 +394,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if v == nil {
 		if h.optional {
+			if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+				repl.Map(anonymous)
+			}
 			return next.ServeHTTP(w, r)
 		}
 		reason := reasonNoCert

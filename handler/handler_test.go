@@ -112,8 +112,6 @@ type reqOpts struct {
 	header  http.Header
 }
 
-var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
-
 func serve(h *Handler, o reqOpts) result {
 	r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
 	if o.remote != "" {
@@ -246,8 +244,14 @@ func TestOptionalMode(t *testing.T) {
 	p := newPKI(t)
 	cfg := strings.Replace(p.trustConfig(), "{", `{"mode":"optional",`, 1)
 	h := provision(t, cfg)
-	if res := serve(h, reqOpts{}); res.status != 0 || res.vars["id"] != "" {
-		t.Fatalf("no certificate in optional mode: status %d, id %q", res.status, res.vars["id"])
+	res := serve(h, reqOpts{})
+	if res.status != 0 || len(res.vars) != len(placeholderNames) {
+		t.Fatalf("no certificate in optional mode: status %d, placeholders %v", res.status, res.vars)
+	}
+	for name, v := range res.vars {
+		if v != "" {
+			t.Fatalf("no certificate in optional mode: {http.auth.user.%s} = %q", name, v)
+		}
 	}
 	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.wrongCA}}); res.status != 403 {
 		t.Fatalf("bad certificate in optional mode: status %d", res.status)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -199,20 +200,39 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		"san_email":   strings.Join(leaf.EmailAddresses, ","),
 	}
 	for _, src := range []certSource{sourceTLS, sourceHeader} {
-		boxedSource := any(src.String())
-		v.placeholders[src] = func(key string) (any, bool) {
-			name, ok := strings.CutPrefix(key, "http.auth.user.")
-			if !ok {
-				return nil, false
-			}
-			if name == "source" {
-				return boxedSource, true
-			}
-			val, ok := vals[name]
-			return val, ok
-		}
+		withSource := maps.Clone(vals)
+		withSource["source"] = src.String()
+		v.placeholders[src] = placeholderFunc(withSource)
 	}
 	return v
+}
+
+// placeholderNames are the {http.auth.user.*} placeholders the handler sets.
+var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
+
+// anonymous answers every placeholder with an empty value, for requests that
+// pass without a certificate in optional mode, so that a config using them
+// gets empty values rather than the placeholders' own text.
+var anonymous = func() caddy.ReplacerFunc {
+	vals := make(map[string]any, len(placeholderNames))
+	for _, name := range placeholderNames {
+		vals[name] = ""
+	}
+	return placeholderFunc(vals)
+}()
+
+// placeholderFunc returns a replacer function answering
+// {http.auth.user.<name>} from vals, whose values are boxed once, so that
+// answering costs no allocation.
+func placeholderFunc(vals map[string]any) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.auth.user.")
+		if !ok {
+			return nil, false
+		}
+		val, ok := vals[name]
+		return val, ok
+	}
 }
 
 // verifyChain verifies leaf to the trust pool and returns the reason it

@@ -1,0 +1,353 @@
+// Package integration runs end-to-end tests against a Caddy built from this
+// checkout (scripts/build-caddy.sh, once per run; CADDY_BIN names a binary
+// already built) and real peers: Go's TLS client, curl, nginx.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	caddyBin = os.Getenv("CADDY_BIN")
+	if caddyBin == "" {
+		dir, err := os.MkdirTemp("", "caddy-mtls-bin")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		caddyBin = filepath.Join(dir, "caddy")
+		cmd := exec.Command("../scripts/build-caddy.sh", caddyBin)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return 0, fmt.Errorf("building caddy: %w", err)
+		}
+	} else if abs, err := filepath.Abs(caddyBin); err == nil {
+		caddyBin = abs
+	}
+	if _, err := os.Stat(caddyBin); err != nil {
+		return 0, fmt.Errorf("caddy binary: %w", err)
+	}
+	return m.Run(), nil
+}
+
+// env is the PKI and files one test works with.
+type env struct {
+	t   *testing.T
+	dir string
+
+	root, other, serverCA *testpki.Cert
+	server                *testpki.Cert
+	alice, bob, mallory   *testpki.Cert // alice and bob chain to root, mallory to other
+	expired, partner      *testpki.Cert // partner is self-signed, pinned
+	files                 map[string]string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), files: map[string]string{}}
+	must := func(c *testpki.Cert, err error) *testpki.Cert {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	e.root = must(testpki.NewCA("Integration Root"))
+	e.other = must(testpki.NewCA("Other Root"))
+	e.serverCA = must(testpki.NewCA("Server CA"))
+	e.server = must(e.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}))
+	e.alice = must(e.root.Issue(testpki.Options{CommonName: "alice"}))
+	e.bob = must(e.other.Issue(testpki.Options{CommonName: "bob"}))
+	e.mallory = must(e.other.Issue(testpki.Options{CommonName: "mallory"}))
+	e.expired = must(e.root.Issue(testpki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
+	e.partner = must(testpki.SelfSigned(testpki.Options{CommonName: "partner-app"}))
+	for name, c := range map[string]*testpki.Cert{
+		"root": e.root, "other": e.other, "serverca": e.serverCA, "server": e.server,
+		"alice": e.alice, "bob": e.bob, "mallory": e.mallory, "expired": e.expired, "partner": e.partner,
+	} {
+		cert, key, err := c.WriteFiles(e.dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.files[name] = cert
+		e.files[name+"-key"] = key
+	}
+	return e
+}
+
+// path returns the file of a PKI item ("root", "alice-key", ...).
+func (e *env) path(name string) string {
+	p, ok := e.files[name]
+	if !ok {
+		e.t.Fatalf("no PKI file %q", name)
+	}
+	return p
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// caddyProc is a running Caddy.
+type caddyProc struct {
+	admin string // host:port of the admin endpoint
+	mu    sync.Mutex
+	logs  bytes.Buffer
+}
+
+// Logs returns what Caddy has logged so far.
+func (c *caddyProc) Logs() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.logs.String()
+}
+
+type lockedWriter struct{ c *caddyProc }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return w.c.logs.Write(p)
+}
+
+// startCaddy runs `caddy run` with config (adapter "caddyfile" or "json") and
+// waits until every address in ready accepts connections. {admin} in config
+// is replaced by the admin address.
+func startCaddy(t *testing.T, e *env, config, adapter string, ready ...string) *caddyProc {
+	t.Helper()
+	c := &caddyProc{admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	config = strings.ReplaceAll(config, "{admin}", c.admin)
+	name := "Caddyfile"
+	if adapter == "json" {
+		name = "caddy.json"
+	}
+	cfgPath := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	args := []string{"run", "--config", cfgPath}
+	if adapter != "json" {
+		args = append(args, "--adapter", adapter)
+	}
+	cmd := exec.Command(caddyBin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
+	cmd.Stdout, cmd.Stderr = lockedWriter{c}, lockedWriter{c}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("caddy logs:\n%s", c.Logs())
+		}
+	})
+	for _, addr := range append([]string{c.admin}, ready...) {
+		waitListening(t, addr, done, c)
+	}
+	return c
+}
+
+func waitListening(t *testing.T, addr string, exited <-chan struct{}, c *caddyProc) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("caddy exited before %s was listening:\n%s", addr, c.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening after 20s:\n%s", addr, c.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// backend is a plain HTTP upstream that answers with the request headers it
+// got, as JSON.
+type backend struct {
+	addr string
+}
+
+func startBackend(t *testing.T) *backend {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(r.Header)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return &backend{addr: l.Addr().String()}
+}
+
+// response is what a client got.
+type response struct {
+	status   int
+	upstream http.Header // the headers the backend saw, for 200s
+	body     string
+}
+
+// goClient makes an HTTPS client that trusts the server CA and presents
+// cert (nil for none).
+func (e *env) goClient(cert *testpki.Cert) *http.Client {
+	cfg := &tls.Config{RootCAs: x509.NewCertPool()}
+	cfg.RootCAs.AddCert(e.serverCA.Cert)
+	if cert != nil {
+		tc := cert.TLSCertificate()
+		cfg.Certificates = []tls.Certificate{tc}
+	}
+	return &http.Client{
+		Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true},
+		Timeout:   15 * time.Second,
+	}
+}
+
+func do(t *testing.T, client *http.Client, url string, header http.Header) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return parseResponse(t, resp.StatusCode, body)
+}
+
+func parseResponse(t *testing.T, status int, body []byte) response {
+	t.Helper()
+	res := response{status: status, body: string(body)}
+	if status == http.StatusOK {
+		if err := json.Unmarshal(body, &res.upstream); err != nil {
+			t.Fatalf("backend answer %q: %v", body, err)
+		}
+	}
+	return res
+}
+
+// curl runs curl with args, and returns the status and what the backend saw.
+func curl(t *testing.T, args ...string) response {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "body")
+	full := append([]string{"--silent", "--show-error", "--max-time", "15", "--output", out, "--write-out", "%{http_code}"}, args...)
+	cmd := exec.Command("curl", full...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	code, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("curl %v: %v: %s", args, err, stderr.String())
+	}
+	var status int
+	if _, err := fmt.Sscanf(string(code), "%d", &status); err != nil {
+		t.Fatalf("curl status %q: %v", code, err)
+	}
+	body, _ := os.ReadFile(out)
+	return parseResponse(t, status, body)
+}
+
+// logLines returns Caddy's JSON log entries whose message is msg.
+func logLines(c *caddyProc, msg string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(c.Logs()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var entry map[string]any
+		if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["msg"] == msg {
+			out = append(out, entry)
+		}
+	}
+	return out
+}
+
+// eventually retries check until it returns nil or 10 seconds pass.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fingerprintHex(c *testpki.Cert) string {
+	sum := sha256.Sum256(c.Cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
