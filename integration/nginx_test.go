@@ -1,0 +1,221 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+)
+
+// startNginx runs nginx (Debian's package) in the foreground with the given
+// http-block body, and stops it when the test ends.
+func startNginx(t *testing.T, httpBody string, ready string) {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
+			t.Fatalf("nginx is not installed (apt-get install -y nginx; .ci/run does): %v", err)
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	dir := t.TempDir()
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	conf := fmt.Sprintf(`%s
+worker_processes 1;
+daemon off;
+error_log %[2]s/error.log info;
+pid %[2]s/nginx.pid;
+events { worker_connections 128; }
+http {
+	access_log off;
+	client_body_temp_path %[2]s/body;
+	proxy_temp_path %[2]s/proxy;
+	fastcgi_temp_path %[2]s/fastcgi;
+	uwsgi_temp_path %[2]s/uwsgi;
+	scgi_temp_path %[2]s/scgi;
+%[3]s
+}
+`, user, dir, httpBody)
+	confPath := filepath.Join(dir, "nginx.conf")
+	writeFile(t, confPath, conf)
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
+	out, err := os.Create(filepath.Join(dir, "stderr.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			logs, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx error log:\n%s", logs)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", ready, time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-done:
+			logs, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited: %s", logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx not listening on %s", ready)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNginxInFront: nginx terminates mTLS (requesting but not verifying the
+// certificate, so that Caddy decides) and forwards the certificate in a
+// header, connecting to Caddy from 127.0.0.2, the only trusted proxy.
+func TestNginxInFront(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	caddyPort, lbPort := freePort(t), freePort(t)
+	caddyAddr := fmt.Sprintf("127.0.0.1:%d", caddyPort)
+	lbAddr := fmt.Sprintf("127.0.0.1:%d", lbPort)
+
+	startCaddy(t, e, fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+	servers {
+		trusted_proxies static 127.0.0.2/32
+	}
+}
+http://:%[1]d {
+	bind 127.0.0.1
+	log {
+		output stderr
+		format json
+	}
+	client_cert_auth /pem/* {
+		trust_pool file %[2]s
+		header X-SSL-Client-Cert-Raw {
+			format pem
+		}
+	}
+	client_cert_auth {
+		trust_pool file %[2]s
+		header X-SSL-Client-Cert {
+			format auto
+		}
+		forward
+	}
+	reverse_proxy %[3]s {
+		header_up X-Caller {http.auth.user.id}
+		header_up X-Source {http.auth.user.source}
+	}
+}
+`, caddyPort, e.path("root"), be.addr), "caddyfile", caddyAddr)
+
+	startNginx(t, fmt.Sprintf(`
+	server {
+		listen %[1]s ssl;
+		server_name localhost;
+		ssl_certificate %[2]s;
+		ssl_certificate_key %[3]s;
+		ssl_verify_client optional_no_ca;
+		location / {
+			proxy_pass http://%[4]s;
+			proxy_bind 127.0.0.2;
+			proxy_set_header Host $host;
+			proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+			proxy_set_header X-SSL-Client-Cert-Raw $ssl_client_cert;
+		}
+	}
+`, lbAddr, e.path("server"), e.path("server-key"), caddyAddr), lbAddr)
+
+	lb := fmt.Sprintf("https://localhost:%d", lbPort)
+	curlAs := func(name, url string, extra ...string) response {
+		args := []string{"--cacert", e.path("serverca")}
+		if name != "" {
+			args = append(args, "--cert", e.path(name), "--key", e.path(name+"-key"))
+		}
+		return curl(t, append(append(args, extra...), url)...)
+	}
+
+	t.Run("through nginx", func(t *testing.T) {
+		res := curlAs("alice", lb+"/api")
+		if res.status != 200 || res.upstream.Get("X-Caller") != "alice" || res.upstream.Get("X-Source") != "header" {
+			t.Fatalf("alice through nginx: %d caller %q source %q", res.status, res.upstream.Get("X-Caller"), res.upstream.Get("X-Source"))
+		}
+		if got := res.upstream.Get("Client-Cert"); got != certcodec.Encode(e.alice.Cert.Raw, certcodec.RFC9440) {
+			t.Fatalf("upstream Client-Cert %q", got)
+		}
+		if res.upstream.Get("X-Ssl-Client-Cert") != "" {
+			t.Fatal("the load balancer's header reached the upstream")
+		}
+		if res := curlAs("mallory", lb+"/api"); res.status != 403 {
+			t.Fatalf("mallory through nginx: %d", res.status)
+		}
+		if res := curlAs("", lb+"/api"); res.status != 401 {
+			t.Fatalf("no certificate through nginx: %d", res.status)
+		}
+		// nginx's tab-folded $ssl_client_cert, read as pem.
+		if res := curlAs("alice", lb+"/pem/x"); res.status != 200 || res.upstream.Get("X-Caller") != "alice" {
+			t.Fatalf("alice through nginx, pem header: %d %s", res.status, res.body)
+		}
+	})
+
+	t.Run("spoofed header sent directly", func(t *testing.T) {
+		spoof := certcodec.Encode(e.alice.Cert.Raw, certcodec.URLPEM)
+		// curl from 127.0.0.1: not a trusted proxy.
+		res := curl(t, "-H", "X-SSL-Client-Cert: "+spoof, fmt.Sprintf("http://%s/api", caddyAddr))
+		if res.status != 401 {
+			t.Fatalf("spoofed header from 127.0.0.1: %d", res.status)
+		}
+		// Go client from 127.0.0.3: not trusted either.
+		if res := doFrom(t, "127.0.0.3", "http://"+caddyAddr+"/api", http.Header{"X-Ssl-Client-Cert": {spoof}}); res.status != 401 {
+			t.Fatalf("spoofed header from 127.0.0.3: %d", res.status)
+		}
+		// From the trusted proxy's address the same header is believed:
+		// it is the source address that decides.
+		res = doFrom(t, "127.0.0.2", "http://"+caddyAddr+"/api", http.Header{"X-Ssl-Client-Cert": {spoof}})
+		if res.status != 200 || res.upstream.Get("X-Caller") != "alice" {
+			t.Fatalf("header from 127.0.0.2: %d", res.status)
+		}
+	})
+}
+
+// doFrom makes a plain HTTP request from the local address ip.
+func doFrom(t *testing.T, ip, url string, header http.Header) response {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	client := &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
+			DisableKeepAlives: true,
+		},
+		Timeout: 15 * time.Second,
+	}
+	return do(t, client, url, header)
+}
