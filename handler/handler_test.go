@@ -2,14 +2,17 @@ package handler
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -227,17 +230,8 @@ func TestPlaceholders(t *testing.T) {
 }
 
 func fingerprint(c *testpki.Cert) string {
-	_, fp := chainKey(c.Cert.Raw, 0, nil)
-	return strings.ToLower(hexString(fp[:]))
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
+	sum := sha256.Sum256(c.Cert.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 func TestOptionalMode(t *testing.T) {
@@ -439,14 +433,12 @@ func TestCacheBoundAndExpiry(t *testing.T) {
 	c := newVerdictCache(4)
 	now := time.Now()
 	for i := 0; i < 100; i++ {
-		var k [32]byte
-		k[0], k[1] = byte(i), byte(i>>8)
-		c.put(k, &verdict{expires: now.Add(time.Hour)})
+		c.put(strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
 		if len(c.m) > 4 {
 			t.Fatalf("cache grew to %d entries, bound 4", len(c.m))
 		}
 	}
-	var k [32]byte
+	k := "key"
 	c.put(k, &verdict{expires: now.Add(time.Second)})
 	if c.get(k, now) == nil {
 		t.Fatal("fresh entry not found")

@@ -65,39 +65,48 @@ type verdict struct {
 // fromTLS returns the verdict on a TLS peer certificate chain.
 func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 	key, fp := chainKey(certs[0].Raw, len(certs)-1, func(i int) []byte { return certs[i+1].Raw })
-	if v := h.cache.get(key, now); v != nil {
+	if v := h.cache.getBytes(key[:], now); v != nil {
 		return v
 	}
 	v := h.evaluate(certs[0], certs[1:], fp, now)
-	h.cache.put(key, v)
+	h.cache.put(string(key[:]), v)
 	return v
 }
 
-// fromHeader decodes the certificate header (and chain header) and returns
-// the verdict on it. An error means the header cannot be decoded.
+// fromHeader returns the verdict on the certificate in the header (and the
+// chain header). The header values themselves are the cache key, so a
+// returning caller's header is not decoded again. An error means the header
+// cannot be decoded.
 func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*verdict, error) {
 	if len(values) > 1 {
 		return nil, fmt.Errorf("%d %s fields: one certificate expected", len(values), h.headerField)
 	}
+	key := values[0]
+	var chain []string
+	if h.chainField != "" {
+		chain = r.Header[h.chainField]
+		if len(chain) > 0 {
+			// Header values hold no newline, so the joined key is unambiguous.
+			key = key + "\n" + strings.Join(chain, "\n")
+		}
+	}
+	if v := h.cache.get(key, now); v != nil {
+		return v, nil
+	}
+
 	ders, _, err := certcodec.Decode(values[0], h.headerFormat)
 	if err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", h.headerField, err)
 	}
-	if h.chainField != "" {
-		for _, cv := range r.Header[h.chainField] {
-			more, err := certcodec.DecodeChain(cv, h.headerFormat)
-			if err != nil {
-				return nil, fmt.Errorf("decoding %s: %w", h.chainField, err)
-			}
-			if len(ders)+len(more) > certcodec.MaxCerts {
-				return nil, fmt.Errorf("decoding %s: %w", h.chainField, certcodec.ErrTooMany)
-			}
-			ders = append(ders, more...)
+	for _, cv := range chain {
+		more, err := certcodec.DecodeChain(cv, h.headerFormat)
+		if err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", h.chainField, err)
 		}
-	}
-	key, fp := chainKey(ders[0], len(ders)-1, func(i int) []byte { return ders[i+1] })
-	if v := h.cache.get(key, now); v != nil {
-		return v, nil
+		if len(ders)+len(more) > certcodec.MaxCerts {
+			return nil, fmt.Errorf("decoding %s: %w", h.chainField, certcodec.ErrTooMany)
+		}
+		ders = append(ders, more...)
 	}
 	certs := make([]*x509.Certificate, len(ders))
 	for i, der := range ders {
@@ -105,13 +114,16 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 			return nil, fmt.Errorf("parsing certificate %d of %s: %w", i+1, h.headerField, err)
 		}
 	}
+	_, fp := chainKey(ders[0], 0, nil)
 	v := h.evaluate(certs[0], certs[1:], fp, now)
 	h.cache.put(key, v)
 	return v, nil
 }
 
 // chainKey returns the cache key of a chain (the leaf and n intermediates,
-// the i-th given by inter) and the leaf's SHA-256 fingerprint.
+// the i-th given by inter) and the leaf's SHA-256 fingerprint. The key is a
+// hash of the chain with its first byte zeroed: header values, the other
+// keys in the cache, never start with a NUL byte.
 func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]byte) {
 	fp = sha256.Sum256(leaf)
 	key = fp
@@ -122,6 +134,7 @@ func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]
 		copy(buf[sha256.Size:], ih[:])
 		key = sha256.Sum256(buf[:])
 	}
+	key[0] = 0
 	return key, fp
 }
 
@@ -282,12 +295,14 @@ func allowsClientAuth(c *x509.Certificate) bool {
 	return false
 }
 
-// verdictCache is a bounded map of verdicts by chain key. When full, it makes
-// room by dropping the expired entries among a few arbitrary ones, else one of
-// those, so a miss costs the same however large the cache is.
+// verdictCache is a bounded map of verdicts, keyed by a chain hash (TLS) or
+// the header values (header path). When full, it makes room by dropping the
+// expired entries among a few arbitrary ones, else one of those, so a miss
+// costs the same however large the cache is. A new config makes a new
+// handler, and so a new, empty cache.
 type verdictCache struct {
 	mu  sync.RWMutex
-	m   map[[sha256.Size]byte]*verdict
+	m   map[string]*verdict
 	max int
 }
 
@@ -295,26 +310,38 @@ type verdictCache struct {
 const evictionSample = 8
 
 func newVerdictCache(max int) *verdictCache {
-	return &verdictCache{m: make(map[[sha256.Size]byte]*verdict), max: max}
+	return &verdictCache{m: make(map[string]*verdict), max: max}
 }
 
-func (c *verdictCache) get(key [sha256.Size]byte, now time.Time) *verdict {
+func (c *verdictCache) get(key string, now time.Time) *verdict {
 	c.mu.RLock()
 	v := c.m[key]
 	c.mu.RUnlock()
+	return fresh(v, now)
+}
+
+// getBytes is get without converting (and so copying) the key.
+func (c *verdictCache) getBytes(key []byte, now time.Time) *verdict {
+	c.mu.RLock()
+	v := c.m[string(key)]
+	c.mu.RUnlock()
+	return fresh(v, now)
+}
+
+func fresh(v *verdict, now time.Time) *verdict {
 	if v == nil || !now.Before(v.expires) {
 		return nil
 	}
 	return v
 }
 
-func (c *verdictCache) put(key [sha256.Size]byte, v *verdict) {
+func (c *verdictCache) put(key string, v *verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
 		now := time.Now()
 		seen, dropped := 0, 0
-		var victim [sha256.Size]byte
+		var victim string
 		for k, old := range c.m {
 			if !now.Before(old.expires) {
 				delete(c.m, k)

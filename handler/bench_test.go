@@ -1,0 +1,105 @@
+package handler
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// batch is how many requests are prepared, untimed, at a time. Each request
+// is fresh (its own replacer and headers, as a server makes them), so what
+// is timed and counted is the handler's own work.
+const batch = 1024
+
+type benchCase struct {
+	name   string
+	certs  []*testpki.Cert // TLS peer chain
+	header string          // Client-Cert value, sent by a trusted proxy
+}
+
+func benchHandler(b *testing.B, h *Handler, cases func(i int) benchCase) {
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	w := httptest.NewRecorder()
+	reqs := make([]*http.Request, batch)
+	prepare := func(start int) {
+		for j := range reqs {
+			c := cases(start + j)
+			r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+			if len(c.certs) > 0 {
+				r.TLS = &tls.ConnectionState{}
+				for _, cert := range c.certs {
+					r.TLS.PeerCertificates = append(r.TLS.PeerCertificates, cert.Cert)
+				}
+			}
+			if c.header != "" {
+				r.Header.Set("Client-Cert", c.header)
+			}
+			r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
+			caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+			reqs[j] = r
+		}
+	}
+	b.ReportAllocs()
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		if i%batch == 0 {
+			b.StopTimer()
+			prepare(i)
+			b.StartTimer()
+		}
+		if err := h.ServeHTTP(w, reqs[i%batch], next); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkServeHTTP measures one request through client_cert_auth: the TLS
+// path and each header format, with the verdict cached (hit) and not (miss:
+// two callers alternate through a cache of one).
+func BenchmarkServeHTTP(b *testing.B) {
+	p := newPKI(b)
+	second, err := p.root.Issue(testpki.Options{CommonName: "carol"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	callers := []*testpki.Cert{p.valid, second}
+	cfg := headerConfig(p, `{}`, `{}`)
+
+	run := func(b *testing.B, miss bool, mk func(c *testpki.Cert) benchCase) {
+		h := provision(b, cfg)
+		if miss {
+			h.cache = newVerdictCache(1)
+		}
+		benchHandler(b, h, func(i int) benchCase {
+			if miss {
+				return mk(callers[i%2])
+			}
+			return mk(callers[0])
+		})
+	}
+	for _, miss := range []bool{false, true} {
+		kind := "hit"
+		if miss {
+			kind = "miss"
+		}
+		b.Run("tls/"+kind, func(b *testing.B) {
+			run(b, miss, func(c *testpki.Cert) benchCase { return benchCase{certs: []*testpki.Cert{c}} })
+		})
+		for _, f := range []certcodec.Format{certcodec.RFC9440, certcodec.URLPEM, certcodec.PEM, certcodec.Base64DER} {
+			encoded := map[*testpki.Cert]string{}
+			for _, c := range callers {
+				encoded[c] = certcodec.Encode(c.Cert.Raw, f)
+			}
+			b.Run("header_"+f.String()+"/"+kind, func(b *testing.B) {
+				run(b, miss, func(c *testpki.Cert) benchCase { return benchCase{header: encoded[c]} })
+			})
+		}
+	}
+}
