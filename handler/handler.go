@@ -369,6 +369,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	)
 	if h.headerField != "" {
 		headerValues = r.Header[h.headerField]
+		if len(headerValues) == 1 && strings.Trim(headerValues[0], " \t") == "" {
+			// Proxies that always set the field send it empty when the
+			// client presented no certificate: that is no header.
+			headerValues = nil
+		}
 	}
 	if len(headerValues) > 0 {
 		if h.allowedSource(r) {

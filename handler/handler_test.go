@@ -474,3 +474,73 @@ func TestVerdictNeverOutlivesCertificate(t *testing.T) {
 		t.Fatalf("certificate refused once valid: %s", v.reason)
 	}
 }
+
+func TestEmptyHeaderIsNoHeader(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{}`, ""))
+	res := serve(h, reqOpts{trusted: true, header: http.Header{"Client-Cert": {""}}})
+	if res.status != 401 || !strings.HasSuffix(res.err.Error(), reasonNoCert) {
+		t.Fatalf("empty header from a trusted proxy: status %d (%v), want 401 no_cert", res.status, res.err)
+	}
+	res = serve(h, reqOpts{trusted: true, certs: []*testpki.Cert{p.valid}, header: http.Header{"Client-Cert": {" "}}})
+	if res.status != 0 || res.vars["source"] != "tls" {
+		t.Fatalf("blank header over a TLS certificate: status %d, vars %v", res.status, res.vars)
+	}
+}
+
+func TestLongHeaderValue(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{"format":"url_pem"}`, ""))
+	// The leaf followed by its chain padded with the same intermediate: a
+	// value over the length kept as a cache key as it is.
+	pemText := string(p.viaMid.CertPEM())
+	for i := 0; i < 6; i++ {
+		pemText += string(p.mid.CertPEM())
+	}
+	value := urlEscape(pemText)
+	if len(value) <= maxValueKey {
+		t.Fatalf("test value is only %d bytes", len(value))
+	}
+	for round := 0; round < 2; round++ {
+		res := serve(h, reqOpts{trusted: true, header: http.Header{"Client-Cert": {value}}})
+		if res.status != 0 || res.vars["id"] != "bob" {
+			t.Fatalf("round %d: status %d (%v)", round, res.status, res.err)
+		}
+	}
+	for key := range h.cache.m {
+		if len(key) > maxValueKey {
+			t.Fatalf("cache key of %d bytes", len(key))
+		}
+	}
+}
+
+func urlEscape(s string) string {
+	return strings.NewReplacer("\n", "%0A", " ", "%20").Replace(s)
+}
+
+func TestVerdictEndsWithTheRoot(t *testing.T) {
+	root, err := testpki.NewCA("short-lived root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A leaf that outlives its root.
+	leaf, err := root.Issue(testpki.Options{CommonName: "leaf", NotAfter: time.Now().Add(48 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rootPath, _, err := root.WriteFiles(dir, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+rootPath+`"]}}`)
+	// Pretend the evaluation happens 23h59m into the root's day of validity.
+	now := root.Cert.NotAfter.Add(-time.Minute)
+	v := h.fromTLS([]*x509.Certificate{leaf.Cert}, now)
+	if !v.accepted {
+		t.Fatalf("refused: %s", v.reason)
+	}
+	if v.expires.After(root.Cert.NotAfter) {
+		t.Fatalf("verdict kept until %v, after the root ends at %v", v.expires, root.Cert.NotAfter)
+	}
+}

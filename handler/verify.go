@@ -43,6 +43,9 @@ const (
 	reasonUntrustedSource = "untrusted_source"
 )
 
+// maxValueKey is the longest header value kept as a cache key as it is.
+const maxValueKey = 4096
+
 // verdictTTL bounds how long a verdict is reused even when the certificates
 // stay valid for longer.
 const verdictTTL = 10 * time.Minute
@@ -90,6 +93,13 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 			key = key + "\n" + strings.Join(chain, "\n")
 		}
 	}
+	if len(key) > maxValueKey {
+		// Keep what one entry costs small: a long value is keyed by its
+		// hash, marked apart from the chain hashes of the TLS path.
+		sum := sha256.Sum256([]byte(key))
+		sum[0] = 1
+		key = string(sum[:])
+	}
 	if v := h.cache.get(key, now); v != nil {
 		return v, nil
 	}
@@ -123,7 +133,8 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 // chainKey returns the cache key of a chain (the leaf and n intermediates,
 // the i-th given by inter) and the leaf's SHA-256 fingerprint. The key is a
 // hash of the chain with its first byte zeroed: header values, the other
-// keys in the cache, never start with a NUL byte.
+// keys in the cache, never start with a NUL byte (nor with 1, which marks
+// hashes of long header values).
 func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]byte) {
 	fp = sha256.Sum256(leaf)
 	key = fp
@@ -146,16 +157,11 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		subject:     leaf.Subject.String(),
 		expires:     now.Add(verdictTTL),
 	}
-	if leaf.NotAfter.Before(v.expires) && leaf.NotAfter.After(now) {
-		v.expires = leaf.NotAfter
-	}
-	if now.Before(leaf.NotBefore) {
-		v.expires = leaf.NotBefore
-	}
+	// The verdict may change when any certificate involved starts or stops
+	// being valid: it is kept no longer than that.
+	v.endBy(leaf, now)
 	for _, c := range intermediates {
-		if c.NotAfter.Before(v.expires) && c.NotAfter.After(now) {
-			v.expires = c.NotAfter
-		}
+		v.endBy(c, now)
 	}
 
 	client := h.pinned[fp]
@@ -174,7 +180,13 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	case h.roots == nil:
 		v.reason = reasonUntrusted
 	default:
-		v.reason = h.verifyChain(leaf, intermediates, now)
+		var chains [][]*x509.Certificate
+		chains, v.reason = h.verifyChain(leaf, intermediates, now)
+		for _, chain := range chains {
+			for _, c := range chain {
+				v.endBy(c, now)
+			}
+		}
 	}
 	v.accepted = v.reason == ""
 	if !v.accepted {
@@ -248,9 +260,19 @@ func placeholderFunc(vals map[string]any) caddy.ReplacerFunc {
 	}
 }
 
-// verifyChain verifies leaf to the trust pool and returns the reason it
-// fails, or "" when it verifies.
-func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, now time.Time) string {
+// endBy shortens the verdict's life to the next moment c starts or stops
+// being valid, if that is sooner.
+func (v *verdict) endBy(c *x509.Certificate, now time.Time) {
+	for _, t := range []time.Time{c.NotBefore, c.NotAfter} {
+		if t.After(now) && t.Before(v.expires) {
+			v.expires = t
+		}
+	}
+}
+
+// verifyChain verifies leaf to the trust pool and returns the verified chains,
+// or the reason it fails.
+func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, now time.Time) ([][]*x509.Certificate, string) {
 	opts := x509.VerifyOptions{
 		Roots:       h.roots,
 		CurrentTime: now,
@@ -262,23 +284,23 @@ func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Cert
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	_, err := leaf.Verify(opts)
+	chains, err := leaf.Verify(opts)
 	if err == nil {
-		return ""
+		return chains, ""
 	}
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &invalid) {
 		switch invalid.Reason {
 		case x509.Expired:
 			if now.Before(invalid.Cert.NotBefore) {
-				return reasonNotYetValid
+				return nil, reasonNotYetValid
 			}
-			return reasonExpired
+			return nil, reasonExpired
 		case x509.IncompatibleUsage:
-			return reasonBadUsage
+			return nil, reasonBadUsage
 		}
 	}
-	return reasonUntrusted
+	return nil, reasonUntrusted
 }
 
 // allowsClientAuth reports whether a pinned certificate's extended key usage,

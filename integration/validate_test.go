@@ -1,0 +1,107 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestValidateErrors: broken configs fail `caddy validate` with the reason,
+// and Caddyfile syntax errors with the line.
+func TestValidateErrors(t *testing.T) {
+	e := newEnv(t)
+	garbage := filepath.Join(e.dir, "garbage.pem")
+	writeFile(t, garbage, "this is not PEM\n")
+	site := func(body string) string {
+		return "{\n\tadmin off\n\tauto_https off\n}\nhttp://:8080 {\n\tclient_cert_auth {\n" + body + "\n\t}\n\trespond ok\n}\n"
+	}
+	cases := []struct {
+		name, config, adapter string
+		want                  []string
+	}{
+		{"unknown subdirective", site("\t\ttrust_pol file " + e.path("root")), "caddyfile",
+			[]string{"unrecognized subdirective 'trust_pol'", "Caddyfile:7"}},
+		{"repeated subdirective", site("\t\tmode require\n\t\tmode optional"), "caddyfile",
+			[]string{"subdirective 'mode' given twice", "Caddyfile:8"}},
+		{"from not a CIDR", site("\t\ttrust_pool file " + e.path("root") + "\n\t\theader {\n\t\t\tfrom 10.0.0.300/8\n\t\t}"), "caddyfile",
+			[]string{"invalid from range '10.0.0.300/8'", "Caddyfile:9"}},
+		{"missing trust file", site("\t\ttrust_pool file /nonexistent/ca.pem"), "caddyfile",
+			[]string{"/nonexistent/ca.pem", "no such file"}},
+		{"trust file without certificates", site("\t\ttrust_pool file " + garbage), "caddyfile",
+			[]string{"trust pool has no certificates"}},
+		{"undecodable client PEM", site("\t\tclient acme " + garbage), "caddyfile",
+			[]string{`client "acme": no PEM CERTIFICATE block found`}},
+		{"missing client file", site("\t\tclient acme /nonexistent/acme.pem"), "caddyfile",
+			[]string{`client "acme": reading certificate`, "/nonexistent/acme.pem"}},
+		{"nothing trusted", site("\t\tmode optional"), "caddyfile",
+			[]string{"no trust_pool and no client"}},
+		{"json bad mode", `{"apps":{"http":{"servers":{"s":{"listen":[":8080"],"routes":[{"handle":[{"handler":"client_cert_auth","mode":"sometimes","clients":[{"alias":"a","certificate_file":"` + e.path("partner") + `"}]}]}]}}}}}`, "json",
+			[]string{`mode "sometimes": want require or optional`}},
+		{"json unknown field", `{"apps":{"http":{"servers":{"s":{"listen":[":8080"],"routes":[{"handle":[{"handler":"client_cert_auth","trust":"x"}]}]}}}}}`, "json",
+			[]string{`unknown field "trust"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "Caddyfile"
+			if tc.adapter == "json" {
+				name = "caddy.json"
+			}
+			path := filepath.Join(t.TempDir(), name)
+			writeFile(t, path, tc.config)
+			args := []string{"validate", "--config", path}
+			if tc.adapter != "json" {
+				args = append(args, "--adapter", tc.adapter)
+			}
+			cmd := exec.Command(caddyBin, args...)
+			cmd.Env = append(cmd.Environ(), "HOME="+t.TempDir())
+			raw, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("caddy validate accepted the config:\n%s", raw)
+			}
+			// Caddy prints the error in a JSON log line: unescape its quotes.
+			out := strings.ReplaceAll(string(raw), `\"`, `"`)
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Fatalf("caddy validate output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// TestBadReloadKeepsServing: a new config with a broken certificate file is
+// refused by the admin API with the reason, and the running one goes on.
+func TestBadReloadKeepsServing(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	port := freePort(t)
+	good := tlsSite(e, port, be.addr)
+	c := startCaddy(t, e, good, "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
+
+	garbage := filepath.Join(e.dir, "garbage.pem")
+	writeFile(t, garbage, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+	bad := strings.Replace(strings.ReplaceAll(good, "{admin}", c.admin), e.path("partner"), garbage, 1)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(bad))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`client \"partner\": parsing certificate`)) {
+		t.Fatalf("/load of a broken config: %d %s", resp.StatusCode, body)
+	}
+	base := fmt.Sprintf("https://localhost:%d", port)
+	if res := do(t, e.goClient(e.partner), base+"/a/x", nil); res.status != 200 || res.upstream.Get("X-Caller") != "partner" {
+		t.Fatalf("after the refused reload, partner: %d", res.status)
+	}
+	if res := do(t, e.goClient(e.mallory), base+"/a/x", nil); res.status != 403 {
+		t.Fatalf("after the refused reload, mallory: %d", res.status)
+	}
+}
