@@ -128,9 +128,10 @@ func freePort(t *testing.T) int {
 
 // caddyProc is a running Caddy.
 type caddyProc struct {
-	admin string // host:port of the admin endpoint
-	mu    sync.Mutex
-	logs  bytes.Buffer
+	admin  string // host:port of the admin endpoint
+	exited <-chan struct{}
+	mu     sync.Mutex
+	logs   bytes.Buffer
 }
 
 // Logs returns what Caddy has logged so far.
@@ -171,8 +172,19 @@ func startCaddy(t *testing.T, e *env, config, adapter string, ready ...string) *
 	cmd := exec.Command(caddyBin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
 	cmd.Stdout, cmd.Stderr = lockedWriter{c}, lockedWriter{c}
+	c.exited = runProcess(t, "caddy", cmd, c.Logs)
+	for _, addr := range append([]string{c.admin}, ready...) {
+		waitListening(t, addr, c.exited, c.Logs)
+	}
+	return c
+}
+
+// runProcess starts cmd, stops it (interrupt, then kill) when the test ends,
+// and shows its logs if the test failed. The channel closes when it exits.
+func runProcess(t *testing.T, name string, cmd *exec.Cmd, logs func() string) <-chan struct{} {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("starting %s: %v", name, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -185,16 +197,15 @@ func startCaddy(t *testing.T, e *env, config, adapter string, ready ...string) *
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("caddy logs:\n%s", c.Logs())
+			t.Logf("%s logs:\n%s", name, logs())
 		}
 	})
-	for _, addr := range append([]string{c.admin}, ready...) {
-		waitListening(t, addr, done, c)
-	}
-	return c
+	return done
 }
 
-func waitListening(t *testing.T, addr string, exited <-chan struct{}, c *caddyProc) {
+// waitListening waits until addr accepts connections, failing the test if
+// the process exits first or 20 seconds pass.
+func waitListening(t *testing.T, addr string, exited <-chan struct{}, logs func() string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -205,11 +216,11 @@ func waitListening(t *testing.T, addr string, exited <-chan struct{}, c *caddyPr
 		}
 		select {
 		case <-exited:
-			t.Fatalf("caddy exited before %s was listening:\n%s", addr, c.Logs())
+			t.Fatalf("process exited before %s was listening:\n%s", addr, logs())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening after 20s:\n%s", addr, c.Logs())
+			t.Fatalf("%s not listening after 20s:\n%s", addr, logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

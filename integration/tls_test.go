@@ -86,7 +86,7 @@ func TestTLSPathAdminLoad(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/load answered %d", resp.StatusCode)
 	}
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), nil, c)
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), c.exited, c.Logs)
 	checkTLSSite(t, e, c, port)
 }
 
@@ -227,6 +227,9 @@ https://localhost:%[1]d {
 	reverse_proxy %[6]s {
 		header_up X-Caller {http.auth.user.id}
 	}
+	handle_errors 401 403 {
+		respond `+"`"+`{"error":"{err.status_code}"}`+"`"+`
+	}
 }
 `, port, e.path("server"), e.path("server-key"), e.path("root"), e.path("other"), be.addr)
 	startCaddy(t, e, cfg, "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
@@ -241,6 +244,10 @@ https://localhost:%[1]d {
 		if res := do(t, e.goClient(tc.cert), base+tc.path, nil); res.status != tc.status {
 			t.Fatalf("%s %s: %d, want %d", tc.path, tc.cert.Cert.Subject.CommonName, res.status, tc.status)
 		}
+	}
+	// handle_errors shapes the refusal.
+	if res := do(t, e.goClient(e.alice), base+"/b/", nil); res.status != 403 || res.body != `{"error":"403"}` {
+		t.Fatalf("handle_errors: %d %q", res.status, res.body)
 	}
 	// The site refuses the handshake without a certificate.
 	if _, err := e.goClient(nil).Get(base + "/a/"); err == nil {
