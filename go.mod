@@ -4,7 +4,9 @@ go 1.26.8
 
 require (
 	github.com/caddyserver/caddy/v2 v2.11.9
+	github.com/pavlo-v-chernykh/keystore-go/v4 v4.5.0
 	go.uber.org/zap v1.28.0
+	software.sslmate.com/src/go-pkcs12 v0.6.0
 )
 
 require (

@@ -3,6 +3,7 @@
 // module of the project:
 //
 //   - http.handlers.client_cert_auth (Caddyfile directive client_cert_auth)
+//   - http.reverse_proxy.transport.ssl_profiles (reverse_proxy's transport ssl_profiles)
 package caddymtls
 
 import (
@@ -10,4 +11,6 @@ import (
 	_ "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	// http.handlers.client_cert_auth
 	_ "github.com/caddy-mtls/caddy-mtls/handler"
+	// http.reverse_proxy.transport.ssl_profiles
+	_ "github.com/caddy-mtls/caddy-mtls/upstream"
 )

@@ -1,0 +1,225 @@
+// Package keystore loads Java KeyStores (JKS) and PKCS#12 files, as WSO2,
+// Apigee and other Java-based gateways keep their key pairs and trust
+// stores, into Go's TLS types.
+package keystore
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	jks "github.com/pavlo-v-chernykh/keystore-go/v4"
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// Type is a keystore file format.
+type Type string
+
+// The formats.
+const (
+	JKS    Type = "jks"
+	PKCS12 Type = "pkcs12"
+)
+
+// ParseType returns the type named s ("jks", "pkcs12", "p12", "pfx", case
+// insensitive), or, when s is empty, the type the file name's extension
+// says.
+func ParseType(s, path string) (Type, error) {
+	if s == "" {
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".jks", ".keystore", ".truststore":
+			return JKS, nil
+		case ".p12", ".pfx":
+			return PKCS12, nil
+		}
+		return "", fmt.Errorf("cannot tell the keystore type of %s from its name: give the type (jks or pkcs12)", filepath.Base(path))
+	}
+	switch strings.ToLower(s) {
+	case "jks":
+		return JKS, nil
+	case "pkcs12", "p12", "pfx":
+		return PKCS12, nil
+	}
+	return "", fmt.Errorf("unknown keystore type %q (want jks or pkcs12)", s)
+}
+
+// KeyPair is a private key entry of a keystore.
+type KeyPair struct {
+	Alias       string
+	Certificate tls.Certificate // leaf first, then its chain; Leaf is set
+}
+
+// Store is what a keystore holds.
+type Store struct {
+	// KeyPairs, sorted by alias.
+	KeyPairs []KeyPair
+	// Trusted certificates (JKS trusted certificate entries, PKCS#12
+	// certificates without a key).
+	Trusted []*x509.Certificate
+}
+
+// KeyPair returns the key pair with the alias (JKS aliases are compared case
+// insensitively, as Java does).
+func (s *Store) KeyPair(alias string) (KeyPair, bool) {
+	for _, kp := range s.KeyPairs {
+		if kp.Alias == alias || strings.EqualFold(kp.Alias, alias) {
+			return kp, true
+		}
+	}
+	return KeyPair{}, false
+}
+
+// ErrPassword is wrapped by errors that come from a wrong password (or a
+// corrupt file: the formats cannot tell them apart).
+var ErrPassword = errors.New("wrong password or corrupt keystore")
+
+// Load reads a keystore file. keyPassword decrypts the private keys of a JKS
+// and defaults to password.
+func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if keyPassword == "" {
+		keyPassword = password
+	}
+	switch typ {
+	case JKS:
+		return loadJKS(data, password, keyPassword)
+	case PKCS12:
+		return loadPKCS12(data, password)
+	}
+	return nil, fmt.Errorf("unknown keystore type %q", typ)
+}
+
+func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
+	ks := jks.New()
+	if err := ks.Load(bytes.NewReader(data), []byte(password)); err != nil {
+		if strings.Contains(err.Error(), "digest") {
+			return nil, fmt.Errorf("%w: %v", ErrPassword, err)
+		}
+		return nil, fmt.Errorf("reading JKS: %w", err)
+	}
+	st := new(Store)
+	for _, alias := range ks.Aliases() {
+		switch {
+		case ks.IsPrivateKeyEntry(alias):
+			entry, err := ks.GetPrivateKeyEntry(alias, []byte(keyPassword))
+			if err != nil {
+				return nil, fmt.Errorf("key entry %q: %w: %v", alias, ErrPassword, err)
+			}
+			key, err := x509.ParsePKCS8PrivateKey(entry.PrivateKey)
+			if err != nil {
+				return nil, fmt.Errorf("key entry %q: parsing private key: %w", alias, err)
+			}
+			chain := make([][]byte, len(entry.CertificateChain))
+			for i, c := range entry.CertificateChain {
+				chain[i] = c.Content
+			}
+			kp, err := newKeyPair(alias, key, chain)
+			if err != nil {
+				return nil, err
+			}
+			st.KeyPairs = append(st.KeyPairs, kp)
+		case ks.IsTrustedCertificateEntry(alias):
+			entry, err := ks.GetTrustedCertificateEntry(alias)
+			if err != nil {
+				return nil, fmt.Errorf("trusted entry %q: %w", alias, err)
+			}
+			cert, err := x509.ParseCertificate(entry.Certificate.Content)
+			if err != nil {
+				return nil, fmt.Errorf("trusted entry %q: %w", alias, err)
+			}
+			st.Trusted = append(st.Trusted, cert)
+		}
+	}
+	sortKeyPairs(st)
+	return st, nil
+}
+
+// loadPKCS12 reads a PKCS#12 file: one key pair with its chain, or a trust
+// store of certificates only. The key pair's alias is its friendly name,
+// when it has one.
+func loadPKCS12(data []byte, password string) (*Store, error) {
+	key, cert, cas, err := pkcs12.DecodeChain(data, password)
+	if err == nil {
+		chain := [][]byte{cert.Raw}
+		for _, c := range cas {
+			chain = append(chain, c.Raw)
+		}
+		kp, err := newKeyPair(friendlyName(data, password), key, chain)
+		if err != nil {
+			return nil, err
+		}
+		return &Store{KeyPairs: []KeyPair{kp}}, nil
+	}
+	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
+	}
+	certs, tsErr := pkcs12.DecodeTrustStore(data, password)
+	if tsErr != nil {
+		if errors.Is(tsErr, pkcs12.ErrIncorrectPassword) {
+			return nil, fmt.Errorf("%w: %v", ErrPassword, tsErr)
+		}
+		return nil, fmt.Errorf("reading PKCS#12: %v (as a trust store: %v)", err, tsErr)
+	}
+	return &Store{Trusted: certs}, nil
+}
+
+// friendlyName returns the friendly name of the key bag of a PKCS#12 file,
+// or "" when it has none or the file cannot be read so.
+func friendlyName(data []byte, password string) string {
+	blocks, err := pkcs12.ToPEM(data, password)
+	if err != nil {
+		return ""
+	}
+	for _, b := range blocks {
+		if strings.Contains(b.Type, "PRIVATE KEY") && b.Headers["friendlyName"] != "" {
+			return b.Headers["friendlyName"]
+		}
+	}
+	for _, b := range blocks {
+		if name := b.Headers["friendlyName"]; name != "" {
+			return name
+		}
+	}
+	return ""
+}
+
+func newKeyPair(alias string, key any, chain [][]byte) (KeyPair, error) {
+	if len(chain) == 0 {
+		return KeyPair{}, fmt.Errorf("key entry %q has no certificate", alias)
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("key entry %q: parsing certificate: %w", alias, err)
+	}
+	if err := CheckKeyMatches(leaf, key); err != nil {
+		return KeyPair{}, fmt.Errorf("key entry %q: %w", alias, err)
+	}
+	return KeyPair{Alias: alias, Certificate: tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}}, nil
+}
+
+// CheckKeyMatches returns an error unless key is the private key of cert.
+func CheckKeyMatches(cert *x509.Certificate, key any) error {
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("unsupported private key type %T", key)
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return errors.New("private key does not match the certificate")
+	}
+	return nil
+}
+
+func sortKeyPairs(st *Store) {
+	sort.Slice(st.KeyPairs, func(i, j int) bool { return st.KeyPairs[i].Alias < st.KeyPairs[j].Alias })
+}

@@ -1,0 +1,202 @@
+package upstream
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Syntax:
+//
+//	transport ssl_profiles {
+//	    # every option of the http transport, the base of every profile
+//	    profile <host:port | *.domain:port | host> [...] {
+//	        tls_trust_pool           <source> [<args...>]
+//	        tls_client_auth          <cert.pem> <key.pem>
+//	        tls_client_keystore      <file.p12|file.jks> [type <jks|pkcs12>] [password <secret>] [key_password <secret>] [alias <alias|placeholder>]
+//	        tls_server_name          <name>
+//	        tls_min_version          tls1.2 | tls1.3
+//	        tls_insecure_skip_verify
+//	    }
+//	    profiles_file <path> [reload <interval>]
+//	    max_pools     <count>
+//	}
+//
+// `profile` may be repeated; the other subdirectives may be given once.
+func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume transport name
+	nameToken := d.Token()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	var base []caddyfile.Token // the http transport's own subdirectives
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "profile":
+			p, err := unmarshalProfile(d)
+			if err != nil {
+				return err
+			}
+			t.Profiles = append(t.Profiles, p)
+
+		case "profiles_file":
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			t.ProfilesFile = d.Val()
+			if d.NextArg() {
+				if d.Val() != "reload" || !d.NextArg() {
+					return d.Errf("profiles_file: expected 'reload <interval>' after the path")
+				}
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("invalid reload interval '%s': want a positive duration", d.Val())
+				}
+				t.ProfilesReload = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "max_pools":
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("invalid max_pools '%s': want a positive count", d.Val())
+			}
+			t.MaxPools = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		default:
+			base = append(base, d.NextSegment()...)
+		}
+	}
+	if len(base) == 0 {
+		return nil
+	}
+	// Hand the http transport's subdirectives to its own parser, as the
+	// block of a transport of their own.
+	last := base[len(base)-1]
+	open, closing := nameToken, last
+	open.Text, closing.Text = "{", "}"
+	closing.Line = last.Line + 1
+	tokens := append([]caddyfile.Token{nameToken, open}, base...)
+	tokens = append(tokens, closing)
+	return t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+}
+
+// unmarshalProfile parses a profile block; the dispenser is on "profile".
+func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
+	p := &Profile{Servers: d.RemainingArgs()}
+	if len(p.Servers) == 0 {
+		return nil, d.Errf("profile needs at least one server pattern (host:port, *.domain:port or host)")
+	}
+	for _, s := range p.Servers {
+		if _, err := parsePattern(s); err != nil {
+			return nil, d.Errf("profile: %v", err)
+		}
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return nil, d.Errf("profile subdirective '%s' given twice", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "tls_trust_pool":
+			raw, err := mtlscaddyfile.ParseTrustPool(d)
+			if err != nil {
+				return nil, err
+			}
+			p.TrustPoolRaw = raw
+
+		case "tls_client_auth":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.ArgErr()
+			}
+			p.ClientCertificateFile, p.ClientKeyFile = args[0], args[1]
+
+		case "tls_client_keystore":
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args)%2 == 0 {
+				return nil, d.Errf("tls_client_keystore: want <file> followed by [type|password|key_password|alias <value>] pairs")
+			}
+			ks := &Keystore{File: args[0]}
+			opts := map[string]bool{}
+			for i := 1; i < len(args); i += 2 {
+				key, val := args[i], args[i+1]
+				if opts[key] {
+					return nil, d.Errf("tls_client_keystore: '%s' given twice", key)
+				}
+				opts[key] = true
+				switch key {
+				case "type":
+					ks.Type = val
+				case "password":
+					ks.Password = val
+				case "key_password":
+					ks.KeyPassword = val
+				case "alias":
+					ks.Alias = val
+				default:
+					return nil, d.Errf("tls_client_keystore: unknown option '%s' (want type, password, key_password or alias)", key)
+				}
+			}
+			p.ClientKeystore = ks
+
+		case "tls_server_name":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			p.ServerName = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "tls_min_version":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if v, ok := caddytls.SupportedProtocols[d.Val()]; !ok || v < 0x0303 {
+				return nil, d.Errf("invalid tls_min_version '%s': want tls1.2 or tls1.3", d.Val())
+			}
+			p.MinVersion = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "tls_insecure_skip_verify":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			p.InsecureSkipVerify = true
+
+		default:
+			return nil, d.Errf("unrecognized profile subdirective '%s'", sub)
+		}
+	}
+	return p, nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Transport)(nil)

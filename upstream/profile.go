@@ -1,0 +1,301 @@
+package upstream
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/caddy-mtls/caddy-mtls/keystore"
+)
+
+// Profile is the SSL profile of the upstreams whose dial address matches one
+// of its server patterns. Whatever it does not set, it inherits from the
+// transport's own (base) settings.
+type Profile struct {
+	// The dial addresses this profile is for: `host:port`, `*.domain:port`
+	// (any subdomain, on that port), or `host` (any port). Required.
+	Servers []string `json:"servers"`
+
+	// The certificate authorities that verify the upstream's certificate:
+	// one of Caddy's `tls.ca_pool.source` modules. Default: the base
+	// transport's trust pool, else the system's.
+	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+
+	// PEM files of the client certificate (with its chain) and key that the
+	// gateway presents. Default: none.
+	ClientCertificateFile string `json:"client_certificate_file,omitempty"`
+	ClientKeyFile         string `json:"client_key_file,omitempty"`
+
+	// A keystore holding the client key pair(s). Default: none.
+	ClientKeystore *Keystore `json:"client_keystore,omitempty"`
+
+	// The server name sent (SNI) and verified. Default: the upstream's host.
+	ServerName string `json:"server_name,omitempty"`
+
+	// The lowest TLS version: `tls1.2` or `tls1.3`. Default: `tls1.2`.
+	MinVersion string `json:"min_version,omitempty"`
+
+	// Skip verifying the upstream's certificate. Insecure: for tests only.
+	// Default: `false`.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+
+	// trustPool is a trust pool given as certificates (WSO2's TrustStore).
+	trustPool []*x509.Certificate
+}
+
+// Keystore is a PKCS#12 or JKS file of client key pairs.
+type Keystore struct {
+	// Path of the keystore file. Required.
+	File string `json:"file"`
+
+	// `pkcs12` or `jks`. Default: from the file's extension (.p12, .pfx,
+	// .jks).
+	Type string `json:"type,omitempty"`
+
+	// The keystore's password; placeholders such as `{env.KS_PASS}` are
+	// replaced at load. Default: empty.
+	Password string `json:"password,omitempty"`
+
+	// The password of the private keys of a JKS. Default: the password.
+	KeyPassword string `json:"key_password,omitempty"`
+
+	// Which key pair to present: an alias, or a placeholder such as
+	// `{http.auth.user.alias}` resolved per request. Default: the server's
+	// acceptable CAs choose among all the keystore's key pairs.
+	Alias string `json:"alias,omitempty"`
+}
+
+// profile is a Profile made ready to use.
+type profile struct {
+	name     string // its first server pattern, for logs
+	patterns []string
+	base     *tls.Config
+	keyPairs *keystore.Store
+	// aliasTemplate holds placeholders when the identity is chosen per
+	// request; the default identity serves otherwise and for health checks.
+	aliasTemplate string
+	defaultCerts  []tls.Certificate
+	// defaultRT is the round tripper of the default identity.
+	defaultRT *http.Transport
+}
+
+// build makes a profile ready: trust pool, identities, TLS settings.
+// inherited is the base transport's TLS client config (nil without TLS).
+func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule func(*Profile) (caddytls.CA, error)) (*profile, error) {
+	if len(p.Servers) == 0 {
+		return nil, errors.New("no servers")
+	}
+	out := &profile{name: p.Servers[0], patterns: p.Servers, base: new(tls.Config)}
+	if inherited != nil {
+		out.base.RootCAs = inherited.RootCAs
+		out.base.MinVersion = inherited.MinVersion
+		out.defaultCerts = inherited.Certificates
+	}
+	switch {
+	case p.TrustPoolRaw != nil && p.trustPool != nil:
+		return nil, errors.New("two trust pools")
+	case p.TrustPoolRaw != nil:
+		ca, err := loadModule(p)
+		if err != nil {
+			return nil, err
+		}
+		out.base.RootCAs = ca.CertPool()
+	case p.trustPool != nil:
+		if len(p.trustPool) == 0 {
+			return nil, errors.New("trust store has no certificates")
+		}
+		out.base.RootCAs = x509.NewCertPool()
+		for _, c := range p.trustPool {
+			out.base.RootCAs.AddCert(c)
+		}
+	}
+
+	repl := caddy.NewReplacer()
+	switch {
+	case p.ClientKeystore != nil && (p.ClientCertificateFile != "" || p.ClientKeyFile != ""):
+		return nil, errors.New("client_keystore and client_certificate_file are exclusive")
+	case p.ClientCertificateFile != "" || p.ClientKeyFile != "":
+		if p.ClientCertificateFile == "" || p.ClientKeyFile == "" {
+			return nil, errors.New("client certificate needs both the certificate and the key file")
+		}
+		cert, err := tls.LoadX509KeyPair(p.ClientCertificateFile, p.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading client key pair: %w", err)
+		}
+		out.defaultCerts = []tls.Certificate{cert}
+	case p.ClientKeystore != nil:
+		ks := p.ClientKeystore
+		typ, err := keystore.ParseType(ks.Type, ks.File)
+		if err != nil {
+			return nil, err
+		}
+		st, err := keystore.Load(ks.File, typ, repl.ReplaceKnown(ks.Password, ""), repl.ReplaceKnown(ks.KeyPassword, ""))
+		if err != nil {
+			return nil, fmt.Errorf("loading keystore %s: %w", filepath.Base(ks.File), err)
+		}
+		if len(st.KeyPairs) == 0 {
+			return nil, fmt.Errorf("keystore %s holds no key pair", filepath.Base(ks.File))
+		}
+		out.keyPairs = st
+		switch {
+		case strings.Contains(ks.Alias, "{"):
+			out.aliasTemplate = ks.Alias
+			out.defaultCerts = allCerts(st)
+		case ks.Alias != "":
+			kp, ok := st.KeyPair(ks.Alias)
+			if !ok {
+				return nil, fmt.Errorf("keystore %s has no key pair %q", filepath.Base(ks.File), ks.Alias)
+			}
+			out.defaultCerts = []tls.Certificate{kp.Certificate}
+		default:
+			out.defaultCerts = allCerts(st)
+		}
+	}
+
+	out.base.ServerName = p.ServerName
+	if p.MinVersion != "" {
+		v, ok := caddytls.SupportedProtocols[p.MinVersion]
+		if !ok || v < tls.VersionTLS12 {
+			return nil, fmt.Errorf("min_version %q: want tls1.2 or tls1.3", p.MinVersion)
+		}
+		out.base.MinVersion = v
+	}
+	out.base.InsecureSkipVerify = p.InsecureSkipVerify
+	return out, nil
+}
+
+func allCerts(st *keystore.Store) []tls.Certificate {
+	certs := make([]tls.Certificate, len(st.KeyPairs))
+	for i, kp := range st.KeyPairs {
+		certs[i] = kp.Certificate
+	}
+	return certs
+}
+
+// pattern is a parsed server pattern.
+type pattern struct {
+	host     string // lower case; for a wildcard, the suffix with its dot
+	port     string // "" for any port
+	wildcard bool
+}
+
+// parsePattern parses `host:port`, `*.domain:port`, `host` or `*.domain`.
+func parsePattern(s string) (pattern, error) {
+	if s == "" || strings.ContainsAny(s, " \t/") {
+		return pattern{}, fmt.Errorf("server pattern %q: malformed", s)
+	}
+	var p pattern
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		n, perr := strconv.Atoi(port)
+		if perr != nil || n < 1 || n > 65535 {
+			return pattern{}, fmt.Errorf("server pattern %q: port %q is not a port number", s, port)
+		}
+		host, p.port = h, strconv.Itoa(n)
+	} else if strings.Count(s, ":") == 1 || strings.HasPrefix(s, "[") {
+		return pattern{}, fmt.Errorf("server pattern %q: %v", s, err)
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		p.wildcard = true
+		host = "." + rest
+		if rest == "" {
+			return pattern{}, fmt.Errorf("server pattern %q: wildcard without a domain", s)
+		}
+	}
+	if host == "" || strings.ContainsAny(host, "*[]") {
+		return pattern{}, fmt.Errorf("server pattern %q: malformed host", s)
+	}
+	p.host = host
+	return p, nil
+}
+
+// profileSet finds the profile of a dial address: exact host:port first,
+// then the longest wildcard, then the host on any port.
+type profileSet struct {
+	exact    map[string]*profile // "host:port"
+	wildcard []wildcardEntry     // longest suffix first
+	hostOnly map[string]*profile
+	all      []*profile
+}
+
+type wildcardEntry struct {
+	suffix, port string
+	p            *profile
+}
+
+func newProfileSet() *profileSet {
+	return &profileSet{exact: map[string]*profile{}, hostOnly: map[string]*profile{}}
+}
+
+// add adds p for patterns; a pattern already taken is an error.
+func (s *profileSet) add(p *profile, patterns []string) error {
+	for _, raw := range patterns {
+		pat, err := parsePattern(raw)
+		if err != nil {
+			return err
+		}
+		switch {
+		case pat.wildcard:
+			for _, w := range s.wildcard {
+				if w.suffix == pat.host && w.port == pat.port {
+					return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, w.p.name, p.name)
+				}
+			}
+			s.wildcard = append(s.wildcard, wildcardEntry{suffix: pat.host, port: pat.port, p: p})
+		case pat.port != "":
+			key := net.JoinHostPort(pat.host, pat.port)
+			if other, ok := s.exact[key]; ok {
+				return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
+			}
+			s.exact[key] = p
+		default:
+			if other, ok := s.hostOnly[pat.host]; ok {
+				return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
+			}
+			s.hostOnly[pat.host] = p
+		}
+	}
+	sort.SliceStable(s.wildcard, func(i, j int) bool {
+		if len(s.wildcard[i].suffix) != len(s.wildcard[j].suffix) {
+			return len(s.wildcard[i].suffix) > len(s.wildcard[j].suffix)
+		}
+		return s.wildcard[i].port != "" && s.wildcard[j].port == ""
+	})
+	s.all = append(s.all, p)
+	return nil
+}
+
+// match returns the profile for a dial address ("host:port"), or nil.
+func (s *profileSet) match(address string) *profile {
+	if p := s.exact[address]; p != nil {
+		return p
+	}
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		host = address
+	}
+	if lower := strings.ToLower(host); lower != host {
+		host = lower
+		if p := s.exact[net.JoinHostPort(host, port)]; p != nil {
+			return p
+		}
+	}
+	for _, w := range s.wildcard {
+		if (w.port == "" || w.port == port) && len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix) {
+			return w.p
+		}
+	}
+	return s.hostOnly[host]
+}

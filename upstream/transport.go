@@ -1,0 +1,378 @@
+// Package upstream implements ssl_profiles, a reverse_proxy transport that
+// applies a per-upstream SSL profile (trust, client key pair, SNI, TLS
+// versions) to each gateway-to-backend connection, with the client key pair
+// chosen per request where configured.
+package upstream
+
+import (
+	"container/list"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+
+	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+)
+
+func init() {
+	caddy.RegisterModule(Transport{})
+}
+
+// Transport is Caddy's `http` transport with per-upstream SSL profiles.
+//
+// Every option of the `http` transport is accepted and is the base of every
+// profile. A request's profile is chosen by its upstream's dial address
+// (never by the Host header): an exact `host:port` first, then the longest
+// wildcard, then the host on any port; no match uses the base settings.
+//
+// A pooled connection keeps the client identity it was made with, so each
+// (profile, identity) pair has its own connection pool; requests of two
+// identities never share a connection.
+type Transport struct {
+	reverseproxy.HTTPTransport
+
+	// The SSL profiles. Default: none.
+	Profiles []*Profile `json:"profiles,omitempty"`
+
+	// A file of more profiles: JSON (`{"profiles": [...]}`, each element a
+	// profile as in `profiles`) or WSO2 API Manager's
+	// `multi_ssl_profiles.xml` (a file starting with `<`). Default: none.
+	ProfilesFile string `json:"profiles_file,omitempty"`
+
+	// How often the profiles file is checked for changes. A broken new
+	// version is logged and the last good profiles stay. Default: `1m`.
+	ProfilesReload caddy.Duration `json:"profiles_reload,omitempty"`
+
+	// The most connection pools (one per profile and client identity
+	// chosen per request) kept open; the least recently used one is closed
+	// beyond that. Default: `100`.
+	MaxPools int `json:"max_pools,omitempty"`
+
+	ctx        caddy.Context
+	logger     *zap.Logger
+	baseJSON   []byte                      // the base http transport's config, to build more transports from
+	inherited  *tls.Config                 // the base transport's TLS client config, nil without TLS
+	configured []*profile                  // built from Profiles
+	profiles   *atomic.Pointer[profileSet] // swapped when the profiles file changes
+	pools      *poolCache
+	file       *profilesFile
+}
+
+// DefaultMaxPools is the default bound on per-identity connection pools.
+const DefaultMaxPools = 100
+
+// CaddyModule returns the Caddy module information.
+func (Transport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.transport.ssl_profiles",
+		New: func() caddy.Module { return new(Transport) },
+	}
+}
+
+// Provision builds the base transport and every profile's TLS settings and
+// default connection pool, and starts watching the profiles file.
+func (t *Transport) Provision(ctx caddy.Context) error {
+	t.ctx = ctx
+	t.logger = ctx.Logger()
+	if len(t.NetworkProxyRaw) > 0 || t.ForwardProxyURL != "" {
+		return errors.New("network_proxy is not supported by ssl_profiles")
+	}
+	for _, v := range t.Versions {
+		if v == "3" || v == "h2c" {
+			return fmt.Errorf("HTTP version %s is not supported by ssl_profiles", v)
+		}
+	}
+	if t.MaxPools < 0 {
+		return fmt.Errorf("max_pools %d: must not be negative", t.MaxPools)
+	}
+	if t.MaxPools == 0 {
+		t.MaxPools = DefaultMaxPools
+	}
+
+	// Keep the base config as it is before provisioning: loading modules
+	// consumes their raw config, and every profile's transport is built
+	// from it anew.
+	var err error
+	if t.baseJSON, err = json.Marshal(t.HTTPTransport); err != nil {
+		return fmt.Errorf("encoding base transport: %w", err)
+	}
+	if err := t.HTTPTransport.Provision(ctx); err != nil {
+		return err
+	}
+	if t.TLS != nil {
+		t.inherited = t.Transport.TLSClientConfig
+	}
+	t.pools = newPoolCache(t.MaxPools)
+	t.profiles = new(atomic.Pointer[profileSet])
+
+	set := newProfileSet()
+	for i, p := range t.Profiles {
+		built, err := t.buildProfile(p, func(p *Profile) (caddytls.CA, error) {
+			return mtlscaddyfile.LoadTrustPool(ctx, p, "TrustPoolRaw")
+		})
+		if err != nil {
+			return fmt.Errorf("profile %d (%s): %w", i+1, profileName(p), err)
+		}
+		if err := set.add(built, p.Servers); err != nil {
+			return fmt.Errorf("profile %d (%s): %w", i+1, profileName(p), err)
+		}
+		t.configured = append(t.configured, built)
+	}
+
+	if t.ProfilesFile != "" {
+		t.file = &profilesFile{path: t.ProfilesFile, done: make(chan struct{})}
+		fileSet, err := t.file.load(t)
+		if err != nil {
+			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
+		}
+		if set, err = t.merge(fileSet); err != nil {
+			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
+		}
+		interval := time.Duration(t.ProfilesReload)
+		if interval == 0 {
+			interval = time.Minute
+		}
+		go t.watch(interval)
+	}
+	t.profiles.Store(set)
+	return nil
+}
+
+func profileName(p *Profile) string {
+	if len(p.Servers) == 0 {
+		return "no servers"
+	}
+	return p.Servers[0]
+}
+
+// buildProfile makes a Profile ready, with its default connection pool.
+func (t *Transport) buildProfile(p *Profile, loadCA func(*Profile) (caddytls.CA, error)) (*profile, error) {
+	built, err := p.build(t.ctx, t.inherited, loadCA)
+	if err != nil {
+		return nil, err
+	}
+	if built.base.InsecureSkipVerify {
+		t.logger.Warn("TLS verification of upstreams is OFF for this profile: anyone on the path can impersonate them", zap.Strings("servers", p.Servers))
+	}
+	if built.defaultRT, err = t.newRoundTripper(built, built.defaultCerts); err != nil {
+		return nil, err
+	}
+	return built, nil
+}
+
+// merge returns a set of the configured profiles and those of fileSet.
+func (t *Transport) merge(fileSet []*profile) (*profileSet, error) {
+	set := newProfileSet()
+	for _, p := range t.configured {
+		if err := set.add(p, p.patterns); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range fileSet {
+		if err := set.add(p, p.patterns); err != nil {
+			return nil, err
+		}
+	}
+	return set, nil
+}
+
+// newRoundTripper builds an *http.Transport for profile p presenting certs,
+// from the base config, so it has every base setting (timeouts, keep-alive,
+// HTTP versions, dialing) and its own connection pool.
+func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.Transport, error) {
+	var ht reverseproxy.HTTPTransport
+	if err := json.Unmarshal(t.baseJSON, &ht); err != nil {
+		return nil, fmt.Errorf("decoding base transport: %w", err)
+	}
+	// Only the settings that need no module loading are kept from the base
+	// TLS config; trust, identity and versions are the profile's own.
+	tlsCfg := &reverseproxy.TLSConfig{ServerName: p.base.ServerName}
+	if base := ht.TLS; base != nil {
+		tlsCfg.HandshakeTimeout = base.HandshakeTimeout
+		tlsCfg.Renegotiation = base.Renegotiation
+		tlsCfg.Curves = base.Curves
+		if tlsCfg.ServerName == "" {
+			tlsCfg.ServerName = base.ServerName
+		}
+	}
+	ht.TLS = tlsCfg
+	if len(ht.Versions) == 0 {
+		ht.Versions = []string{"1.1", "2"}
+	}
+	rt, err := ht.NewTransport(t.ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rt.TLSClientConfig
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	cfg.RootCAs = p.base.RootCAs
+	cfg.Certificates = certs
+	cfg.InsecureSkipVerify = p.base.InsecureSkipVerify //nolint:gosec // the user's choice, warned about
+	if p.base.MinVersion != 0 {
+		cfg.MinVersion = p.base.MinVersion
+	}
+	rt.TLSClientConfig = cfg
+	return rt, nil
+}
+
+// RoundTrip sends req through the connection pool of its upstream's
+// profile and client identity.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var p *profile
+	if di, ok := reverseproxy.GetDialInfo(req.Context()); ok {
+		p = t.profiles.Load().match(di.Address)
+	}
+	if p == nil {
+		return t.HTTPTransport.RoundTrip(req)
+	}
+	rt, err := t.roundTripperFor(p, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.URL.Scheme == "" {
+		req.URL.Scheme = "https"
+	}
+	return rt.RoundTrip(req)
+}
+
+// roundTripperFor returns the connection pool for req's client identity
+// in profile p.
+func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transport, error) {
+	if p.aliasTemplate == "" || isHealthCheck(req) {
+		return p.defaultRT, nil
+	}
+	repl, _ := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	alias := ""
+	if repl != nil {
+		alias = repl.ReplaceKnown(p.aliasTemplate, "")
+	}
+	if alias == "" {
+		return nil, fmt.Errorf("ssl_profiles: profile %s: client alias %s is empty for this request", p.name, p.aliasTemplate)
+	}
+	kp, ok := p.keyPairs.KeyPair(alias)
+	if !ok {
+		return nil, fmt.Errorf("ssl_profiles: profile %s: no client key pair %.64q in the keystore", p.name, alias)
+	}
+	return t.pools.get(poolKey{p: p, alias: kp.Alias}, func() (*http.Transport, error) {
+		return t.newRoundTripper(p, []tls.Certificate{kp.Certificate})
+	})
+}
+
+// isHealthCheck reports whether req is one of reverse_proxy's active health
+// checks: they carry no request variables.
+func isHealthCheck(req *http.Request) bool {
+	return req.Context().Value(caddyhttp.VarsCtxKey) == nil
+}
+
+// Cleanup closes every connection pool.
+func (t *Transport) Cleanup() error {
+	if t.file != nil {
+		t.file.stop()
+	}
+	if t.profiles == nil {
+		return t.HTTPTransport.Cleanup()
+	}
+	if set := t.profiles.Load(); set != nil {
+		for _, p := range set.all {
+			p.defaultRT.CloseIdleConnections()
+		}
+	}
+	if t.pools != nil {
+		t.pools.closeAll()
+	}
+	return t.HTTPTransport.Cleanup()
+}
+
+// poolKey names a connection pool of an identity chosen per request.
+type poolKey struct {
+	p     *profile
+	alias string
+}
+
+// poolCache keeps the per-request identities' connection pools, closing the
+// least recently used beyond its bound.
+type poolCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[poolKey]*list.Element
+	lru list.List // of *poolEntry, most recent first
+}
+
+type poolEntry struct {
+	key poolKey
+	rt  *http.Transport
+}
+
+func newPoolCache(max int) *poolCache {
+	return &poolCache{max: max, m: make(map[poolKey]*list.Element)}
+}
+
+func (c *poolCache) get(key poolKey, build func() (*http.Transport, error)) (*http.Transport, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok {
+		c.lru.MoveToFront(e)
+		return e.Value.(*poolEntry).rt, nil
+	}
+	rt, err := build()
+	if err != nil {
+		return nil, err
+	}
+	c.m[key] = c.lru.PushFront(&poolEntry{key: key, rt: rt})
+	for c.lru.Len() > c.max {
+		c.removeLocked(c.lru.Back())
+	}
+	return rt, nil
+}
+
+func (c *poolCache) removeLocked(e *list.Element) {
+	pe := c.lru.Remove(e).(*poolEntry)
+	delete(c.m, pe.key)
+	pe.rt.CloseIdleConnections()
+}
+
+// drop closes the pools of profiles not in keep.
+func (c *poolCache) drop(keep func(*profile) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		if !keep(e.Value.(*poolEntry).key.p) {
+			c.removeLocked(e)
+		}
+		e = next
+	}
+}
+
+func (c *poolCache) closeAll() {
+	c.drop(func(*profile) bool { return false })
+}
+
+// len returns how many pools are open.
+func (c *poolCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                                = (*Transport)(nil)
+	_ caddy.CleanerUpper                               = (*Transport)(nil)
+	_ http.RoundTripper                                = (*Transport)(nil)
+	_ reverseproxy.TLSTransport                        = (*Transport)(nil)
+	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*Transport)(nil)
+	_ reverseproxy.RequestHeaderOpsTransport           = (*Transport)(nil)
+)
