@@ -179,3 +179,12 @@ func (c *Cert) WriteFiles(dir, name string) (certPath, keyPath string, err error
 	}
 	return certPath, keyPath, nil
 }
+
+// Must returns c, and panics on err: for tests and benchmarks, where any
+// error here is a broken test.
+func Must(c *Cert, err error) *Cert {
+	if err != nil {
+		panic(err)
+	}
+	return c
+}

@@ -1,0 +1,132 @@
+package upstream
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+func (f *fixture) profilesJSON(addr, serverCA string) string {
+	return `{"profiles":[{"servers":["` + addr + `"],
+		"trust_pool":{"provider":"file","pem_files":["` + serverCA + `"]},
+		"client_keystore":{"file":"` + f.files["gwB.p12"] + `","password":"p12pass"}}]}`
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProfilesFileJSONReload(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(f.dir, "profiles.json")
+	writeFile(t, path, f.profilesJSON(f.backendB.addr, f.files["serverCA-b"]))
+	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`","profiles_reload":3600000000000}`)
+	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("from the file: %q %v", got, err)
+	}
+
+	// A broken file: the last good profiles stay.
+	for _, broken := range []string{
+		`{"profiles":[{"servers":["` + f.backendB.addr + `"],"trust_pol":{}}]}`,
+		`{"profiles":[`,
+		strings.Replace(f.profilesJSON(f.backendB.addr, f.files["serverCA-b"]), "p12pass", "wrong", 1),
+		`<parameter name="customSSLProfiles"></parameter>`,
+	} {
+		writeFile(t, path, broken)
+		tr.reload()
+		if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+			t.Fatalf("after a broken file %.60q: %q %v", broken, got, err)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	tr.reload()
+	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("after the file vanished: %q %v", got, err)
+	}
+
+	// A good new file takes effect: now B's profile trusts the wrong CA.
+	writeFile(t, path, f.profilesJSON(f.backendB.addr, f.files["serverCA-a"]))
+	tr.reload()
+	if _, err := proxy(tr, f.backendB.addr, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("after the new file: %v", err)
+	}
+}
+
+func TestProfilesFileWSO2(t *testing.T) {
+	f := newFixture(t)
+	trust := filepath.Join(f.dir, "client-truststore.jks")
+	if err := testpki.WriteJKS(trust, "wso2carbon", "", testpki.JKSEntry{Alias: "backend-b", Cert: f.backendB.serverCA}); err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(f.dir, "wso2carbon.jks")
+	if err := testpki.WriteJKS(keys, "wso2carbon", "keypass", testpki.JKSEntry{Alias: "wso2carbon", Cert: f.gwB, Key: true}); err != nil {
+		t.Fatal(err)
+	}
+	// As WSO2's documentation writes it, with a relative Location that
+	// has a line break in it.
+	xml := `<?xml version="1.0" encoding="UTF-8"?>
+<parameter name="customSSLProfiles">
+<!-- For Mutual SSL Handshake configure both trust store and key store-->
+<profile>
+<servers>` + f.backendB.addr + `, b.internal:9444</servers>
+<TrustStore>
+<Location>client-truststore.jks
+</Location>
+<Type>JKS</Type>
+<Password>wso2carbon</Password>
+</TrustStore>
+<KeyStore>
+<Location>wso2carbon.jks</Location>
+<Type>JKS</Type>
+<Password>wso2carbon</Password>
+<KeyPassword>keypass</KeyPassword>
+</KeyStore>
+</profile>
+</parameter>
+`
+	path := filepath.Join(f.dir, "multi_ssl_profiles.xml")
+	writeFile(t, path, xml)
+	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`"}`)
+	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("WSO2 profile: %q %v", got, err)
+	}
+	if p := tr.profiles.Load().match("B.internal:9444"); p == nil {
+		t.Fatal("second server of the WSO2 profile not matched")
+	}
+
+	for name, broken := range map[string]string{
+		"wrong key password":  strings.Replace(xml, "<KeyPassword>keypass", "<KeyPassword>nope", 1),
+		"missing trust store": strings.Replace(xml, "client-truststore.jks", "missing.jks", 1),
+		"no servers":          strings.Replace(xml, f.backendB.addr+`, b.internal:9444`, "", 1),
+		"unclosed":            strings.TrimSuffix(strings.TrimSpace(xml), "</parameter>"),
+	} {
+		_, err := provisionTransport(t, `{"tls":{},"profiles_file":"`+writeTemp(t, f.dir, broken)+`"}`)
+		if err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+		if !strings.Contains(err.Error(), "profiles_file") {
+			t.Fatalf("%s: error %v does not name the file", name, err)
+		}
+	}
+}
+
+func writeTemp(t *testing.T, dir, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "profiles-*.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}

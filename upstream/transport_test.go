@@ -1,0 +1,297 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// mtlsBackend is a Go TLS server that requires a client certificate from
+// clientCA and answers with the client's common name.
+type mtlsBackend struct {
+	addr     string // localhost:port
+	serverCA *testpki.Cert
+	mu       sync.Mutex
+	seen     []string
+}
+
+func startBackend(t testing.TB, name string, clientCA *testpki.Cert) *mtlsBackend {
+	t.Helper()
+	b := &mtlsBackend{serverCA: testpki.Must(testpki.NewCA(name + " server CA"))}
+	server := testpki.Must(b.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn := r.TLS.PeerCertificates[0].Subject.CommonName
+		b.mu.Lock()
+		b.seen = append(b.seen, cn)
+		b.mu.Unlock()
+		fmt.Fprintf(w, "%s %s", name, cn)
+	}))
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{server.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    testpki.Pool(clientCA),
+	}
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	b.addr = "localhost:" + port
+	return b
+}
+
+func provisionTransport(t testing.TB, config string) (*Transport, error) {
+	t.Helper()
+	tr := new(Transport)
+	if err := json.Unmarshal([]byte(config), tr); err != nil {
+		return nil, err
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := tr.Provision(ctx); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = tr.Cleanup() })
+	return tr, nil
+}
+
+func mustTransport(t testing.TB, config string) *Transport {
+	t.Helper()
+	tr, err := provisionTransport(t, config)
+	if err != nil {
+		t.Fatalf("provisioning %s: %v", config, err)
+	}
+	return tr
+}
+
+// proxy sends a request to addr through tr as reverse_proxy would: with the
+// upstream's dial info, and the request's vars and placeholders.
+func proxy(tr *Transport, addr string, vars map[string]string) (string, error) {
+	repl := caddy.NewReplacer()
+	for k, v := range vars {
+		repl.Set(k, v)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	ctx := context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	ctx = context.WithValue(ctx, caddy.CtxKey("reverse_proxy.dial_info"), reverseproxy.DialInfo{Network: "tcp", Address: addr, Host: host, Port: port})
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "//"+addr+"/", nil)
+	if err != nil {
+		return "", err
+	}
+	req.URL.Scheme = ""
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+type fixture struct {
+	dir                string
+	caA, caB           *testpki.Cert // client CAs the two backends require
+	gwA, gwB           *testpki.Cert // the gateway's identities for each
+	alice, bob         *testpki.Cert // per-caller identities under caB
+	backendA, backendB *mtlsBackend
+	files              map[string]string
+}
+
+func newFixture(t testing.TB) *fixture {
+	f := &fixture{dir: t.TempDir(), files: map[string]string{}}
+	f.caA = testpki.Must(testpki.NewCA("client CA A"))
+	f.caB = testpki.Must(testpki.NewCA("client CA B"))
+	f.gwA = testpki.Must(f.caA.Issue(testpki.Options{CommonName: "gateway-for-a"}))
+	f.gwB = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "gateway-for-b"}))
+	f.alice = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "alice-at-b"}))
+	f.bob = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "bob-at-b"}))
+	f.backendA = startBackend(t, "a", f.caA)
+	f.backendB = startBackend(t, "b", f.caB)
+	write := func(name string, c *testpki.Cert) {
+		cert, key, err := c.WriteFiles(f.dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.files[name], f.files[name+"-key"] = cert, key
+	}
+	write("gwA", f.gwA)
+	write("serverCA-a", f.backendA.serverCA)
+	write("serverCA-b", f.backendB.serverCA)
+	f.files["clients.jks"] = filepath.Join(f.dir, "clients.jks")
+	err := testpki.WriteJKS(f.files["clients.jks"], "storepass", "storepass",
+		testpki.JKSEntry{Alias: "alice", Cert: f.alice, Key: true},
+		testpki.JKSEntry{Alias: "bob", Cert: f.bob, Key: true},
+		testpki.JKSEntry{Alias: "gateway", Cert: f.gwB, Key: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.files["gwB.p12"] = filepath.Join(f.dir, "gwB.p12")
+	if err := f.gwB.WriteP12(f.files["gwB.p12"], "p12pass"); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) config(extra string) string {
+	return `{"tls":{},"profiles":[
+		{"servers":["` + f.backendA.addr + `"],
+		 "trust_pool":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]},
+		 "client_certificate_file":"` + f.files["gwA"] + `","client_key_file":"` + f.files["gwA-key"] + `"},
+		{"servers":["` + f.backendB.addr + `"],
+		 "trust_pool":{"provider":"file","pem_files":["` + f.files["serverCA-b"] + `"]},
+		 "client_keystore":{"file":"` + f.files["gwB.p12"] + `","password":"p12pass"}}
+	]` + extra + `}`
+}
+
+func TestEachUpstreamItsProfile(t *testing.T) {
+	f := newFixture(t)
+	tr := mustTransport(t, f.config(""))
+	for addr, want := range map[string]string{f.backendA.addr: "a gateway-for-a", f.backendB.addr: "b gateway-for-b"} {
+		got, err := proxy(tr, addr, nil)
+		if err != nil || got != want {
+			t.Fatalf("%s: %q %v, want %q", addr, got, err, want)
+		}
+	}
+}
+
+func TestUntrustedBackendRefused(t *testing.T) {
+	f := newFixture(t)
+	// Profile A trusts B's server CA only.
+	cfg := strings.Replace(f.config(""), f.files["serverCA-a"], f.files["serverCA-b"], 1)
+	tr := mustTransport(t, cfg)
+	_, err := proxy(tr, f.backendA.addr, nil)
+	var unknown x509.UnknownAuthorityError
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("backend with an untrusted certificate: %v (%T)", err, unknown)
+	}
+}
+
+func TestNoProfileUsesBase(t *testing.T) {
+	f := newFixture(t)
+	// The base trusts A's server CA and presents gateway A; no profile for A.
+	cfg := `{"tls":{"ca":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]},
+		"client_certificate_file":"` + f.files["gwA"] + `","client_certificate_key_file":"` + f.files["gwA-key"] + `"},
+		"profiles":[{"servers":["other.test:443"],"insecure_skip_verify":true}]}`
+	tr := mustTransport(t, cfg)
+	if got, err := proxy(tr, f.backendA.addr, nil); err != nil || got != "a gateway-for-a" {
+		t.Fatalf("base settings: %q %v", got, err)
+	}
+}
+
+func TestProfileInheritsBaseTrust(t *testing.T) {
+	f := newFixture(t)
+	cfg := `{"tls":{"ca":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]}},
+		"profiles":[{"servers":["` + f.backendA.addr + `"],
+		"client_certificate_file":"` + f.files["gwA"] + `","client_key_file":"` + f.files["gwA-key"] + `"}]}`
+	tr := mustTransport(t, cfg)
+	if got, err := proxy(tr, f.backendA.addr, nil); err != nil || got != "a gateway-for-a" {
+		t.Fatalf("inherited trust: %q %v", got, err)
+	}
+}
+
+func TestPerRequestIdentity(t *testing.T) {
+	f := newFixture(t)
+	cfg := strings.Replace(f.config(`,"max_pools":4`), `{"file":"`+f.files["gwB.p12"]+`","password":"p12pass"}`,
+		`{"file":"`+f.files["clients.jks"]+`","password":"{env.TEST_KS_PASS}","alias":"{http.auth.user.alias}"}`, 1)
+	t.Setenv("TEST_KS_PASS", "storepass")
+	tr := mustTransport(t, cfg)
+
+	// Concurrent callers with different aliases each reach the backend
+	// with their own certificate, never another's.
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		alias := []string{"alice", "bob", "gateway"}[i%3]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias})
+			want := map[string]string{"alice": "b alice-at-b", "bob": "b bob-at-b", "gateway": "b gateway-for-b"}[alias]
+			if err != nil || got != want {
+				errs <- fmt.Errorf("alias %s: got %q, %v", alias, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := tr.pools.len(); n != 3 {
+		t.Fatalf("%d pools for 3 identities", n)
+	}
+
+	// An alias that names nothing fails, with no fallback identity.
+	for _, alias := range []string{"carol", ""} {
+		_, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias})
+		if err == nil || !strings.Contains(err.Error(), "ssl_profiles: profile "+f.backendB.addr) {
+			t.Fatalf("alias %q: %v", alias, err)
+		}
+	}
+	if _, err := proxy(tr, f.backendB.addr, nil); err == nil {
+		t.Fatal("no alias at all: the request went through")
+	}
+}
+
+func TestPoolsBounded(t *testing.T) {
+	f := newFixture(t)
+	cfg := strings.Replace(f.config(`,"max_pools":2`), `{"file":"`+f.files["gwB.p12"]+`","password":"p12pass"}`,
+		`{"file":"`+f.files["clients.jks"]+`","password":"storepass","alias":"{http.auth.user.alias}"}`, 1)
+	tr := mustTransport(t, cfg)
+	for _, alias := range []string{"alice", "bob", "gateway", "alice"} {
+		if _, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias}); err != nil {
+			t.Fatal(err)
+		}
+		if n := tr.pools.len(); n > 2 {
+			t.Fatalf("%d pools, bound 2", n)
+		}
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	f := newFixture(t)
+	garbage := filepath.Join(f.dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p12 := `{"file":"` + f.files["gwB.p12"] + `","password":"p12pass"}`
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"wrong keystore password", p12, `{"file":"` + f.files["gwB.p12"] + `","password":"nope"}`, "wrong password"},
+		{"unreadable keystore", p12, `{"file":"/nonexistent/ks.p12","password":"x"}`, "/nonexistent/ks.p12"},
+		{"unknown static alias", p12, `{"file":"` + f.files["clients.jks"] + `","password":"storepass","alias":"carol"}`, `no key pair "carol"`},
+		{"key not matching cert", `"client_key_file":"` + f.files["gwA-key"] + `"`, `"client_key_file":"` + strings.Replace(f.files["gwA-key"], "gwA", "serverCA-a", 1) + `"`, "private key does not match"},
+		{"empty trust pool", f.files["serverCA-a"], garbage, "trust pool has no certificates"},
+		{"duplicate server", `"servers":["` + f.backendB.addr + `"]`, `"servers":["` + f.backendA.addr + `"]`, "given twice"},
+		{"malformed pattern", `"servers":["` + f.backendB.addr + `"]`, `"servers":["a*.b:1"]`, "malformed"},
+		{"bad min version", `"servers":["` + f.backendB.addr + `"]`, `"servers":["` + f.backendB.addr + `"],"min_version":"tls1.0"`, "min_version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := f.config("")
+			if !strings.Contains(cfg, tc.from) {
+				t.Fatalf("fixture lacks %q", tc.from)
+			}
+			_, err := provisionTransport(t, strings.Replace(cfg, tc.from, tc.to, 1))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "profile ") {
+				t.Fatalf("error %v, want it to name the profile and contain %q", err, tc.want)
+			}
+		})
+	}
+}
