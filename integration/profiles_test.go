@@ -23,6 +23,7 @@ import (
 type tlsBackend struct {
 	port     int
 	serverCA *testpki.Cert
+	healthCN atomic.Value // the client CN of the last health check
 }
 
 func startTLSBackend(t *testing.T, name string, clientCA *testpki.Cert) *tlsBackend {
@@ -30,7 +31,12 @@ func startTLSBackend(t *testing.T, name string, clientCA *testpki.Cert) *tlsBack
 	b := &tlsBackend{serverCA: testpki.Must(testpki.NewCA(name + " server CA"))}
 	server := testpki.Must(b.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}}))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s", name, r.TLS.PeerCertificates[0].Subject.CommonName)
+		cn := r.TLS.PeerCertificates[0].Subject.CommonName
+		if r.URL.Path == "/health" {
+			b.healthCN.Store(cn)
+		}
+		w.Header().Set("X-Backend-Proto", r.Proto)
+		fmt.Fprintf(w, "%s %s", name, cn)
 	}))
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{server.TLSCertificate()},
@@ -160,6 +166,8 @@ https://localhost:%[1]d {
 	handle /b/* {
 		reverse_proxy https://localhost:%[2]d {
 			import profiles
+			health_uri /health
+			health_interval 100ms
 		}
 	}
 	handle /n/* {
@@ -214,6 +222,24 @@ https://localhost:%[1]d {
 			}
 			return nil
 		})
+	})
+
+	t.Run("HTTP/2 and health checks through the profile", func(t *testing.T) {
+		res := doRaw(t, g.goClient(g.alice), base+"/b/x")
+		if proto := res.header.Get("X-Backend-Proto"); proto != "HTTP/2.0" {
+			t.Fatalf("backend B was reached over %q, want HTTP/2.0", proto)
+		}
+		// Health checks carry no caller: they use the profile's default
+		// identity (the keystore's key pairs, chosen by the backend's CAs).
+		eventually(t, "a health check reached backend B", func() error {
+			if cn, _ := g.b.healthCN.Load().(string); cn != "alice-at-b" {
+				return fmt.Errorf("health check client %q", cn)
+			}
+			return nil
+		})
+		if lines := logLines(c, "HTTP request failed"); len(lines) > 0 {
+			t.Fatalf("health checks failed: %v", lines[0])
+		}
 	})
 
 	t.Run("concurrent callers keep their identities", func(t *testing.T) {
@@ -322,6 +348,7 @@ https://localhost:%[1]d {
 // rawResponse is a response read as text.
 type rawResponse struct {
 	status int
+	header http.Header
 	body   string
 	err    error
 }
@@ -333,7 +360,7 @@ func doRawE(client *http.Client, url string) rawResponse {
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return rawResponse{status: resp.StatusCode, body: string(body), err: err}
+	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), err: err}
 }
 
 func doRaw(t *testing.T, client *http.Client, url string) rawResponse {
