@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/caddy-mtls/caddy-mtls"
 	"github.com/caddy-mtls/caddy-mtls/handler"
+	"github.com/caddy-mtls/caddy-mtls/upstream"
 )
 
 // readmeBlock returns the first fenced block of lang after the heading.
@@ -86,5 +87,26 @@ func TestReadmeJSON(t *testing.T) {
 	walk(want)
 	if found == 0 {
 		t.Fatal("README JSON has no client_cert_auth handler")
+	}
+}
+
+// TestReadmeProfilesFile checks that the README's profiles file example is
+// a valid profiles file.
+func TestReadmeProfilesFile(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := readmeBlock(t, readme, "### `profiles_file`", "json")
+	var doc struct {
+		Profiles []upstream.Profile `json:"profiles"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(block))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("README profiles file: %v", err)
+	}
+	if len(doc.Profiles) == 0 || len(doc.Profiles[0].Servers) == 0 || doc.Profiles[0].ClientKeystore == nil {
+		t.Fatalf("README profiles file decoded to %+v", doc)
 	}
 }
