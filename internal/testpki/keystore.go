@@ -84,4 +84,3 @@ func WriteJKS(path, password, keyPassword string, entries ...JKSEntry) error {
 	}
 	return f.Close()
 }
-
