@@ -194,10 +194,30 @@ func Encode(der []byte, f Format) string {
 		if f == PEM {
 			return sb.String()
 		}
-		return url.PathEscape(sb.String())
+		return escapeAll(sb.String())
 	default:
 		return ":" + b64 + ":"
 	}
+}
+
+// escapeAll percent-encodes every byte but RFC 3986's unreserved ones, as
+// nginx's $ssl_client_escaped_cert does, so that no decoder (one that reads
+// '+' as a space, say) can take the value for anything else.
+func escapeAll(s string) string {
+	const hex = "0123456789ABCDEF"
+	var sb strings.Builder
+	sb.Grow(len(s) * 3 / 2)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			sb.WriteByte(c)
+			continue
+		}
+		sb.WriteByte('%')
+		sb.WriteByte(hex[c>>4])
+		sb.WriteByte(hex[c&15])
+	}
+	return sb.String()
 }
 
 func checkValue(value string) (string, error) {

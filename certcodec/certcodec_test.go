@@ -186,6 +186,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 		if strings.ContainsAny(enc, "\r\n") {
 			t.Fatalf("%v: encoding has a line break, invalid in a header", f)
 		}
+		if f == URLPEM && strings.ContainsAny(enc, "+=/: ") {
+			t.Fatalf("url_pem encoding leaves reserved characters: %.80s", enc)
+		}
 		ders, found, err := Decode(enc, Auto)
 		if err != nil || found != f || len(ders) != 1 || !bytes.Equal(ders[0], leaf) {
 			t.Fatalf("%v: round trip found %v, err %v", f, found, err)

@@ -36,7 +36,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				from 10.0.0.0/8 192.168.1.10
 			}
 			forward
-		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"field":"X-SSL-Client-Cert","format":"url_pem","chain_field":"Client-Cert-Chain","from":["10.0.0.0/8","192.168.1.10"]},"forward":{}}`},
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"field":"X-SSL-Client-Cert","format":"url_pem","chain":"Client-Cert-Chain","from":["10.0.0.0/8","192.168.1.10"]},"forward":{}}`},
 		{"header from trusted_proxies, named chain", `client_cert_auth {
 			trust_pool file /ca.pem
 			header {
@@ -45,7 +45,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}
 			forward X-Client-Cert pem
 			cache_size 500
-		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain_field":"X-Chain"},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain":"X-Chain"},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
 		{"forward format only", `client_cert_auth {
 			trust_pool file /ca.pem
 			forward base64_der

@@ -107,10 +107,12 @@ type Client struct {
 	// `{http.auth.user.tier}`. Default: empty.
 	Tier string `json:"tier,omitempty"`
 
-	// Path of a PEM file whose first certificate is the client's.
+	// Path of a PEM file whose first certificate is the client's. Exactly
+	// one of `certificate_file` and `certificate` is required.
 	CertificateFile string `json:"certificate_file,omitempty"`
 
-	// The client's certificate as PEM text, instead of a file.
+	// The client's certificate as PEM text, instead of a file. Exactly one
+	// of `certificate_file` and `certificate` is required.
 	Certificate string `json:"certificate,omitempty"`
 }
 
@@ -133,7 +135,7 @@ type Header struct {
 
 	// A header field carrying the intermediate certificates (RFC 9440
 	// `Client-Cert-Chain` list, or concatenated PEM). Default: none read.
-	ChainField string `json:"chain_field,omitempty"`
+	ChainField string `json:"chain,omitempty"`
 
 	// The client IP ranges (CIDR) allowed to set the header. Default: the
 	// server's `trusted_proxies`.
@@ -234,6 +236,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.addStrip(h.headerField)
 		h.addStrip(h.chainField)
+		for _, f := range []string{h.headerField, h.chainField} {
+			if strings.ContainsAny(f, "_.") {
+				h.logger.Warn("Caddy drops request header fields with '_' or '.' in their name unless the server lists them in expected_underscore_headers or expected_dot_headers",
+					zap.String("field", f))
+			}
+		}
 	}
 	if fc := h.Forward; fc != nil {
 		var err error
@@ -253,6 +261,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	size := h.CacheSize
+	if size < 0 {
+		return fmt.Errorf("cache_size %d: must not be negative", size)
+	}
 	if size == 0 {
 		size = DefaultCacheSize
 	}
@@ -262,9 +273,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks that the configuration can accept anything at all.
 func (h *Handler) Validate() error {
-	if h.CacheSize < 0 {
-		return fmt.Errorf("cache_size %d: must not be negative", h.CacheSize)
-	}
 	if h.roots == nil && len(h.pinned) == 0 {
 		return errors.New("no trust_pool and no client: no certificate could be accepted")
 	}
@@ -362,30 +370,25 @@ func containsString(list []string, s string) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	now := time.Now()
 	var (
-		v            *verdict
-		source       = sourceTLS
-		spoofed      bool
-		headerValues []string
+		v       *verdict
+		source  = sourceTLS
+		spoofed bool
 	)
-	if h.headerField != "" {
-		headerValues = r.Header[h.headerField]
-		if len(headerValues) == 1 && strings.Trim(headerValues[0], " \t") == "" {
-			// Proxies that always set the field send it empty when the
-			// client presented no certificate: that is no header.
-			headerValues = nil
-		}
-	}
-	if len(headerValues) > 0 {
-		if h.allowedSource(r) {
-			source = sourceHeader
+	if h.headerField != "" && h.allowedSource(r) {
+		// The request comes through a proxy in front: only the header can
+		// name the caller. The proxy's own TLS certificate is not the
+		// caller's, and an empty or absent header means no certificate
+		// (proxies that always set the field send it empty so).
+		source = sourceHeader
+		if values := r.Header[h.headerField]; !isBlank(values) {
 			var err error
-			if v, err = h.fromHeader(r, headerValues, now); err != nil {
+			if v, err = h.fromHeader(r, values, now); err != nil {
 				h.stripHeaders(r)
 				return h.refuse(r, http.StatusBadRequest, reasonBadHeader, source, nil, err)
 			}
-		} else {
-			spoofed = true
 		}
+	} else if h.headerField != "" && !isBlank(r.Header[h.headerField]) {
+		spoofed = true
 	}
 	h.stripHeaders(r)
 	if source == sourceTLS && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
@@ -393,15 +396,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if spoofed {
-		if c := h.logger.Check(zapcore.InfoLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
+		if c := h.logger.Check(zapcore.DebugLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
 			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
 		}
 	}
 	if v == nil {
 		if h.optional {
-			if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-				repl.Map(anonymous)
-			}
+			setIdentity(r, anonymous)
 			return next.ServeHTTP(w, r)
 		}
 		reason := reasonNoCert
@@ -414,13 +415,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(r, http.StatusForbidden, v.reason, source, v, nil)
 	}
 
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Map(v.placeholders[source])
-	}
+	setIdentity(r, v.placeholders[source])
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// isBlank reports whether a header field is absent or one empty value.
+func isBlank(values []string) bool {
+	return len(values) == 0 || len(values) == 1 && strings.Trim(values[0], " \t") == ""
 }
 
 // allowedSource reports whether the request comes from a client allowed to
@@ -451,10 +455,11 @@ func (h *Handler) stripHeaders(r *http.Request) {
 	}
 }
 
-// refuse logs why a request is refused and returns the error for Caddy's
-// error handling. The error names the reason, never a key or a header value.
+// refuse returns the error for Caddy's error handling, naming only the
+// reason, and logs the details at debug level (like Caddy's own log of
+// handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
-	if c := h.logger.Check(zapcore.InfoLevel, "client certificate refused"); c != nil {
+	if c := h.logger.Check(zapcore.DebugLevel, "client certificate refused"); c != nil {
 		fields := []zap.Field{
 			zap.String("reason", reason),
 			zap.Stringer("source", source),

@@ -268,7 +268,7 @@ func headerConfig(p *pki, header, forward string) string {
 
 func TestHeaderPath(t *testing.T) {
 	p := newPKI(t)
-	h := provision(t, headerConfig(p, `{"chain_field":"Client-Cert-Chain"}`, `{}`))
+	h := provision(t, headerConfig(p, `{"chain":"Client-Cert-Chain"}`, `{}`))
 	hdr := func(kv ...string) http.Header {
 		out := http.Header{}
 		for i := 0; i < len(kv); i += 2 {
@@ -332,9 +332,10 @@ func TestHeaderPath(t *testing.T) {
 			t.Fatalf("%s: status %d (%v), want 400", name, res.status, res.err)
 		}
 	}
-	// A trusted proxy without the header: its TLS certificate counts.
-	if res := serve(h, reqOpts{trusted: true, certs: proxyCert}); res.status != 0 || res.vars["source"] != "tls" {
-		t.Fatalf("trusted proxy without header: status %d", res.status)
+	// A trusted proxy without the header: its own TLS certificate is not
+	// the caller's, so there is no certificate.
+	if res := serve(h, reqOpts{trusted: true, certs: proxyCert}); res.status != 401 {
+		t.Fatalf("trusted proxy without header: status %d, want 401", res.status)
 	}
 }
 
@@ -482,9 +483,10 @@ func TestEmptyHeaderIsNoHeader(t *testing.T) {
 	if res.status != 401 || !strings.HasSuffix(res.err.Error(), reasonNoCert) {
 		t.Fatalf("empty header from a trusted proxy: status %d (%v), want 401 no_cert", res.status, res.err)
 	}
+	// Nor does the proxy's own TLS certificate stand in for the caller's.
 	res = serve(h, reqOpts{trusted: true, certs: []*testpki.Cert{p.valid}, header: http.Header{"Client-Cert": {" "}}})
-	if res.status != 0 || res.vars["source"] != "tls" {
-		t.Fatalf("blank header over a TLS certificate: status %d, vars %v", res.status, res.vars)
+	if res.status != 401 {
+		t.Fatalf("blank header over the proxy's TLS certificate: status %d, want 401", res.status)
 	}
 }
 
@@ -542,5 +544,65 @@ func TestVerdictEndsWithTheRoot(t *testing.T) {
 	}
 	if v.expires.After(root.Cert.NotAfter) {
 		t.Fatalf("verdict kept until %v, after the root ends at %v", v.expires, root.Cert.NotAfter)
+	}
+}
+
+func TestKeyUsage(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, p.trustConfig())
+	for name, ku := range map[string]x509.KeyUsage{
+		"cert sign on a leaf":  x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		"no digital signature": x509.KeyUsageKeyEncipherment,
+		"crl sign only":        x509.KeyUsageCRLSign,
+	} {
+		c := testpki.Must(p.root.Issue(testpki.Options{CommonName: name, KeyUsage: ku}))
+		if res := serve(h, reqOpts{certs: []*testpki.Cert{c}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonBadUsage) {
+			t.Fatalf("%s: status %d (%v)", name, res.status, res.err)
+		}
+	}
+	ok := testpki.Must(p.root.Issue(testpki.Options{CommonName: "rsa-style", KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}))
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{ok}}); res.status != 0 {
+		t.Fatalf("digital signature and key encipherment: status %d (%v)", res.status, res.err)
+	}
+}
+
+func TestRefusedSubjectIsCapped(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, p.trustConfig())
+	big := testpki.Must(testpki.SelfSigned(testpki.Options{CommonName: "x", Organization: strings.Repeat("O", 20000)}))
+	v := h.fromTLS([]*x509.Certificate{big.Cert}, time.Now())
+	if v.accepted || len(v.subject) > maxLoggedSubject+16 {
+		t.Fatalf("accepted %v, subject kept %d bytes", v.accepted, len(v.subject))
+	}
+}
+
+// TestStackedHandlers: a site-wide optional handler and a route's stricter
+// one on the same request: the last handler's identity is the one the
+// placeholders show.
+func TestStackedHandlers(t *testing.T) {
+	p := newPKI(t)
+	site := provision(t, `{"mode":"optional","trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]}}`)
+	pemJSON, _ := json.Marshal(string(p.valid.CertPEM()))
+	route := provision(t, `{"clients":[{"alias":"alice-pinned","tier":"gold","certificate":`+string(pemJSON)+`}]}`)
+
+	r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
+	repl := caddy.NewReplacer()
+	w := httptest.NewRecorder()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	var id, tier string
+	last := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		id, _ = repl.GetString("http.auth.user.id")
+		tier, _ = repl.GetString("http.auth.user.tier")
+		return nil
+	})
+	chain := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return route.ServeHTTP(w, r, last)
+	})
+	if err := site.ServeHTTP(w, r, chain); err != nil {
+		t.Fatal(err)
+	}
+	if id != "alice-pinned" || tier != "gold" {
+		t.Fatalf("id %q tier %q, want the route handler's alice-pinned/gold", id, tier)
 	}
 }

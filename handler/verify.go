@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 )
 
@@ -60,9 +58,9 @@ type verdict struct {
 	subject     string
 	forward     string // the leaf encoded for the forward header
 
-	// placeholders holds one replacer function per source, each answering the
-	// {http.auth.user.*} placeholders from values boxed once.
-	placeholders [2]caddy.ReplacerFunc
+	// placeholders holds, per source, the {http.auth.user.*} values, boxed
+	// once.
+	placeholders [2]map[string]any
 }
 
 // fromTLS returns the verdict on a TLS peer certificate chain.
@@ -154,7 +152,7 @@ func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]
 func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, now time.Time) *verdict {
 	v := &verdict{
 		fingerprint: hex.EncodeToString(fp[:]),
-		subject:     leaf.Subject.String(),
+		subject:     capString(leaf.Subject.String(), maxLoggedSubject),
 		expires:     now.Add(verdictTTL),
 	}
 	// The verdict may change when any certificate involved starts or stops
@@ -170,8 +168,9 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		v.reason = reasonExpired
 	case now.Before(leaf.NotBefore):
 		v.reason = reasonNotYetValid
-	case leaf.IsCA:
-		// A CA certificate is no caller's identity, pinned or not.
+	case leaf.IsCA, !signsForTLS(leaf):
+		// A CA certificate is no caller's identity, pinned or not; nor is
+		// one whose key may not sign a TLS handshake.
 		v.reason = reasonBadUsage
 	case client != nil:
 		if !allowsClientAuth(leaf) {
@@ -204,8 +203,9 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	if id == "" {
 		id = leaf.Subject.CommonName
 	}
+	subject := leaf.Subject.String()
 	if id == "" {
-		id = v.subject
+		id = subject
 	}
 	uris := make([]string, len(leaf.URIs))
 	for i, u := range leaf.URIs {
@@ -215,7 +215,7 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		"id":          id,
 		"alias":       alias,
 		"tier":        tier,
-		"subject":     v.subject,
+		"subject":     subject,
 		"issuer":      leaf.Issuer.String(),
 		"serial":      leaf.SerialNumber.String(),
 		"fingerprint": v.fingerprint,
@@ -227,37 +227,9 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	for _, src := range []certSource{sourceTLS, sourceHeader} {
 		withSource := maps.Clone(vals)
 		withSource["source"] = src.String()
-		v.placeholders[src] = placeholderFunc(withSource)
+		v.placeholders[src] = withSource
 	}
 	return v
-}
-
-// placeholderNames are the {http.auth.user.*} placeholders the handler sets.
-var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
-
-// anonymous answers every placeholder with an empty value, for requests that
-// pass without a certificate in optional mode, so that a config using them
-// gets empty values rather than the placeholders' own text.
-var anonymous = func() caddy.ReplacerFunc {
-	vals := make(map[string]any, len(placeholderNames))
-	for _, name := range placeholderNames {
-		vals[name] = ""
-	}
-	return placeholderFunc(vals)
-}()
-
-// placeholderFunc returns a replacer function answering
-// {http.auth.user.<name>} from vals, whose values are boxed once, so that
-// answering costs no allocation.
-func placeholderFunc(vals map[string]any) caddy.ReplacerFunc {
-	return func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, "http.auth.user.")
-		if !ok {
-			return nil, false
-		}
-		val, ok := vals[name]
-		return val, ok
-	}
 }
 
 // endBy shortens the verdict's life to the next moment c starts or stops
@@ -301,6 +273,27 @@ func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Cert
 		}
 	}
 	return nil, reasonUntrusted
+}
+
+// signsForTLS reports whether c's key usage, if it has one, lets it sign a
+// TLS handshake and not certificates.
+func signsForTLS(c *x509.Certificate) bool {
+	if c.KeyUsage == 0 {
+		return true
+	}
+	return c.KeyUsage&x509.KeyUsageDigitalSignature != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0
+}
+
+// maxLoggedSubject bounds the subject kept in a verdict for the log: a
+// refused certificate's subject is anyone's to choose.
+const maxLoggedSubject = 256
+
+// capString returns s cut to at most n bytes, marked when cut.
+func capString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "...(cut)"
 }
 
 // allowsClientAuth reports whether a pinned certificate's extended key usage,

@@ -18,6 +18,9 @@ func tlsSite(e *env, port int, upstream string) string {
 	return fmt.Sprintf(`{
 	admin {admin}
 	auto_https off
+	log {
+		level DEBUG
+	}
 }
 
 https://localhost:%[1]d {

@@ -38,6 +38,9 @@ type Options struct {
 	// make a leaf with no EKU extension at all.
 	ExtKeyUsage []x509.ExtKeyUsage
 	NoEKU       bool
+	// KeyUsage replaces the default key usage (certificate signing for a
+	// CA, digital signature for a leaf) when not zero.
+	KeyUsage    x509.KeyUsage
 	IsCA        bool
 	DNSNames    []string
 	IPAddresses []net.IP
@@ -108,6 +111,9 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 		default:
 			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
 		}
+	}
+	if opts.KeyUsage != 0 {
+		tmpl.KeyUsage = opts.KeyUsage
 	}
 	parent, signer := tmpl, crypto.Signer(key)
 	if issuer != nil {
