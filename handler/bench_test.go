@@ -42,7 +42,8 @@ func benchHandler(b *testing.B, h *Handler, cases func(i int) benchCase) {
 				r.Header.Set("Client-Cert", c.header)
 			}
 			r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
-			caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+			// Header requests come from a trusted proxy; TLS ones do not.
+			caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, c.header != "")
 			reqs[j] = r
 		}
 	}
