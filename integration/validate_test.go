@@ -17,6 +17,10 @@ func TestValidateErrors(t *testing.T) {
 	e := newEnv(t)
 	garbage := filepath.Join(e.dir, "garbage.pem")
 	writeFile(t, garbage, "this is not PEM\n")
+	p12 := filepath.Join(e.dir, "gw.p12")
+	if err := e.alice.WriteP12(p12, "right"); err != nil {
+		t.Fatal(err)
+	}
 	site := func(body string) string {
 		return "{\n\tadmin off\n\tauto_https off\n}\nhttp://:8080 {\n\tclient_cert_auth {\n" + body + "\n\t}\n\trespond ok\n}\n"
 	}
@@ -40,6 +44,10 @@ func TestValidateErrors(t *testing.T) {
 			[]string{`client "acme": reading certificate`, "/nonexistent/acme.pem"}},
 		{"nothing trusted", site("\t\tmode optional"), "caddyfile",
 			[]string{"no trust_pool and no client"}},
+		{"ssl_profiles wrong keystore password", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_client_keystore " + p12 + " password nope\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",
+			[]string{"profile 1 (b.internal:9444)", "wrong password or corrupt keystore"}},
+		{"ssl_profiles unknown subdirective", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_trust file /x.pem\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",
+			[]string{"unrecognized profile subdirective 'tls_trust'", "Caddyfile:8"}},
 		{"json bad mode", `{"apps":{"http":{"servers":{"s":{"listen":[":8080"],"routes":[{"handle":[{"handler":"client_cert_auth","mode":"sometimes","clients":[{"alias":"a","certificate_file":"` + e.path("partner") + `"}]}]}]}}}}}`, "json",
 			[]string{`mode "sometimes": want require or optional`}},
 		{"json unknown field", `{"apps":{"http":{"servers":{"s":{"listen":[":8080"],"routes":[{"handle":[{"handler":"client_cert_auth","trust":"x"}]}]}}}}}`, "json",
