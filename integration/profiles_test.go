@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,46 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
-
-// tlsBackend is a Go TLS server that requires a client certificate from its
-// client CA and answers "<name> <client CN>".
-type tlsBackend struct {
-	port     int
-	serverCA *testpki.Cert
-	healthCN atomic.Value // the client CN of the last health check
-}
-
-func startTLSBackend(t *testing.T, name string, clientCA *testpki.Cert) *tlsBackend {
-	t.Helper()
-	b := &tlsBackend{serverCA: testpki.Must(testpki.NewCA(name + " server CA"))}
-	server := testpki.Must(b.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}}))
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cn := r.TLS.PeerCertificates[0].Subject.CommonName
-		if r.URL.Path == "/health" {
-			b.healthCN.Store(cn)
-		}
-		w.Header().Set("X-Backend-Proto", r.Proto)
-		fmt.Fprintf(w, "%s %s", name, cn)
-	}))
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{server.TLSCertificate()},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    testpki.Pool(clientCA),
-	}
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	b.port = srv.Listener.Addr().(*net.TCPAddr).Port
-	return b
-}
 
 // gatewayEnv is the PKI of the gateway-to-backend tests.
 type gatewayEnv struct {
 	*env
 	caA, caB, caN *testpki.Cert // the client CAs the backends require
-	a, b          *tlsBackend
+	a, b          *testpeer.Backend
 	nginxPort     int
 	nginxCA       *testpki.Cert
 }
@@ -64,16 +30,16 @@ func newGatewayEnv(t *testing.T) *gatewayEnv {
 	g.caA = testpki.Must(testpki.NewCA("backend A clients"))
 	g.caB = testpki.Must(testpki.NewCA("backend B clients"))
 	g.caN = testpki.Must(testpki.NewCA("nginx clients"))
-	g.a = startTLSBackend(t, "a", g.caA)
-	g.b = startTLSBackend(t, "b", g.caB)
+	g.a = testpeer.StartBackend(t, "a", g.caA)
+	g.b = testpeer.StartBackend(t, "b", g.caB)
 	g.nginxCA = testpki.Must(testpki.NewCA("nginx server CA"))
 	nginxServer := testpki.Must(g.nginxCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}}))
 	for name, c := range map[string]*testpki.Cert{
 		"gw-a":  testpki.Must(g.caA.Issue(testpki.Options{CommonName: "gateway-for-a"})),
 		"gw-a2": testpki.Must(g.caA.Issue(testpki.Options{CommonName: "gateway-for-a-v2"})),
 		"gw-n":  testpki.Must(g.caN.Issue(testpki.Options{CommonName: "gateway-for-nginx"})),
-		"srv-a": g.a.serverCA,
-		"srv-b": g.b.serverCA,
+		"srv-a": g.a.ServerCA,
+		"srv-b": g.b.ServerCA,
 		"srv-n": g.nginxCA,
 		"nginx": nginxServer,
 		"ca-n":  g.caN,
@@ -123,7 +89,7 @@ func TestProfilesEndToEnd(t *testing.T) {
 	writeFile(t, profilesFile, fmt.Sprintf(`{"profiles":[{"servers":["localhost:%d"],
 		"trust_pool":{"provider":"file","pem_files":["%s"]},
 		"client_certificate_file":"%s","client_key_file":"%s"}]}`,
-		g.a.port, g.path("srv-a"), g.path("gw-a"), g.path("gw-a-key")))
+		g.a.Port, g.path("srv-a"), g.path("gw-a"), g.path("gw-a-key")))
 	cfg := fmt.Sprintf(`{
 	admin {admin}
 	auto_https off
@@ -181,10 +147,10 @@ https://localhost:%[1]d {
 		}
 	}
 }
-`, port, g.b.port, g.path("srv-b"), g.files["callers.jks"],
+`, port, g.b.Port, g.path("srv-b"), g.files["callers.jks"],
 		g.nginxPort, g.path("srv-n"), g.path("gw-n"), g.path("gw-n-key"),
-		g.a.port, g.path("srv-b"), profilesFile,
-		g.path("server"), g.path("server-key"), g.path("alice"), g.path("partner"), g.a.port, g.path("mallory"))
+		g.a.Port, g.path("srv-b"), profilesFile,
+		g.path("server"), g.path("server-key"), g.path("alice"), g.path("partner"), g.a.Port, g.path("mallory"))
 	t.Setenv("TEST_CALLERS_PASS", "changeit")
 	c := startCaddy(t, g.env, cfg, "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
 	base := fmt.Sprintf("https://localhost:%d", port)
@@ -232,7 +198,7 @@ https://localhost:%[1]d {
 		// Health checks carry no caller: they use the profile's default
 		// identity (the keystore's key pairs, chosen by the backend's CAs).
 		eventually(t, "a health check reached backend B", func() error {
-			if cn, _ := g.b.healthCN.Load().(string); cn != "alice-at-b" {
+			if cn := g.b.HealthCN(); cn != "alice-at-b" {
 				return fmt.Errorf("health check client %q", cn)
 			}
 			return nil
@@ -309,7 +275,7 @@ https://localhost:%[1]d {
 		writeFile(t, tmp, fmt.Sprintf(`{"profiles":[{"servers":["localhost:%d"],
 			"trust_pool":{"provider":"file","pem_files":["%s"]},
 			"client_certificate_file":"%s","client_key_file":"%s"}]}`,
-			g.a.port, g.path("srv-a"), g.path("gw-a2"), g.path("gw-a2-key")))
+			g.a.Port, g.path("srv-a"), g.path("gw-a2"), g.path("gw-a2-key")))
 		if err := os.Rename(tmp, profilesFile); err != nil {
 			t.Fatal(err)
 		}

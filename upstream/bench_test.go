@@ -21,7 +21,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	plain := mustTransport(b, `{"tls":{"ca":{"provider":"file","pem_files":["`+f.files["serverCA-a"]+`"]},
 		"client_certificate_file":"`+f.files["gwA"]+`","client_certificate_key_file":"`+f.files["gwA-key"]+`"}}`)
 	profiled := mustTransport(b, f.config(""))
-	perRequest := mustTransport(b, `{"tls":{},"profiles":[{"servers":["`+f.backendB.addr+`"],
+	perRequest := mustTransport(b, `{"tls":{},"profiles":[{"servers":["`+f.backendB.Addr+`"],
 		"trust_pool":{"provider":"file","pem_files":["`+f.files["serverCA-b"]+`"]},
 		"client_keystore":{"file":"`+f.files["clients.jks"]+`","password":"storepass","alias":"{http.auth.user.alias}"}}]}`)
 
@@ -45,8 +45,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 	for i := 0; i < 2; i++ { // twice each, alternating, so drift shows
-		b.Run("http", func(b *testing.B) { run(b, plain, f.backendA.addr) })
-		b.Run("ssl_profiles", func(b *testing.B) { run(b, profiled, f.backendA.addr) })
-		b.Run("ssl_profiles_per_request_identity", func(b *testing.B) { run(b, perRequest, f.backendB.addr) })
+		b.Run("http", func(b *testing.B) { run(b, plain, f.backendA.Addr) })
+		b.Run("ssl_profiles", func(b *testing.B) { run(b, profiled, f.backendA.Addr) })
+		b.Run("ssl_profiles_per_request_identity", func(b *testing.B) { run(b, perRequest, f.backendB.Addr) })
 	}
 }

@@ -25,22 +25,22 @@ func writeFile(t *testing.T, path, content string) {
 func TestProfilesFileJSONReload(t *testing.T) {
 	f := newFixture(t)
 	path := filepath.Join(f.dir, "profiles.json")
-	writeFile(t, path, f.profilesJSON(f.backendB.addr, f.files["serverCA-b"]))
+	writeFile(t, path, f.profilesJSON(f.backendB.Addr, f.files["serverCA-b"]))
 	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`","profiles_reload":3600000000000}`)
-	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
 		t.Fatalf("from the file: %q %v", got, err)
 	}
 
 	// A broken file: the last good profiles stay.
 	for _, broken := range []string{
-		`{"profiles":[{"servers":["` + f.backendB.addr + `"],"trust_pol":{}}]}`,
+		`{"profiles":[{"servers":["` + f.backendB.Addr + `"],"trust_pol":{}}]}`,
 		`{"profiles":[`,
-		strings.Replace(f.profilesJSON(f.backendB.addr, f.files["serverCA-b"]), "p12pass", "wrong", 1),
+		strings.Replace(f.profilesJSON(f.backendB.Addr, f.files["serverCA-b"]), "p12pass", "wrong", 1),
 		`<parameter name="customSSLProfiles"></parameter>`,
 	} {
 		writeFile(t, path, broken)
 		tr.reload()
-		if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+		if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
 			t.Fatalf("after a broken file %.60q: %q %v", broken, got, err)
 		}
 	}
@@ -48,14 +48,14 @@ func TestProfilesFileJSONReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.reload()
-	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
 		t.Fatalf("after the file vanished: %q %v", got, err)
 	}
 
 	// A good new file takes effect: now B's profile trusts the wrong CA.
-	writeFile(t, path, f.profilesJSON(f.backendB.addr, f.files["serverCA-a"]))
+	writeFile(t, path, f.profilesJSON(f.backendB.Addr, f.files["serverCA-a"]))
 	tr.reload()
-	if _, err := proxy(tr, f.backendB.addr, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+	if _, err := proxy(tr, f.backendB.Addr, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 		t.Fatalf("after the new file: %v", err)
 	}
 }
@@ -63,7 +63,7 @@ func TestProfilesFileJSONReload(t *testing.T) {
 func TestProfilesFileWSO2(t *testing.T) {
 	f := newFixture(t)
 	trust := filepath.Join(f.dir, "client-truststore.jks")
-	if err := testpki.WriteJKS(trust, "wso2carbon", "", testpki.JKSEntry{Alias: "backend-b", Cert: f.backendB.serverCA}); err != nil {
+	if err := testpki.WriteJKS(trust, "wso2carbon", "", testpki.JKSEntry{Alias: "backend-b", Cert: f.backendB.ServerCA}); err != nil {
 		t.Fatal(err)
 	}
 	keys := filepath.Join(f.dir, "wso2carbon.jks")
@@ -76,7 +76,7 @@ func TestProfilesFileWSO2(t *testing.T) {
 <parameter name="customSSLProfiles">
 <!-- For Mutual SSL Handshake configure both trust store and key store-->
 <profile>
-<servers>` + f.backendB.addr + `, b.internal:9444</servers>
+<servers>` + f.backendB.Addr + `, b.internal:9444</servers>
 <TrustStore>
 <Location>client-truststore.jks
 </Location>
@@ -95,7 +95,7 @@ func TestProfilesFileWSO2(t *testing.T) {
 	path := filepath.Join(f.dir, "multi_ssl_profiles.xml")
 	writeFile(t, path, xml)
 	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`"}`)
-	if got, err := proxy(tr, f.backendB.addr, nil); err != nil || got != "b gateway-for-b" {
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
 		t.Fatalf("WSO2 profile: %q %v", got, err)
 	}
 	if p := tr.profiles.Load().match("B.internal:9444"); p == nil {
@@ -105,7 +105,7 @@ func TestProfilesFileWSO2(t *testing.T) {
 	for name, broken := range map[string]string{
 		"wrong key password":  strings.Replace(xml, "<KeyPassword>keypass", "<KeyPassword>nope", 1),
 		"missing trust store": strings.Replace(xml, "client-truststore.jks", "missing.jks", 1),
-		"no servers":          strings.Replace(xml, f.backendB.addr+`, b.internal:9444`, "", 1),
+		"no servers":          strings.Replace(xml, f.backendB.Addr+`, b.internal:9444`, "", 1),
 		"unclosed":            strings.TrimSuffix(strings.TrimSpace(xml), "</parameter>"),
 	} {
 		_, err := provisionTransport(t, `{"tls":{},"profiles_file":"`+writeTemp(t, f.dir, broken)+`"}`)

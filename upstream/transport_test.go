@@ -2,14 +2,12 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,41 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
-
-// mtlsBackend is a Go TLS server that requires a client certificate from
-// clientCA and answers with the client's common name.
-type mtlsBackend struct {
-	addr     string // localhost:port
-	serverCA *testpki.Cert
-	mu       sync.Mutex
-	seen     []string
-}
-
-func startBackend(t testing.TB, name string, clientCA *testpki.Cert) *mtlsBackend {
-	t.Helper()
-	b := &mtlsBackend{serverCA: testpki.Must(testpki.NewCA(name + " server CA"))}
-	server := testpki.Must(b.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cn := r.TLS.PeerCertificates[0].Subject.CommonName
-		b.mu.Lock()
-		b.seen = append(b.seen, cn)
-		b.mu.Unlock()
-		fmt.Fprintf(w, "%s %s", name, cn)
-	}))
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{server.TLSCertificate()},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    testpki.Pool(clientCA),
-	}
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	b.addr = "localhost:" + port
-	return b
-}
 
 func provisionTransport(t testing.TB, config string) (*Transport, error) {
 	t.Helper()
@@ -111,7 +77,7 @@ type fixture struct {
 	caA, caB           *testpki.Cert // client CAs the two backends require
 	gwA, gwB           *testpki.Cert // the gateway's identities for each
 	alice, bob         *testpki.Cert // per-caller identities under caB
-	backendA, backendB *mtlsBackend
+	backendA, backendB *testpeer.Backend
 	files              map[string]string
 }
 
@@ -123,8 +89,8 @@ func newFixture(t testing.TB) *fixture {
 	f.gwB = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "gateway-for-b"}))
 	f.alice = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "alice-at-b"}))
 	f.bob = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "bob-at-b"}))
-	f.backendA = startBackend(t, "a", f.caA)
-	f.backendB = startBackend(t, "b", f.caB)
+	f.backendA = testpeer.StartBackend(t, "a", f.caA)
+	f.backendB = testpeer.StartBackend(t, "b", f.caB)
 	write := func(name string, c *testpki.Cert) {
 		cert, key, err := c.WriteFiles(f.dir, name)
 		if err != nil {
@@ -133,8 +99,8 @@ func newFixture(t testing.TB) *fixture {
 		f.files[name], f.files[name+"-key"] = cert, key
 	}
 	write("gwA", f.gwA)
-	write("serverCA-a", f.backendA.serverCA)
-	write("serverCA-b", f.backendB.serverCA)
+	write("serverCA-a", f.backendA.ServerCA)
+	write("serverCA-b", f.backendB.ServerCA)
 	f.files["clients.jks"] = filepath.Join(f.dir, "clients.jks")
 	err := testpki.WriteJKS(f.files["clients.jks"], "storepass", "storepass",
 		testpki.JKSEntry{Alias: "alice", Cert: f.alice, Key: true},
@@ -152,10 +118,10 @@ func newFixture(t testing.TB) *fixture {
 
 func (f *fixture) config(extra string) string {
 	return `{"tls":{},"profiles":[
-		{"servers":["` + f.backendA.addr + `"],
+		{"servers":["` + f.backendA.Addr + `"],
 		 "trust_pool":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]},
 		 "client_certificate_file":"` + f.files["gwA"] + `","client_key_file":"` + f.files["gwA-key"] + `"},
-		{"servers":["` + f.backendB.addr + `"],
+		{"servers":["` + f.backendB.Addr + `"],
 		 "trust_pool":{"provider":"file","pem_files":["` + f.files["serverCA-b"] + `"]},
 		 "client_keystore":{"file":"` + f.files["gwB.p12"] + `","password":"p12pass"}}
 	]` + extra + `}`
@@ -164,7 +130,7 @@ func (f *fixture) config(extra string) string {
 func TestEachUpstreamItsProfile(t *testing.T) {
 	f := newFixture(t)
 	tr := mustTransport(t, f.config(""))
-	for addr, want := range map[string]string{f.backendA.addr: "a gateway-for-a", f.backendB.addr: "b gateway-for-b"} {
+	for addr, want := range map[string]string{f.backendA.Addr: "a gateway-for-a", f.backendB.Addr: "b gateway-for-b"} {
 		got, err := proxy(tr, addr, nil)
 		if err != nil || got != want {
 			t.Fatalf("%s: %q %v, want %q", addr, got, err, want)
@@ -177,7 +143,7 @@ func TestUntrustedBackendRefused(t *testing.T) {
 	// Profile A trusts B's server CA only.
 	cfg := strings.Replace(f.config(""), f.files["serverCA-a"], f.files["serverCA-b"], 1)
 	tr := mustTransport(t, cfg)
-	_, err := proxy(tr, f.backendA.addr, nil)
+	_, err := proxy(tr, f.backendA.Addr, nil)
 	var unknown x509.UnknownAuthorityError
 	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("backend with an untrusted certificate: %v (%T)", err, unknown)
@@ -191,7 +157,7 @@ func TestNoProfileUsesBase(t *testing.T) {
 		"client_certificate_file":"` + f.files["gwA"] + `","client_certificate_key_file":"` + f.files["gwA-key"] + `"},
 		"profiles":[{"servers":["other.test:443"],"insecure_skip_verify":true}]}`
 	tr := mustTransport(t, cfg)
-	if got, err := proxy(tr, f.backendA.addr, nil); err != nil || got != "a gateway-for-a" {
+	if got, err := proxy(tr, f.backendA.Addr, nil); err != nil || got != "a gateway-for-a" {
 		t.Fatalf("base settings: %q %v", got, err)
 	}
 }
@@ -199,10 +165,10 @@ func TestNoProfileUsesBase(t *testing.T) {
 func TestProfileInheritsBaseTrust(t *testing.T) {
 	f := newFixture(t)
 	cfg := `{"tls":{"ca":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]}},
-		"profiles":[{"servers":["` + f.backendA.addr + `"],
+		"profiles":[{"servers":["` + f.backendA.Addr + `"],
 		"client_certificate_file":"` + f.files["gwA"] + `","client_key_file":"` + f.files["gwA-key"] + `"}]}`
 	tr := mustTransport(t, cfg)
-	if got, err := proxy(tr, f.backendA.addr, nil); err != nil || got != "a gateway-for-a" {
+	if got, err := proxy(tr, f.backendA.Addr, nil); err != nil || got != "a gateway-for-a" {
 		t.Fatalf("inherited trust: %q %v", got, err)
 	}
 }
@@ -223,7 +189,7 @@ func TestPerRequestIdentity(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias})
+			got, err := proxy(tr, f.backendB.Addr, map[string]string{"http.auth.user.alias": alias})
 			want := map[string]string{"alice": "b alice-at-b", "bob": "b bob-at-b", "gateway": "b gateway-for-b"}[alias]
 			if err != nil || got != want {
 				errs <- fmt.Errorf("alias %s: got %q, %v", alias, got, err)
@@ -241,12 +207,12 @@ func TestPerRequestIdentity(t *testing.T) {
 
 	// An alias that names nothing fails, with no fallback identity.
 	for _, alias := range []string{"carol", ""} {
-		_, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias})
-		if err == nil || !strings.Contains(err.Error(), "ssl_profiles: profile "+f.backendB.addr) {
+		_, err := proxy(tr, f.backendB.Addr, map[string]string{"http.auth.user.alias": alias})
+		if err == nil || !strings.Contains(err.Error(), "ssl_profiles: profile "+f.backendB.Addr) {
 			t.Fatalf("alias %q: %v", alias, err)
 		}
 	}
-	if _, err := proxy(tr, f.backendB.addr, nil); err == nil {
+	if _, err := proxy(tr, f.backendB.Addr, nil); err == nil {
 		t.Fatal("no alias at all: the request went through")
 	}
 }
@@ -257,7 +223,7 @@ func TestPoolsBounded(t *testing.T) {
 		`{"file":"`+f.files["clients.jks"]+`","password":"storepass","alias":"{http.auth.user.alias}"}`, 1)
 	tr := mustTransport(t, cfg)
 	for _, alias := range []string{"alice", "bob", "gateway", "alice"} {
-		if _, err := proxy(tr, f.backendB.addr, map[string]string{"http.auth.user.alias": alias}); err != nil {
+		if _, err := proxy(tr, f.backendB.Addr, map[string]string{"http.auth.user.alias": alias}); err != nil {
 			t.Fatal(err)
 		}
 		if n := tr.pools.len(); n > 2 {
@@ -279,9 +245,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"unknown static alias", p12, `{"file":"` + f.files["clients.jks"] + `","password":"storepass","alias":"carol"}`, `no key pair "carol"`},
 		{"key not matching cert", `"client_key_file":"` + f.files["gwA-key"] + `"`, `"client_key_file":"` + strings.Replace(f.files["gwA-key"], "gwA", "serverCA-a", 1) + `"`, "private key does not match"},
 		{"empty trust pool", f.files["serverCA-a"], garbage, "trust pool has no certificates"},
-		{"duplicate server", `"servers":["` + f.backendB.addr + `"]`, `"servers":["` + f.backendA.addr + `"]`, "given twice"},
-		{"malformed pattern", `"servers":["` + f.backendB.addr + `"]`, `"servers":["a*.b:1"]`, "malformed"},
-		{"bad min version", `"servers":["` + f.backendB.addr + `"]`, `"servers":["` + f.backendB.addr + `"],"min_version":"tls1.0"`, "min_version"},
+		{"duplicate server", `"servers":["` + f.backendB.Addr + `"]`, `"servers":["` + f.backendA.Addr + `"]`, "given twice"},
+		{"malformed pattern", `"servers":["` + f.backendB.Addr + `"]`, `"servers":["a*.b:1"]`, "malformed"},
+		{"bad min version", `"servers":["` + f.backendB.Addr + `"]`, `"servers":["` + f.backendB.Addr + `"],"min_version":"tls1.0"`, "min_version"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.config("")

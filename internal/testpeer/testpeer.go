@@ -1,0 +1,58 @@
+// Package testpeer runs the real peers that tests talk to: a Go TLS server
+// that requires client certificates, as a gateway's backend.
+package testpeer
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// Backend is an HTTPS server on loopback that requires a client certificate
+// issued by its client CA and answers "<name> <client common name>", with
+// the protocol it was reached over in the X-Backend-Proto header.
+type Backend struct {
+	Port     int
+	Addr     string        // localhost:<port>
+	ServerCA *testpki.Cert // the CA of its server certificate (for localhost)
+	healthCN atomic.Value
+}
+
+// StartBackend starts a backend for the test; it stops when the test ends.
+func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
+	t.Helper()
+	b := &Backend{ServerCA: testpki.Must(testpki.NewCA(name + " server CA"))}
+	server := testpki.Must(b.ServerCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn := r.TLS.PeerCertificates[0].Subject.CommonName
+		if r.URL.Path == "/health" {
+			b.healthCN.Store(cn)
+		}
+		w.Header().Set("X-Backend-Proto", r.Proto)
+		fmt.Fprintf(w, "%s %s", name, cn)
+	}))
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{server.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    testpki.Pool(clientCA),
+	}
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	b.Port = srv.Listener.Addr().(*net.TCPAddr).Port
+	b.Addr = net.JoinHostPort("localhost", strconv.Itoa(b.Port))
+	return b
+}
+
+// HealthCN returns the client common name of the last request to /health.
+func (b *Backend) HealthCN() string {
+	cn, _ := b.healthCN.Load().(string)
+	return cn
+}
