@@ -4,9 +4,12 @@
 //
 //   - http.handlers.client_cert_auth (Caddyfile directive client_cert_auth)
 //   - http.reverse_proxy.transport.ssl_profiles (reverse_proxy's transport ssl_profiles)
+//   - admin.api.mtls (routes under /mtls/ on the admin endpoint)
 package caddymtls
 
 import (
+	// admin.api.mtls
+	_ "github.com/caddy-mtls/caddy-mtls/adminapi"
 	// The Caddyfile directives.
 	_ "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	// http.handlers.client_cert_auth

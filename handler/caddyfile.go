@@ -3,6 +3,7 @@ package handler
 import (
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
@@ -15,6 +16,7 @@ import (
 //	    mode        require | optional
 //	    trust_pool  <source> [<args...>]
 //	    client      <alias> <cert.pem> [tier <tier>]
+//	    clients_from_storage [refresh <interval>]
 //	    header      [<field>] {
 //	        format  auto | rfc9440 | url_pem | pem | base64_der
 //	        chain   [<field>]
@@ -77,6 +79,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			h.Clients = append(h.Clients, c)
+
+		case "clients_from_storage":
+			sc := &StorageClients{}
+			if d.NextArg() {
+				if d.Val() != "refresh" || !d.NextArg() {
+					return d.Errf("clients_from_storage: expected 'refresh <interval>'")
+				}
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("invalid refresh interval '%s': want a positive duration", d.Val())
+				}
+				sc.Refresh = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.ClientsFromStorage = sc
 
 		case "header":
 			hc := &Header{}

@@ -46,6 +46,13 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			forward X-Client-Cert pem
 			cache_size 500
 		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain":"X-Chain"},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
+		{"clients from storage", `client_cert_auth {
+			clients_from_storage refresh 5s
+		}`, `{"clients_from_storage":{"refresh":5000000000}}`},
+		{"clients from storage, default refresh", `client_cert_auth {
+			trust_pool file /ca.pem
+			clients_from_storage
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"clients_from_storage":{}}`},
 		{"forward format only", `client_cert_auth {
 			trust_pool file /ca.pem
 			forward base64_der
@@ -109,6 +116,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"forward auto", "client_cert_auth {\n forward auto\n}", "format auto is for reading"},
 		{"forward too many", "client_cert_auth {\n forward A pem B\n}", "wrong argument count"},
 		{"forward format then field", "client_cert_auth {\n forward pem X-Cert\n}", "'X-Cert' is not a format"},
+		{"clients_from_storage bad word", "client_cert_auth {\n clients_from_storage every 5s\n}", "expected 'refresh <interval>'"},
+		{"clients_from_storage bad interval", "client_cert_auth {\n clients_from_storage refresh soon\n}", "invalid refresh interval 'soon'"},
 		{"cache_size zero", "client_cert_auth {\n cache_size 0\n}", "invalid cache_size '0'"},
 		{"cache_size word", "client_cert_auth {\n cache_size lots\n}", "invalid cache_size 'lots'"},
 	}

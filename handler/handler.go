@@ -16,6 +16,7 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
 func init() {
@@ -72,6 +74,10 @@ type Handler struct {
 	// optional tier. Default: none.
 	Clients []Client `json:"clients,omitempty"`
 
+	// Also trust the clients stored through the admin API, with their alias
+	// and tier. Default: off.
+	ClientsFromStorage *StorageClients `json:"clients_from_storage,omitempty"`
+
 	// Reading the certificate from a request header set by a TLS-terminating
 	// proxy in front. Default: off (only the TLS connection counts).
 	Header *Header `json:"header,omitempty"`
@@ -94,6 +100,7 @@ type Handler struct {
 	forwardFmt   certcodec.Format
 	strip        []string
 	cache        *verdictCache
+	stored       *atomic.Pointer[storedClients]
 	logger       *zap.Logger
 }
 
@@ -210,6 +217,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.pinned[fp] = c
 	}
 
+	h.stored = new(atomic.Pointer[storedClients])
+	if sc := h.ClientsFromStorage; sc != nil {
+		interval := time.Duration(sc.Refresh)
+		if interval < 0 {
+			return fmt.Errorf("clients_from_storage refresh %s: must be positive", interval)
+		}
+		if interval == 0 {
+			interval = DefaultStorageRefresh
+		}
+		st := store.New(ctx.Storage(), h.logger)
+		if err := h.loadStoredClients(ctx, st); err != nil {
+			return fmt.Errorf("clients_from_storage: %w", err)
+		}
+		go h.watchStoredClients(ctx, st, interval)
+	}
+
 	h.strip = []string{DefaultField, DefaultChainField}
 	if hc := h.Header; hc != nil {
 		var err error
@@ -273,8 +296,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks that the configuration can accept anything at all.
 func (h *Handler) Validate() error {
-	if h.roots == nil && len(h.pinned) == 0 {
-		return errors.New("no trust_pool and no client: no certificate could be accepted")
+	if h.roots == nil && len(h.pinned) == 0 && h.ClientsFromStorage == nil {
+		return errors.New("no trust_pool, no client and no clients_from_storage: no certificate could be accepted")
 	}
 	return nil
 }

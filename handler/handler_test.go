@@ -398,7 +398,7 @@ func TestProvisionErrors(t *testing.T) {
 	}
 	keyOnly := filepath.Join(p.dir, "pinned-key.pem")
 	tests := []struct{ name, config, want string }{
-		{"nothing to trust", `{}`, "no trust_pool and no client"},
+		{"nothing to trust", `{}`, "no trust_pool, no client"},
 		{"bad mode", `{"mode":"maybe","clients":[{"alias":"a","certificate_file":"` + p.pinnedPath + `"}]}`, `mode "maybe"`},
 		{"missing trust file", `{"trust_pool":{"provider":"file","pem_files":["/nonexistent/ca.pem"]}}`, "/nonexistent/ca.pem"},
 		{"trust file without certificates", `{"trust_pool":{"provider":"file","pem_files":["` + garbage + `"]}}`, "trust pool has no certificates"},
@@ -441,11 +441,14 @@ func TestCacheBoundAndExpiry(t *testing.T) {
 	}
 	k := "key"
 	c.put(k, &verdict{expires: now.Add(time.Second)})
-	if c.get(k, now) == nil {
+	if c.get(k, now, 0) == nil {
 		t.Fatal("fresh entry not found")
 	}
-	if c.get(k, now.Add(time.Second)) != nil {
+	if c.get(k, now.Add(time.Second), 0) != nil {
 		t.Fatal("entry served at its expiry")
+	}
+	if c.get(k, now, 1) != nil {
+		t.Fatal("entry of another generation of stored clients served")
 	}
 }
 

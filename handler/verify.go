@@ -53,6 +53,7 @@ const verdictTTL = 10 * time.Minute
 type verdict struct {
 	accepted    bool
 	reason      string // why not accepted
+	gen         uint64 // the generation of stored clients it was made with
 	expires     time.Time
 	fingerprint string
 	subject     string
@@ -66,7 +67,7 @@ type verdict struct {
 // fromTLS returns the verdict on a TLS peer certificate chain.
 func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 	key, fp := chainKey(certs[0].Raw, len(certs)-1, func(i int) []byte { return certs[i+1].Raw })
-	if v := h.cache.getBytes(key[:], now); v != nil {
+	if v := h.cache.getBytes(key[:], now, h.generation()); v != nil {
 		return v
 	}
 	v := h.evaluate(certs[0], certs[1:], fp, now)
@@ -98,7 +99,7 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 		sum[0] = 1
 		key = string(sum[:])
 	}
-	if v := h.cache.get(key, now); v != nil {
+	if v := h.cache.get(key, now, h.generation()); v != nil {
 		return v, nil
 	}
 
@@ -151,6 +152,7 @@ func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]
 // accepted: pinned exactly, or verified to the trust pool for client auth.
 func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, now time.Time) *verdict {
 	v := &verdict{
+		gen:         h.generation(),
 		fingerprint: hex.EncodeToString(fp[:]),
 		subject:     capString(leaf.Subject.String(), maxLoggedSubject),
 		expires:     now.Add(verdictTTL),
@@ -163,6 +165,9 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	}
 
 	client := h.pinned[fp]
+	if client == nil {
+		client = h.storedClient(fp)
+	}
 	switch {
 	case now.After(leaf.NotAfter):
 		v.reason = reasonExpired
@@ -328,23 +333,25 @@ func newVerdictCache(max int) *verdictCache {
 	return &verdictCache{m: make(map[string]*verdict), max: max}
 }
 
-func (c *verdictCache) get(key string, now time.Time) *verdict {
+func (c *verdictCache) get(key string, now time.Time, gen uint64) *verdict {
 	c.mu.RLock()
 	v := c.m[key]
 	c.mu.RUnlock()
-	return fresh(v, now)
+	return fresh(v, now, gen)
 }
 
 // getBytes is get without converting (and so copying) the key.
-func (c *verdictCache) getBytes(key []byte, now time.Time) *verdict {
+func (c *verdictCache) getBytes(key []byte, now time.Time, gen uint64) *verdict {
 	c.mu.RLock()
 	v := c.m[string(key)]
 	c.mu.RUnlock()
-	return fresh(v, now)
+	return fresh(v, now, gen)
 }
 
-func fresh(v *verdict, now time.Time) *verdict {
-	if v == nil || !now.Before(v.expires) {
+// fresh returns v if it may still be used: not expired, and made with the
+// stored clients now in force.
+func fresh(v *verdict, now time.Time, gen uint64) *verdict {
+	if v == nil || !now.Before(v.expires) || v.gen != gen {
 		return nil
 	}
 	return v

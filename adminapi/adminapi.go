@@ -1,0 +1,242 @@
+// Package adminapi implements admin.api.mtls: routes under /mtls/ on Caddy's
+// admin endpoint that manage the trusted clients and the gateway's key
+// pairs in Caddy's storage. Private keys never leave through it.
+package adminapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mtls/caddy-mtls/store"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI serves:
+//
+//	GET    /mtls/clients                      list the trusted clients
+//	PUT    /mtls/clients/<alias>              add or replace one: {"certificate": "<PEM>", "tier": "gold"}
+//	DELETE /mtls/clients/<alias>
+//	GET    /mtls/keypairs                     list the key pairs
+//	POST   /mtls/keypairs/<name>              generate: {"common_name", "organization", "validity_days", "key_type"}
+//	                                          or upload: {"certificate": "<PEM>", "private_key": "<PEM>"}
+//	GET    /mtls/keypairs/<name>/certificate  the public certificate, PEM
+//	DELETE /mtls/keypairs/<name>
+type AdminAPI struct {
+	ctx    caddy.Context
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.mtls",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Provision keeps the context, whose storage the routes use.
+func (a *AdminAPI) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger(a)
+	return nil
+}
+
+// Routes returns the admin routes.
+func (a *AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/mtls/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// maxBody bounds a request body.
+const maxBody = 256 << 10
+
+func (a *AdminAPI) store() *store.Store {
+	return store.New(a.ctx.Storage(), a.logger)
+}
+
+func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/mtls/"), "/")
+	switch {
+	case len(parts) == 1 && parts[0] == "clients":
+		return a.listClients(w, r)
+	case len(parts) == 2 && parts[0] == "clients":
+		return a.client(w, r, parts[1])
+	case len(parts) == 1 && parts[0] == "keypairs":
+		return a.listKeyPairs(w, r)
+	case len(parts) == 2 && parts[0] == "keypairs":
+		return a.keyPair(w, r, parts[1])
+	case len(parts) == 3 && parts[0] == "keypairs" && parts[2] == "certificate":
+		return a.keyPairCertificate(w, r, parts[1])
+	}
+	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such resource: %s", r.URL.Path)}
+}
+
+func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
+	if err := allow(r, http.MethodGet); err != nil {
+		return err
+	}
+	clients, err := a.store().Clients(r.Context())
+	if err != nil {
+		return apiError(err)
+	}
+	infos := make([]store.ClientInfo, 0, len(clients))
+	for _, c := range clients {
+		infos = append(infos, c.Info())
+	}
+	return writeJSON(w, http.StatusOK, infos)
+}
+
+func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string) error {
+	if err := allow(r, http.MethodPut, http.MethodDelete); err != nil {
+		return err
+	}
+	if r.Method == http.MethodDelete {
+		if err := a.store().DeleteClient(r.Context(), alias); err != nil {
+			return apiError(err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	var body struct {
+		Certificate string `json:"certificate"`
+		Tier        string `json:"tier"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	info, err := a.store().PutClient(r.Context(), alias, body.Tier, body.Certificate)
+	if err != nil {
+		return apiError(err)
+	}
+	a.logger.Info("trusted client stored", zap.String("alias", alias), zap.String("fingerprint", info.Fingerprint))
+	return writeJSON(w, http.StatusOK, info)
+}
+
+func (a *AdminAPI) listKeyPairs(w http.ResponseWriter, r *http.Request) error {
+	if err := allow(r, http.MethodGet); err != nil {
+		return err
+	}
+	infos, err := a.store().KeyPairs(r.Context())
+	if err != nil {
+		return apiError(err)
+	}
+	if infos == nil {
+		infos = []store.KeyPairInfo{}
+	}
+	return writeJSON(w, http.StatusOK, infos)
+}
+
+func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string) error {
+	if err := allow(r, http.MethodPost, http.MethodDelete); err != nil {
+		return err
+	}
+	if r.Method == http.MethodDelete {
+		if err := a.store().DeleteKeyPair(r.Context(), name); err != nil {
+			return apiError(err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	var body struct {
+		store.GenerateRequest
+		Certificate string `json:"certificate"`
+		PrivateKey  string `json:"private_key"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	var (
+		info store.KeyPairInfo
+		err  error
+	)
+	switch {
+	case body.Certificate != "" || body.PrivateKey != "":
+		if body.CommonName != "" || body.KeyType != "" || body.ValidityDays != 0 || body.Organization != "" {
+			return badRequest(errors.New("give either certificate and private_key (upload) or common_name and the like (generate), not both"))
+		}
+		info, err = a.store().PutKeyPair(r.Context(), name, body.Certificate, body.PrivateKey)
+	default:
+		info, err = a.store().GenerateKeyPair(r.Context(), name, body.GenerateRequest)
+	}
+	if err != nil {
+		return apiError(err)
+	}
+	a.logger.Info("key pair stored", zap.String("name", name), zap.String("fingerprint", info.Fingerprint))
+	return writeJSON(w, http.StatusOK, info)
+}
+
+func (a *AdminAPI) keyPairCertificate(w http.ResponseWriter, r *http.Request, name string) error {
+	if err := allow(r, http.MethodGet); err != nil {
+		return err
+	}
+	kp, err := a.store().KeyPair(r.Context(), name)
+	if err != nil {
+		return apiError(err)
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, err = io.WriteString(w, kp.Certificate)
+	return err
+}
+
+func allow(r *http.Request, methods ...string) error {
+	for _, m := range methods {
+		if r.Method == m {
+			return nil
+		}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed here (want %s)", r.Method, strings.Join(methods, " or "))}
+}
+
+func decodeBody(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return badRequest(fmt.Errorf("reading body: %w", err))
+	}
+	if len(body) > maxBody {
+		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("body larger than %d bytes", maxBody)}
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest(fmt.Errorf("decoding JSON body: %w", err))
+	}
+	return nil
+}
+
+func badRequest(err error) error {
+	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+}
+
+// apiError maps a store error to its answer: 400 for bad input, 404 for an
+// unknown name, 500 (with the reason) for a storage failure.
+func apiError(err error) error {
+	var input *store.InputError
+	switch {
+	case errors.As(err, &input):
+		return badRequest(err)
+	case errors.Is(err, store.ErrNotFound):
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("storage: %w", err)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner = (*AdminAPI)(nil)
+	_ caddy.AdminRouter = (*AdminAPI)(nil)
+)

@@ -1,0 +1,352 @@
+// Package store keeps the trusted clients and the gateway's key pairs in
+// Caddy's storage (a certmagic.Storage: the file system by default, Redis,
+// Consul, S3... through storage modules), so every Caddy instance sharing
+// the storage shares them.
+//
+// Each entry is one JSON value under its own key, written in one Store call
+// while holding the storage's lock for that key: a crash mid-write leaves
+// the old entry or the new one, and concurrent writers do not interleave.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mtls/caddy-mtls/keystore"
+)
+
+// Prefix is where this project's entries live in the storage.
+const Prefix = "caddy_mtls"
+
+const (
+	clientsDir  = Prefix + "/clients"
+	keyPairsDir = Prefix + "/keypairs"
+)
+
+// ErrNotFound is returned for a name that has no entry.
+var ErrNotFound = errors.New("not found")
+
+// InputError is bad input from the caller: the API answers it with 400.
+type InputError struct{ msg string }
+
+func (e *InputError) Error() string { return e.msg }
+
+func inputErrorf(format string, args ...any) error {
+	return &InputError{msg: fmt.Sprintf(format, args...)}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// CheckName returns an InputError unless name is a valid alias or key pair
+// name: 1 to 128 letters, digits, '.', '_' or '-', starting with a letter
+// or digit, and no "..".
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) || strings.Contains(name, "..") {
+		return inputErrorf("invalid name %.130q: want 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Store reads and writes entries in a certmagic storage.
+type Store struct {
+	storage certmagic.Storage
+	logger  *zap.Logger
+}
+
+// New returns a store over storage; logger reports skipped entries.
+func New(storage certmagic.Storage, logger *zap.Logger) *Store {
+	return &Store{storage: storage, logger: logger}
+}
+
+// Client is a trusted client certificate with its alias and tier.
+type Client struct {
+	Alias       string `json:"alias"`
+	Tier        string `json:"tier,omitempty"`
+	Certificate string `json:"certificate"` // PEM
+
+	cert *x509.Certificate
+}
+
+// Cert returns the client's parsed certificate.
+func (c *Client) Cert() *x509.Certificate { return c.cert }
+
+// ClientInfo describes a client for listing.
+type ClientInfo struct {
+	Alias       string    `json:"alias"`
+	Tier        string    `json:"tier"`
+	Subject     string    `json:"subject"`
+	Issuer      string    `json:"issuer"`
+	Fingerprint string    `json:"fingerprint"`
+	NotAfter    time.Time `json:"not_after"`
+}
+
+// Info describes the client.
+func (c *Client) Info() ClientInfo {
+	return ClientInfo{
+		Alias: c.Alias, Tier: c.Tier,
+		Subject: c.cert.Subject.String(), Issuer: c.cert.Issuer.String(),
+		Fingerprint: Fingerprint(c.cert.Raw), NotAfter: c.cert.NotAfter.UTC(),
+	}
+}
+
+// Fingerprint returns the SHA-256 of DER bytes, lower-case hex.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// maxPEM bounds a certificate or key given to the store.
+const maxPEM = 64 << 10
+
+// PutClient adds or replaces the client alias.
+func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string) (ClientInfo, error) {
+	if err := CheckName(alias); err != nil {
+		return ClientInfo{}, err
+	}
+	if len(tier) > 128 || strings.ContainsAny(tier, "\x00\r\n") {
+		return ClientInfo{}, inputErrorf("invalid tier: at most 128 characters, no line breaks")
+	}
+	cert, err := parseOneCertificate(certPEM)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	c := &Client{Alias: alias, Tier: tier, Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), cert: cert}
+	if err := s.put(ctx, path.Join(clientsDir, alias+".json"), c); err != nil {
+		return ClientInfo{}, err
+	}
+	return c.Info(), nil
+}
+
+// Clients returns every stored client, sorted by alias. An entry that does
+// not decode is skipped and logged, never fatal.
+func (s *Store) Clients(ctx context.Context) ([]*Client, error) {
+	var out []*Client
+	err := s.each(ctx, clientsDir, func(key string, data []byte) error {
+		var c Client
+		if err := json.Unmarshal(data, &c); err != nil {
+			return err
+		}
+		if err := CheckName(c.Alias); err != nil || key != path.Join(clientsDir, c.Alias+".json") {
+			return errors.New("alias does not match the entry's name")
+		}
+		cert, err := parseOneCertificate(c.Certificate)
+		if err != nil {
+			return err
+		}
+		c.cert = cert
+		out = append(out, &c)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Alias < out[j].Alias })
+	return out, err
+}
+
+// DeleteClient removes the client alias.
+func (s *Store) DeleteClient(ctx context.Context, alias string) error {
+	if err := CheckName(alias); err != nil {
+		return err
+	}
+	return s.delete(ctx, path.Join(clientsDir, alias+".json"))
+}
+
+// KeyPair is a stored key pair of the gateway.
+type KeyPair struct {
+	Name        string `json:"name"`
+	Certificate string `json:"certificate"` // PEM, leaf first
+	PrivateKey  string `json:"private_key"` // PEM
+
+	tls tls.Certificate
+}
+
+// KeyPairInfo describes a key pair for listing; it holds no key material.
+type KeyPairInfo struct {
+	Name        string    `json:"name"`
+	Subject     string    `json:"subject"`
+	Fingerprint string    `json:"fingerprint"`
+	NotAfter    time.Time `json:"not_after"`
+	KeyType     string    `json:"key_type"`
+}
+
+// TLSCertificate returns the key pair for a tls.Config.
+func (k *KeyPair) TLSCertificate() tls.Certificate { return k.tls }
+
+// Info describes the key pair.
+func (k *KeyPair) Info() KeyPairInfo {
+	leaf := k.tls.Leaf
+	return KeyPairInfo{Name: k.Name, Subject: leaf.Subject.String(), Fingerprint: Fingerprint(leaf.Raw), NotAfter: leaf.NotAfter.UTC(), KeyType: KeyTypeOf(leaf)}
+}
+
+// PutKeyPair stores an uploaded key pair, after checking that the key is
+// the certificate's.
+func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string) (KeyPairInfo, error) {
+	if err := CheckName(name); err != nil {
+		return KeyPairInfo{}, err
+	}
+	kp, err := parseKeyPair(name, certPEM, keyPEM)
+	if err != nil {
+		return KeyPairInfo{}, err
+	}
+	if err := s.put(ctx, path.Join(keyPairsDir, name+".json"), kp); err != nil {
+		return KeyPairInfo{}, err
+	}
+	return kp.Info(), nil
+}
+
+func parseKeyPair(name, certPEM, keyPEM string) (*KeyPair, error) {
+	if len(certPEM) > maxPEM || len(keyPEM) > maxPEM {
+		return nil, inputErrorf("certificate or key longer than %d bytes", maxPEM)
+	}
+	tc, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, inputErrorf("certificate and key: %v", err)
+	}
+	if err := keystore.CheckKeyMatches(tc.Leaf, tc.PrivateKey); err != nil {
+		return nil, inputErrorf("certificate and key: %v", err)
+	}
+	return &KeyPair{Name: name, Certificate: certPEM, PrivateKey: keyPEM, tls: tc}, nil
+}
+
+// KeyPair returns the stored key pair name.
+func (s *Store) KeyPair(ctx context.Context, name string) (*KeyPair, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	data, err := s.storage.Load(ctx, path.Join(keyPairsDir, name+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("key pair %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading key pair %q: %w", name, err)
+	}
+	return decodeKeyPair(name, data)
+}
+
+func decodeKeyPair(name string, data []byte) (*KeyPair, error) {
+	var stored KeyPair
+	if err := json.Unmarshal(data, &stored); err != nil {
+		return nil, fmt.Errorf("key pair %q: corrupt entry: %w", name, err)
+	}
+	kp, err := parseKeyPair(name, stored.Certificate, stored.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("key pair %q: corrupt entry: %w", name, err)
+	}
+	return kp, nil
+}
+
+// KeyPairs describes every stored key pair, sorted by name; corrupt entries
+// are skipped and logged.
+func (s *Store) KeyPairs(ctx context.Context) ([]KeyPairInfo, error) {
+	var out []KeyPairInfo
+	err := s.each(ctx, keyPairsDir, func(key string, data []byte) error {
+		name := strings.TrimSuffix(path.Base(key), ".json")
+		kp, err := decodeKeyPair(name, data)
+		if err != nil {
+			return err
+		}
+		out = append(out, kp.Info())
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// DeleteKeyPair removes the key pair name.
+func (s *Store) DeleteKeyPair(ctx context.Context, name string) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	return s.delete(ctx, path.Join(keyPairsDir, name+".json"))
+}
+
+// put writes v as JSON under key, holding the key's lock.
+func (s *Store) put(ctx context.Context, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := s.storage.Lock(ctx, key); err != nil {
+		return fmt.Errorf("locking %s: %w", key, err)
+	}
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
+	if err := s.storage.Store(ctx, key, data); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *Store) delete(ctx context.Context, key string) error {
+	if err := s.storage.Lock(ctx, key); err != nil {
+		return fmt.Errorf("locking %s: %w", key, err)
+	}
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
+	if !s.storage.Exists(ctx, key) {
+		return fmt.Errorf("%s: %w", path.Base(key), ErrNotFound)
+	}
+	if err := s.storage.Delete(ctx, key); err != nil {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
+}
+
+// each calls fn with every entry under dir; entries fn refuses are skipped
+// and logged.
+func (s *Store) each(ctx context.Context, dir string, fn func(key string, data []byte) error) error {
+	keys, err := s.storage.List(ctx, dir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", dir, err)
+	}
+	for _, key := range keys {
+		if !strings.HasSuffix(key, ".json") {
+			continue
+		}
+		data, err := s.storage.Load(ctx, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", key, err)
+		}
+		if err := fn(key, data); err != nil {
+			s.logger.Warn("skipping corrupt stored entry", zap.String("key", key), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// parseOneCertificate parses a PEM text that holds exactly one certificate.
+func parseOneCertificate(certPEM string) (*x509.Certificate, error) {
+	if len(certPEM) > maxPEM {
+		return nil, inputErrorf("certificate longer than %d bytes", maxPEM)
+	}
+	block, rest := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, inputErrorf("certificate: no PEM CERTIFICATE block")
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		return nil, inputErrorf("certificate: more than one PEM block (give the client's certificate alone)")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, inputErrorf("certificate: %v", err)
+	}
+	return cert, nil
+}

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+func newStore(t *testing.T) (*Store, *certmagic.FileStorage, *observer.ObservedLogs) {
+	fs := &certmagic.FileStorage{Path: t.TempDir()}
+	core, logs := observer.New(zap.DebugLevel)
+	return New(fs, zap.New(core)), fs, logs
+}
+
+func TestClients(t *testing.T) {
+	s, fs, logs := newStore(t)
+	ctx := context.Background()
+	ca := testpki.Must(testpki.NewCA("Store CA"))
+	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
+	bob := testpki.Must(ca.Issue(testpki.Options{CommonName: "bob"}))
+
+	info, err := s.PutClient(ctx, "alice", "gold", string(alice.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Alias != "alice" || info.Tier != "gold" || info.Subject != "CN=alice" || info.Issuer != "CN=Store CA" || info.Fingerprint != Fingerprint(alice.Cert.Raw) {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := s.PutClient(ctx, "bob", "", string(bob.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	// Replace.
+	if _, err := s.PutClient(ctx, "alice", "silver", string(alice.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	clients, err := s.Clients(ctx)
+	if err != nil || len(clients) != 2 || clients[0].Alias != "alice" || clients[0].Tier != "silver" || clients[1].Alias != "bob" {
+		t.Fatalf("clients %v %v", clients, err)
+	}
+
+	// A corrupt entry is skipped with a log line.
+	if err := fs.Store(ctx, clientsDir+"/broken.json", []byte(`{"alias":"broken","certificate":"nope"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Store(ctx, clientsDir+"/renamed.json", []byte(`{"alias":"other","certificate":`+fmt.Sprintf("%q", alice.CertPEM())+`}`)); err != nil {
+		t.Fatal(err)
+	}
+	clients, err = s.Clients(ctx)
+	if err != nil || len(clients) != 2 {
+		t.Fatalf("with corrupt entries: %d clients, %v", len(clients), err)
+	}
+	if n := logs.FilterMessage("skipping corrupt stored entry").Len(); n != 2 {
+		t.Fatalf("%d log lines for 2 corrupt entries", n)
+	}
+
+	if err := s.DeleteClient(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	ca := testpki.Must(testpki.NewCA("CA"))
+	c := testpki.Must(ca.Issue(testpki.Options{CommonName: "c"}))
+	for name, call := range map[string]func() error{
+		"alias with slash":     func() error { _, err := s.PutClient(ctx, "a/b", "", string(c.CertPEM())); return err },
+		"alias with dots":      func() error { _, err := s.PutClient(ctx, "a..b", "", string(c.CertPEM())); return err },
+		"alias dot-dot":        func() error { _, err := s.PutClient(ctx, "..", "", string(c.CertPEM())); return err },
+		"empty alias":          func() error { _, err := s.PutClient(ctx, "", "", string(c.CertPEM())); return err },
+		"bad PEM":              func() error { _, err := s.PutClient(ctx, "a", "", "not pem"); return err },
+		"key instead of cert":  func() error { _, err := s.PutClient(ctx, "a", "", string(c.KeyPEM())); return err },
+		"two certificates":     func() error { _, err := s.PutClient(ctx, "a", "", string(c.CertPEM())+string(ca.CertPEM())); return err },
+		"tier with newline":    func() error { _, err := s.PutClient(ctx, "a", "x\ny", string(c.CertPEM())); return err },
+		"huge certificate":     func() error { _, err := s.PutClient(ctx, "a", "", strings.Repeat("A", maxPEM+1)); return err },
+		"key not matching":     func() error { _, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(ca.KeyPEM())); return err },
+		"unknown key type":     func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", KeyType: "dsa"}); return err },
+		"no common name":       func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{}); return err },
+		"validity too long":    func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", ValidityDays: 5000}); return err },
+		"keypair bad name":     func() error { _, err := s.GenerateKeyPair(ctx, "../x", GenerateRequest{CommonName: "x"}); return err },
+	} {
+		var input *InputError
+		if err := call(); !errors.As(err, &input) {
+			t.Errorf("%s: %v, want an InputError", name, err)
+		}
+	}
+}
+
+func TestKeyPairs(t *testing.T) {
+	s, fs, _ := newStore(t)
+	ctx := context.Background()
+	for _, kt := range []string{"", "p256", "p384", "rsa2048"} {
+		info, err := s.GenerateKeyPair(ctx, "gw-"+kt, GenerateRequest{CommonName: "gateway-" + kt, Organization: "Org", ValidityDays: 30, KeyType: kt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := kt
+		if want == "" {
+			want = "p256"
+		}
+		if info.KeyType != want || info.Subject != "CN=gateway-"+kt+",O=Org" {
+			t.Fatalf("%s: %+v", kt, info)
+		}
+	}
+	ca := testpki.Must(testpki.NewCA("Upload CA"))
+	up := testpki.Must(ca.Issue(testpki.Options{CommonName: "uploaded"}))
+	if _, err := s.PutKeyPair(ctx, "uploaded", string(up.CertPEM()), string(up.KeyPEM())); err != nil {
+		t.Fatal(err)
+	}
+	kp, err := s.KeyPair(ctx, "uploaded")
+	if err != nil || kp.TLSCertificate().Leaf.Subject.CommonName != "uploaded" {
+		t.Fatalf("load: %v", err)
+	}
+	list, err := s.KeyPairs(ctx)
+	if err != nil || len(list) != 5 {
+		t.Fatalf("list %d %v", len(list), err)
+	}
+	if _, err := s.KeyPair(ctx, "missing"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	if err := fs.Store(ctx, keyPairsDir+"/corrupt.json", []byte(`{"name":"corrupt","certificate":"x","private_key":"y"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.KeyPairs(ctx); err != nil || len(list) != 5 {
+		t.Fatalf("corrupt entry not skipped: %d %v", len(list), err)
+	}
+	if _, err := s.KeyPair(ctx, "corrupt"); err == nil || !strings.Contains(err.Error(), "corrupt entry") {
+		t.Fatalf("corrupt: %v", err)
+	}
+	if err := s.DeleteKeyPair(ctx, "uploaded"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failingStorage fails every write.
+type failingStorage struct{ *certmagic.FileStorage }
+
+func (failingStorage) Store(context.Context, string, []byte) error {
+	return errors.New("disk full")
+}
+
+func TestStorageFailure(t *testing.T) {
+	fs := &certmagic.FileStorage{Path: t.TempDir()}
+	s := New(failingStorage{fs}, zap.NewNop())
+	ca := testpki.Must(testpki.NewCA("CA"))
+	_, err := s.PutClient(context.Background(), "a", "", string(ca.CertPEM()))
+	var input *InputError
+	if err == nil || errors.As(err, &input) || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("failed write: %v", err)
+	}
+}
+
+// TestConcurrentWriters: writers of one alias hold its lock; the entry is
+// always one of theirs whole.
+func TestConcurrentWriters(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	ca := testpki.Must(testpki.NewCA("CA"))
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		c := testpki.Must(ca.Issue(testpki.Options{CommonName: fmt.Sprintf("writer-%d", i)}))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.PutClient(ctx, "shared", fmt.Sprint(i), string(c.CertPEM())); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	clients, err := s.Clients(ctx)
+	if err != nil || len(clients) != 1 {
+		t.Fatalf("%d clients, %v", len(clients), err)
+	}
+	c := clients[0]
+	if c.Cert().Subject.CommonName != "writer-"+c.Tier {
+		t.Fatalf("entry mixes writers: tier %s, certificate %s", c.Tier, c.Cert().Subject.CommonName)
+	}
+}
