@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -64,7 +65,16 @@ func (a *AdminAPI) store() *store.Store {
 }
 
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/mtls/"), "/")
+	// Split the path as sent, so that an escaped '/' stays inside its name
+	// (and is refused there as a bad name).
+	parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/mtls/"), "/")
+	for i, p := range parts {
+		unescaped, err := url.PathUnescape(p)
+		if err != nil {
+			return badRequest(fmt.Errorf("path: %w", err))
+		}
+		parts[i] = unescaped
+	}
 	switch {
 	case len(parts) == 1 && parts[0] == "clients":
 		return a.listClients(w, r)

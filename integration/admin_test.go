@@ -1,0 +1,233 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// adminCall makes a request to Caddy's admin endpoint.
+func adminCall(t *testing.T, c *caddyProc, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, "http://"+c.admin+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+// gatewaySite trusts only the clients stored through the admin API.
+func gatewaySite(e *env, port int, storageDir, upstream string) string {
+	return fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+	storage file_system %[5]s
+}
+https://localhost:%[1]d {
+	tls %[2]s %[3]s {
+		client_auth {
+			mode request
+		}
+	}
+	client_cert_auth {
+		clients_from_storage refresh 200ms
+	}
+	reverse_proxy %[4]s {
+		header_up X-Caller {http.auth.user.id}
+		header_up X-Tier {http.auth.user.tier}
+	}
+}
+`, port, e.path("server"), e.path("server-key"), upstream, storageDir)
+}
+
+func TestAdminAPI(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	port := freePort(t)
+	storageDir := filepath.Join(e.dir, "storage")
+	c := startCaddy(t, e, gatewaySite(e, port, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
+
+	// Clients.
+	status, body := adminCall(t, c, http.MethodPut, "/mtls/clients/alice", map[string]string{"certificate": string(e.alice.CertPEM()), "tier": "gold"})
+	if status != 200 {
+		t.Fatalf("PUT client: %d %s", status, body)
+	}
+	var info map[string]any
+	if err := json.Unmarshal(body, &info); err != nil || info["alias"] != "alice" || info["tier"] != "gold" || info["fingerprint"] != fingerprintHex(e.alice) || info["subject"] != "CN=alice" {
+		t.Fatalf("PUT client answer: %s", body)
+	}
+	status, body = adminCall(t, c, http.MethodGet, "/mtls/clients", nil)
+	var list []map[string]any
+	if status != 200 || json.Unmarshal(body, &list) != nil || len(list) != 1 || list[0]["alias"] != "alice" || list[0]["not_after"] == nil || list[0]["issuer"] != "CN=Integration Root" {
+		t.Fatalf("GET clients: %d %s", status, body)
+	}
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		reason       string
+	}{
+		{http.MethodPut, "/mtls/clients/alice", map[string]string{"certificate": "garbage"}, 400, "no PEM CERTIFICATE block"},
+		{http.MethodPut, "/mtls/clients/a..b", map[string]string{"certificate": string(e.bob.CertPEM())}, 400, "invalid name"},
+		{http.MethodPut, "/mtls/clients/a%2Fb", map[string]string{"certificate": string(e.bob.CertPEM())}, 400, "invalid name"},
+		{http.MethodPut, "/mtls/clients/bob", `{"certificate": 1}`, 400, "decoding JSON body"},
+		{http.MethodPut, "/mtls/clients/bob", `{"cert": "x"}`, 400, "unknown field"},
+		{http.MethodPut, "/mtls/clients/bob", strings.Repeat("x", 300<<10), 413, "larger than"},
+		{http.MethodDelete, "/mtls/clients/nobody", nil, 404, "not found"},
+		{http.MethodPost, "/mtls/clients/bob", nil, 405, "not allowed"},
+		{http.MethodGet, "/mtls/nothing", nil, 404, "no such resource"},
+		{http.MethodPost, "/mtls/keypairs/gw", map[string]any{"common_name": "gw", "key_type": "dsa"}, 400, "unknown key_type"},
+		{http.MethodPost, "/mtls/keypairs/gw", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.bob.KeyPEM())}, 400, "does not match"},
+		{http.MethodPost, "/mtls/keypairs/gw", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.alice.KeyPEM()), "common_name": "x"}, 400, "not both"},
+		{http.MethodGet, "/mtls/keypairs/nothing/certificate", nil, 404, "not found"},
+	} {
+		status, body := adminCall(t, c, tc.method, tc.path, tc.body)
+		if status != tc.status || !strings.Contains(string(body), tc.reason) {
+			t.Fatalf("%s %s: %d %s, want %d with %q", tc.method, tc.path, status, body, tc.status, tc.reason)
+		}
+	}
+
+	// Key pairs: generate, upload, list, download, delete.
+	status, body = adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw-rsa", map[string]any{"common_name": "gateway", "organization": "Example", "validity_days": 90, "key_type": "rsa2048"})
+	if status != 200 || !strings.Contains(string(body), `"key_type":"rsa2048"`) {
+		t.Fatalf("generate: %d %s", status, body)
+	}
+	status, body = adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw", map[string]any{"common_name": "gateway"})
+	if status != 200 || !strings.Contains(string(body), `"key_type":"p256"`) {
+		t.Fatalf("generate default: %d %s", status, body)
+	}
+	status, body = adminCall(t, c, http.MethodPost, "/mtls/keypairs/uploaded", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.alice.KeyPEM())})
+	if status != 200 || !strings.Contains(string(body), fingerprintHex(e.alice)) {
+		t.Fatalf("upload: %d %s", status, body)
+	}
+	status, body = adminCall(t, c, http.MethodGet, "/mtls/keypairs", nil)
+	if status != 200 || strings.Count(string(body), `"name"`) != 3 || strings.Contains(string(body), "PRIVATE") {
+		t.Fatalf("list key pairs: %d %s", status, body)
+	}
+	status, body = adminCall(t, c, http.MethodGet, "/mtls/keypairs/gw/certificate", nil)
+	if status != 200 || !strings.HasPrefix(string(body), "-----BEGIN CERTIFICATE-----") || strings.Contains(string(body), "PRIVATE") {
+		t.Fatalf("download: %d %s", status, body)
+	}
+	if cert, err := parseCertPEM(body); err != nil || cert.Subject.CommonName != "gateway" {
+		t.Fatalf("downloaded certificate: %v", err)
+	}
+	if status, body := adminCall(t, c, http.MethodDelete, "/mtls/keypairs/gw", nil); status != 204 {
+		t.Fatalf("delete key pair: %d %s", status, body)
+	}
+	if status, _ := adminCall(t, c, http.MethodGet, "/mtls/keypairs/gw/certificate", nil); status != 404 {
+		t.Fatalf("deleted key pair still there: %d", status)
+	}
+
+	// The stored client is trusted by client_cert_auth, with its tier.
+	base := fmt.Sprintf("https://localhost:%d", port)
+	eventually(t, "stored client accepted", func() error {
+		res := doRawE(e.goClient(e.alice), base+"/")
+		if res.err != nil || res.status != 200 {
+			return fmt.Errorf("status %d %v", res.status, res.err)
+		}
+		return nil
+	})
+	res := do(t, e.goClient(e.alice), base+"/", nil)
+	if res.upstream.Get("X-Caller") != "alice" || res.upstream.Get("X-Tier") != "gold" {
+		t.Fatalf("stored client's placeholders: %q %q", res.upstream.Get("X-Caller"), res.upstream.Get("X-Tier"))
+	}
+	if res := do(t, e.goClient(e.bob), base+"/", nil); res.status != 403 {
+		t.Fatalf("unstored caller: %d", res.status)
+	}
+
+	// A storage that fails writes: 500 with the reason, and what was
+	// stored keeps serving.
+	if err := os.RemoveAll(filepath.Join(storageDir, "caddy_mtls", "keypairs")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(storageDir, "caddy_mtls", "keypairs"), "not a folder")
+	status, body = adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw2", map[string]any{"common_name": "gateway"})
+	if status != 500 || !strings.Contains(string(body), "not a directory") {
+		t.Fatalf("write to a broken storage: %d %s", status, body)
+	}
+	if res := do(t, e.goClient(e.alice), base+"/", nil); res.status != 200 {
+		t.Fatalf("after the failed write, alice: %d", res.status)
+	}
+}
+
+func parseCertPEM(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("no PEM certificate")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// TestClusterFileStorage: two Caddy processes sharing one storage folder. A
+// client added through A's admin API is accepted by B within the refresh
+// interval; removed, refused by both.
+func TestClusterFileStorage(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	storageDir := filepath.Join(e.dir, "shared-storage")
+	portA, portB := freePort(t), freePort(t)
+	a := startCaddy(t, e, gatewaySite(e, portA, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portA))
+	startCaddy(t, e, gatewaySite(e, portB, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portB))
+	checkCluster(t, e, a, portA, portB)
+}
+
+func checkCluster(t *testing.T, e *env, a *caddyProc, portA, portB int) {
+	t.Helper()
+	urls := []string{fmt.Sprintf("https://localhost:%d/", portA), fmt.Sprintf("https://localhost:%d/", portB)}
+	for _, u := range urls {
+		if res := do(t, e.goClient(e.bob), u, nil); res.status != 403 {
+			t.Fatalf("%s before the client is added: %d", u, res.status)
+		}
+	}
+	if status, body := adminCall(t, a, http.MethodPut, "/mtls/clients/bob", map[string]string{"certificate": string(e.bob.CertPEM()), "tier": "silver"}); status != 200 {
+		t.Fatalf("PUT on A: %d %s", status, body)
+	}
+	for _, u := range urls {
+		eventually(t, "bob accepted by "+u, func() error {
+			res := doRawE(e.goClient(e.bob), u)
+			if res.err != nil || res.status != 200 {
+				return fmt.Errorf("status %d %v", res.status, res.err)
+			}
+			return nil
+		})
+	}
+	if status, body := adminCall(t, a, http.MethodDelete, "/mtls/clients/bob", nil); status != 204 {
+		t.Fatalf("DELETE on A: %d %s", status, body)
+	}
+	for _, u := range urls {
+		eventually(t, "bob refused by "+u, func() error {
+			res := doRawE(e.goClient(e.bob), u)
+			if res.err != nil || res.status != 403 {
+				return fmt.Errorf("status %d %v", res.status, res.err)
+			}
+			return nil
+		})
+	}
+}
