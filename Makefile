@@ -1,6 +1,10 @@
 # caddy-mtls: build, demo, test.
 SHELL := /bin/bash
 CADDY := $(CURDIR)/caddy
+# The tests' Caddy also has the Redis storage module, for the cluster test
+# (keep in step with integration/harness_test.go).
+TEST_CADDY := $(CURDIR)/caddy-test
+TEST_MODULES := github.com/pberkel/caddy-storage-redis@v1.8.0
 
 .PHONY: all build demo test lint bench fuzz clean
 
@@ -19,15 +23,17 @@ lint:
 	go vet ./...
 
 # The whole suite: unit tests, fuzz seeds, adapt fixtures, and end-to-end
-# tests against the Caddy built above and real peers (curl, nginx).
-test: lint build
-	CADDY_BIN=$(CADDY) go test -race -count=1 ./...
+# tests against a Caddy built from this checkout and real peers (curl, nginx,
+# openssl, redis-server).
+test: lint
+	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
+	CADDY_BIN=$(TEST_CADDY) go test -race -count=1 ./...
 
 bench:
-	go test -run '^$$' -bench . -benchmem ./handler ./certcodec
+	go test -run '^$$' -bench . -benchmem ./handler ./certcodec ./upstream
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./certcodec
 
 clean:
-	rm -f $(CADDY)
+	rm -f $(CADDY) $(TEST_CADDY)

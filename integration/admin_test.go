@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,11 +45,12 @@ func adminCall(t *testing.T, c *caddyProc, method, path string, body any) (int, 
 }
 
 // gatewaySite trusts only the clients stored through the admin API.
-func gatewaySite(e *env, port int, storageDir, upstream string) string {
+// storage is a global storage option, e.g. "file_system /path".
+func gatewaySite(e *env, port int, storage, upstream string) string {
 	return fmt.Sprintf(`{
 	admin {admin}
 	auto_https off
-	storage file_system %[5]s
+	storage %[5]s
 }
 https://localhost:%[1]d {
 	tls %[2]s %[3]s {
@@ -64,7 +66,7 @@ https://localhost:%[1]d {
 		header_up X-Tier {http.auth.user.tier}
 	}
 }
-`, port, e.path("server"), e.path("server-key"), upstream, storageDir)
+`, port, e.path("server"), e.path("server-key"), upstream, storage)
 }
 
 func TestAdminAPI(t *testing.T) {
@@ -72,7 +74,7 @@ func TestAdminAPI(t *testing.T) {
 	be := startBackend(t)
 	port := freePort(t)
 	storageDir := filepath.Join(e.dir, "storage")
-	c := startCaddy(t, e, gatewaySite(e, port, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
+	c := startCaddy(t, e, gatewaySite(e, port, "file_system "+storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
 
 	// Clients.
 	status, body := adminCall(t, c, http.MethodPut, "/mtls/clients/alice", map[string]string{"certificate": string(e.alice.CertPEM()), "tier": "gold"})
@@ -193,8 +195,33 @@ func TestClusterFileStorage(t *testing.T) {
 	be := startBackend(t)
 	storageDir := filepath.Join(e.dir, "shared-storage")
 	portA, portB := freePort(t), freePort(t)
-	a := startCaddy(t, e, gatewaySite(e, portA, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portA))
-	startCaddy(t, e, gatewaySite(e, portB, storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portB))
+	a := startCaddy(t, e, gatewaySite(e, portA, "file_system "+storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portA))
+	startCaddy(t, e, gatewaySite(e, portB, "file_system "+storageDir, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portB))
+	checkCluster(t, e, a, portA, portB)
+}
+
+// TestClusterRedisStorage: the same with Redis as the shared storage
+// (Debian's redis-server, and github.com/pberkel/caddy-storage-redis built
+// into the test binary).
+func TestClusterRedisStorage(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	redisPort := freePort(t)
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install -y redis-server; .ci/run does): %v", err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "--port", fmt.Sprint(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	var redisLog syncBuffer
+	cmd.Stdout, cmd.Stderr = &redisLog, &redisLog
+	exited := runProcess(t, "redis", cmd, redisLog.String)
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", redisPort), exited, redisLog.String)
+
+	storage := fmt.Sprintf("redis {\n\t\taddress 127.0.0.1:%d\n\t\tkey_prefix caddy-mtls-test\n\t}", redisPort)
+	portA, portB := freePort(t), freePort(t)
+	a := startCaddy(t, e, gatewaySite(e, portA, storage, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portA))
+	startCaddy(t, e, gatewaySite(e, portB, storage, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", portB))
 	checkCluster(t, e, a, portA, portB)
 }
 

@@ -29,6 +29,10 @@ import (
 
 var caddyBin string
 
+// testModules are built into the test binary besides this project's: the
+// Redis storage of the cluster test. Keep in step with the Makefile.
+var testModules = []string{"github.com/pberkel/caddy-storage-redis@v1.8.0"}
+
 func TestMain(m *testing.M) {
 	code, err := run(m)
 	if err != nil {
@@ -47,7 +51,7 @@ func run(m *testing.M) (int, error) {
 		}
 		defer os.RemoveAll(dir)
 		caddyBin = filepath.Join(dir, "caddy")
-		cmd := exec.Command("../scripts/build-caddy.sh", caddyBin)
+		cmd := exec.Command("../scripts/build-caddy.sh", append([]string{caddyBin}, testModules...)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return 0, fmt.Errorf("building caddy: %w", err)
@@ -139,6 +143,25 @@ func (c *caddyProc) Logs() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.logs.String()
+}
+
+// syncBuffer is a bytes.Buffer safe to write from a process's output
+// copier while a test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type lockedWriter struct{ c *caddyProc }

@@ -43,7 +43,7 @@ func TestValidateErrors(t *testing.T) {
 		{"missing client file", site("\t\tclient acme /nonexistent/acme.pem"), "caddyfile",
 			[]string{`client "acme": reading certificate`, "/nonexistent/acme.pem"}},
 		{"nothing trusted", site("\t\tmode optional"), "caddyfile",
-			[]string{"no trust_pool and no client"}},
+			[]string{"no trust_pool, no client and no clients_from_storage"}},
 		{"ssl_profiles wrong keystore password", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_client_keystore " + p12 + " password nope\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",
 			[]string{"profile 1 (b.internal:9444)", "wrong password or corrupt keystore"}},
 		{"ssl_profiles unknown subdirective", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_trust file /x.pem\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",

@@ -76,20 +76,29 @@ func TestBadInput(t *testing.T) {
 	ca := testpki.Must(testpki.NewCA("CA"))
 	c := testpki.Must(ca.Issue(testpki.Options{CommonName: "c"}))
 	for name, call := range map[string]func() error{
-		"alias with slash":     func() error { _, err := s.PutClient(ctx, "a/b", "", string(c.CertPEM())); return err },
-		"alias with dots":      func() error { _, err := s.PutClient(ctx, "a..b", "", string(c.CertPEM())); return err },
-		"alias dot-dot":        func() error { _, err := s.PutClient(ctx, "..", "", string(c.CertPEM())); return err },
-		"empty alias":          func() error { _, err := s.PutClient(ctx, "", "", string(c.CertPEM())); return err },
-		"bad PEM":              func() error { _, err := s.PutClient(ctx, "a", "", "not pem"); return err },
-		"key instead of cert":  func() error { _, err := s.PutClient(ctx, "a", "", string(c.KeyPEM())); return err },
-		"two certificates":     func() error { _, err := s.PutClient(ctx, "a", "", string(c.CertPEM())+string(ca.CertPEM())); return err },
-		"tier with newline":    func() error { _, err := s.PutClient(ctx, "a", "x\ny", string(c.CertPEM())); return err },
-		"huge certificate":     func() error { _, err := s.PutClient(ctx, "a", "", strings.Repeat("A", maxPEM+1)); return err },
-		"key not matching":     func() error { _, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(ca.KeyPEM())); return err },
-		"unknown key type":     func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", KeyType: "dsa"}); return err },
-		"no common name":       func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{}); return err },
-		"validity too long":    func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", ValidityDays: 5000}); return err },
-		"keypair bad name":     func() error { _, err := s.GenerateKeyPair(ctx, "../x", GenerateRequest{CommonName: "x"}); return err },
+		"alias with slash":    func() error { _, err := s.PutClient(ctx, "a/b", "", string(c.CertPEM())); return err },
+		"alias with dots":     func() error { _, err := s.PutClient(ctx, "a..b", "", string(c.CertPEM())); return err },
+		"alias dot-dot":       func() error { _, err := s.PutClient(ctx, "..", "", string(c.CertPEM())); return err },
+		"empty alias":         func() error { _, err := s.PutClient(ctx, "", "", string(c.CertPEM())); return err },
+		"bad PEM":             func() error { _, err := s.PutClient(ctx, "a", "", "not pem"); return err },
+		"key instead of cert": func() error { _, err := s.PutClient(ctx, "a", "", string(c.KeyPEM())); return err },
+		"two certificates": func() error {
+			_, err := s.PutClient(ctx, "a", "", string(c.CertPEM())+string(ca.CertPEM()))
+			return err
+		},
+		"tier with newline": func() error { _, err := s.PutClient(ctx, "a", "x\ny", string(c.CertPEM())); return err },
+		"huge certificate":  func() error { _, err := s.PutClient(ctx, "a", "", strings.Repeat("A", maxPEM+1)); return err },
+		"key not matching":  func() error { _, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(ca.KeyPEM())); return err },
+		"unknown key type": func() error {
+			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", KeyType: "dsa"})
+			return err
+		},
+		"no common name": func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{}); return err },
+		"validity too long": func() error {
+			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", ValidityDays: 5000})
+			return err
+		},
+		"keypair bad name": func() error { _, err := s.GenerateKeyPair(ctx, "../x", GenerateRequest{CommonName: "x"}); return err },
 	} {
 		var input *InputError
 		if err := call(); !errors.As(err, &input) {
