@@ -21,8 +21,8 @@ export DEMO_GATEWAY_HTTP_PORT=${DEMO_GATEWAY_HTTP_PORT:-18080}
 export DEMO_LB_PORT=${DEMO_LB_PORT:-18444}
 export DEMO_BACKEND_PORT=${DEMO_BACKEND_PORT:-19080}
 
-echo "== Making a demo PKI in $DEMO_DIR"
-(cd "$here/.." && go run ./examples/demopki -out "$DEMO_DIR")
+echo "== Making a demo PKI in $DEMO_DIR (caddy mtls keygen --demo)"
+"$caddy" mtls keygen --demo --out "$DEMO_DIR"
 
 echo "== Starting Caddy with examples/Caddyfile"
 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work \
@@ -72,6 +72,9 @@ call 401 "" "a forged certificate header sent straight to the gateway" \
 
 echo "== Why the refused calls were refused (Caddy's log)"
 grep '"client certificate refused"' "$work/caddy.log" | sed -e 's/.*"reason":"\([a-z_]*\)".*"remote_addr":"\([^"]*\)".*/  reason=\1 from=\2/' || true
+
+echo "== alice's certificate, as the gateway sees it (caddy mtls inspect)"
+"$caddy" mtls inspect --ca "$DEMO_DIR/clients-ca.pem" "$DEMO_DIR/alice.pem" | sed 's/^/  /'
 
 if [ "$failed" != 0 ]; then
 	echo "The demo did not go as expected; Caddy's log:" >&2

@@ -169,23 +169,13 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		client = h.storedClient(fp)
 	}
 	switch {
-	case now.After(leaf.NotAfter):
-		v.reason = reasonExpired
-	case now.Before(leaf.NotBefore):
-		v.reason = reasonNotYetValid
-	case leaf.IsCA, !signsForTLS(leaf):
-		// A CA certificate is no caller's identity, pinned or not; nor is
-		// one whose key may not sign a TLS handshake.
-		v.reason = reasonBadUsage
 	case client != nil:
-		if !allowsClientAuth(leaf) {
-			v.reason = reasonBadUsage
-		}
+		v.reason = checkLeaf(leaf, now)
 	case h.roots == nil:
 		v.reason = reasonUntrusted
 	default:
 		var chains [][]*x509.Certificate
-		chains, v.reason = h.verifyChain(leaf, intermediates, now)
+		chains, v.reason = Verify(leaf, intermediates, h.roots, now)
 		for _, chain := range chains {
 			for _, c := range chain {
 				v.endBy(c, now)
@@ -247,11 +237,17 @@ func (v *verdict) endBy(c *x509.Certificate, now time.Time) {
 	}
 }
 
-// verifyChain verifies leaf to the trust pool and returns the verified chains,
-// or the reason it fails.
-func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, now time.Time) ([][]*x509.Certificate, string) {
+// Verify decides whether leaf, with the intermediates the client sent, is
+// an acceptable client certificate issued under roots at time now: the
+// rules of client_cert_auth for a certificate that is not pinned. It returns
+// the verified chains, or the reason it is not acceptable (`expired`,
+// `not_yet_valid`, `bad_usage`, `untrusted`).
+func Verify(leaf *x509.Certificate, intermediates []*x509.Certificate, roots *x509.CertPool, now time.Time) ([][]*x509.Certificate, string) {
+	if reason := checkLeaf(leaf, now); reason != "" {
+		return nil, reason
+	}
 	opts := x509.VerifyOptions{
-		Roots:       h.roots,
+		Roots:       roots,
 		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -278,6 +274,22 @@ func (h *Handler) verifyChain(leaf *x509.Certificate, intermediates []*x509.Cert
 		}
 	}
 	return nil, reasonUntrusted
+}
+
+// checkLeaf applies the rules every accepted certificate meets, pinned or
+// not: inside its validity window, not a CA, a key usage (if any) that signs
+// TLS handshakes, and an extended key usage (if any) that allows client
+// authentication. It returns the reason it fails, or "".
+func checkLeaf(leaf *x509.Certificate, now time.Time) string {
+	switch {
+	case now.After(leaf.NotAfter):
+		return reasonExpired
+	case now.Before(leaf.NotBefore):
+		return reasonNotYetValid
+	case leaf.IsCA, !signsForTLS(leaf), !allowsClientAuth(leaf):
+		return reasonBadUsage
+	}
+	return ""
 }
 
 // signsForTLS reports whether c's key usage, if it has one, lets it sign a

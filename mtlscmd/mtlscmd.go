@@ -1,0 +1,278 @@
+// Package mtlscmd registers `caddy mtls`, commands for people: make a key
+// pair or a small test PKI, and inspect a certificate or a certificate
+// header value.
+package mtlscmd
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/handler"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/store"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "mtls",
+		Short: "Make key pairs and test PKIs, inspect certificates and certificate headers",
+		Long: `
+Tools for the caddy-mtls plugin:
+
+  caddy mtls keygen   make a self-signed key pair, or a small test PKI (--demo)
+  caddy mtls inspect  show a certificate from a PEM file or a header value
+                      (any format client_cert_auth reads), and whether it
+                      verifies as a client certificate against a CA
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(keygenCommand(), inspectCommand())
+		},
+	})
+}
+
+func keygenCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keygen --out <dir> [--name <name>] [--cn <common name>] [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] | --demo --out <dir>",
+		Short: "Make a self-signed client key pair, or a test PKI",
+		Long: `
+Writes <name>.pem and <name>-key.pem (mode 0600) into --out: a self-signed
+certificate for client authentication and its key, as the admin API's
+POST /mtls/keypairs/<name> makes them.
+
+With --demo, writes a throwaway PKI for trying the plugin instead:
+server-ca.pem, server.pem (localhost), clients-ca.pem, alice.pem (from
+clients-ca), partner.pem (self-signed), mallory.pem (from a CA nobody
+trusts), each with its -key.pem. Not fit for production.
+`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			out, _ := f.GetString("out")
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			if demo, _ := f.GetBool("demo"); demo {
+				return writeDemoPKI(out)
+			}
+			name, _ := f.GetString("name")
+			if err := store.CheckName(name); err != nil {
+				return err
+			}
+			req := store.GenerateRequest{}
+			req.CommonName, _ = f.GetString("cn")
+			if req.CommonName == "" {
+				req.CommonName = name
+			}
+			req.Organization, _ = f.GetString("org")
+			req.ValidityDays, _ = f.GetInt("days")
+			req.KeyType, _ = f.GetString("key-type")
+			certPEM, keyPEM, err := store.Generate(req)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o700); err != nil {
+				return err
+			}
+			certPath, keyPath := filepath.Join(out, name+".pem"), filepath.Join(out, name+"-key.pem")
+			if err := os.WriteFile(certPath, []byte(certPEM), 0o644); err != nil {
+				return err
+			}
+			if err := os.WriteFile(keyPath, []byte(keyPEM), 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s\n", certPath, keyPath)
+			return nil
+		},
+	}
+	cmd.Flags().String("out", "", "folder to write into")
+	cmd.Flags().String("name", "gateway", "file name (and key pair name)")
+	cmd.Flags().String("cn", "", "subject common name (default: the name)")
+	cmd.Flags().String("org", "", "subject organization")
+	cmd.Flags().Int("days", 365, "days of validity")
+	cmd.Flags().String("key-type", "p256", "p256, p384, rsa2048, rsa3072 or rsa4096")
+	cmd.Flags().Bool("demo", false, "write a throwaway test PKI instead")
+	return cmd
+}
+
+// writeDemoPKI writes the demo's PKI into dir.
+func writeDemoPKI(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	serverCA, err := testpki.NewCA("Demo Server CA")
+	if err != nil {
+		return err
+	}
+	clientsCA, err := testpki.NewCA("Demo Clients CA")
+	if err != nil {
+		return err
+	}
+	rogueCA, err := testpki.NewCA("Rogue CA")
+	if err != nil {
+		return err
+	}
+	certs := map[string]*testpki.Cert{"server-ca": serverCA, "clients-ca": clientsCA}
+	for name, mk := range map[string]func() (*testpki.Cert, error){
+		"server": func() (*testpki.Cert, error) {
+			return serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+		},
+		"alice": func() (*testpki.Cert, error) {
+			return clientsCA.Issue(testpki.Options{CommonName: "alice", Organization: "Demo Payments", Emails: []string{"alice@example.com"}})
+		},
+		"partner": func() (*testpki.Cert, error) {
+			return testpki.SelfSigned(testpki.Options{CommonName: "partner-app", Organization: "Partner Inc"})
+		},
+		"mallory": func() (*testpki.Cert, error) { return rogueCA.Issue(testpki.Options{CommonName: "mallory"}) },
+	} {
+		if certs[name], err = mk(); err != nil {
+			return err
+		}
+	}
+	for name, c := range certs {
+		if _, _, err := c.WriteFiles(dir, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func inspectCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inspect [--ca <ca.pem>] (<cert.pem> | --header <value>)",
+		Short: "Show a certificate, from a PEM file or a header value, and verify it",
+		Long: `
+Shows the certificate in a PEM file ("-" for standard input), or in a
+header value in any format client_cert_auth reads (rfc9440, url_pem, pem,
+base64_der: the format found is shown). With --ca, also verifies it as a
+client certificate against the CA(s) in that PEM file, with the rules of
+client_cert_auth; the exit status is 1 when it does not verify.
+`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			header, _ := f.GetString("header")
+			caPath, _ := f.GetString("ca")
+			var (
+				ders   [][]byte
+				format string
+				err    error
+			)
+			switch {
+			case header != "" && len(args) == 0:
+				var found certcodec.Format
+				ders, found, err = certcodec.Decode(header, certcodec.Auto)
+				format = "header, " + found.String()
+			case header == "" && len(args) == 1:
+				ders, err = readPEMFile(args[0], cmd.InOrStdin())
+				format = "PEM file"
+			default:
+				return errors.New("give a PEM file or --header <value>, not both")
+			}
+			if err != nil {
+				return err
+			}
+			certs := make([]*x509.Certificate, len(ders))
+			for i, der := range ders {
+				if certs[i], err = x509.ParseCertificate(der); err != nil {
+					return fmt.Errorf("certificate %d: %w", i+1, err)
+				}
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "source:       %s\n", format)
+			describe(w, certs[0])
+			if len(certs) > 1 {
+				fmt.Fprintf(w, "chain:        %d more certificate(s)\n", len(certs)-1)
+			}
+			if caPath == "" {
+				return nil
+			}
+			roots, err := readPool(caPath)
+			if err != nil {
+				return err
+			}
+			if _, reason := handler.Verify(certs[0], certs[1:], roots, time.Now()); reason != "" {
+				fmt.Fprintf(w, "verifies:     no (%s) against %s\n", reason, caPath)
+				return fmt.Errorf("does not verify: %s", reason)
+			}
+			fmt.Fprintf(w, "verifies:     yes, as a client certificate, against %s\n", caPath)
+			return nil
+		},
+	}
+	cmd.Flags().String("header", "", "a certificate header value")
+	cmd.Flags().String("ca", "", "PEM file of the CA(s) to verify against")
+	return cmd
+}
+
+func describe(w io.Writer, c *x509.Certificate) {
+	fmt.Fprintf(w, "subject:      %s\n", c.Subject)
+	fmt.Fprintf(w, "issuer:       %s\n", c.Issuer)
+	fmt.Fprintf(w, "serial:       %s\n", c.SerialNumber)
+	fmt.Fprintf(w, "not before:   %s\n", c.NotBefore.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "not after:    %s\n", c.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "fingerprint:  %s (SHA-256)\n", store.Fingerprint(c.Raw))
+	fmt.Fprintf(w, "key type:     %s\n", store.KeyTypeOf(c))
+	if len(c.DNSNames)+len(c.URIs)+len(c.EmailAddresses)+len(c.IPAddresses) > 0 {
+		var sans []string
+		sans = append(sans, c.DNSNames...)
+		for _, u := range c.URIs {
+			sans = append(sans, u.String())
+		}
+		sans = append(sans, c.EmailAddresses...)
+		for _, ip := range c.IPAddresses {
+			sans = append(sans, ip.String())
+		}
+		fmt.Fprintf(w, "names:        %s\n", strings.Join(sans, ", "))
+	}
+}
+
+func readPEMFile(path string, stdin io.Reader) ([][]byte, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ders [][]byte
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type == "CERTIFICATE" {
+			ders = append(ders, block.Bytes)
+		}
+	}
+	if len(ders) == 0 {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+	}
+	return ders, nil
+}
+
+func readPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return pool, nil
+}
