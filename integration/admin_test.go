@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // adminCall makes a request to Caddy's admin endpoint.
@@ -257,4 +260,71 @@ func checkCluster(t *testing.T, e *env, a *caddyProc, portA, portB int) {
 			return nil
 		})
 	}
+}
+
+// TestStoredKeyPairProfile: a profile presents a key pair uploaded through
+// the admin API, and the replaced one on new connections, without a reload.
+func TestStoredKeyPairProfile(t *testing.T) {
+	e := newEnv(t)
+	storageDir := filepath.Join(e.dir, "storage")
+	issuer := testpki.Must(testpki.NewCA("gateway identities"))
+	v1 := testpki.Must(issuer.Issue(testpki.Options{CommonName: "gateway-v1"}))
+	v2 := testpki.Must(issuer.Issue(testpki.Options{CommonName: "gateway-v2"}))
+	backend := testpeer.StartBackend(t, "b", issuer)
+	serverCA := filepath.Join(e.dir, "backend-ca.pem")
+	writeFile(t, serverCA, string(backend.ServerCA.CertPEM()))
+
+	c := startCaddy(t, e, `{"admin":{"listen":"{admin}"},"storage":{"module":"file_system","root":"`+storageDir+`"}}`, "json")
+	upload := func(kp *testpki.Cert) {
+		t.Helper()
+		status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw", map[string]string{"certificate": string(kp.CertPEM()), "private_key": string(kp.KeyPEM())})
+		if status != 200 {
+			t.Fatalf("upload: %d %s", status, body)
+		}
+	}
+	upload(v1)
+
+	port := freePort(t)
+	site := fmt.Sprintf(`{
+	admin %[1]s
+	storage file_system %[2]s
+}
+http://:%[3]d {
+	bind 127.0.0.1
+	reverse_proxy https://localhost:%[4]d {
+		transport ssl_profiles {
+			keepalive off
+			keypair_refresh 200ms
+			profile localhost:%[4]d {
+				tls_trust_pool file %[5]s
+				tls_client_keypair gw
+			}
+		}
+	}
+}
+`, c.admin, storageDir, port, backend.Port, serverCA)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(site))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/load: %d %s", resp.StatusCode, body)
+	}
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), c.exited, c.Logs)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	if res := doRaw(t, http.DefaultClient, url); res.status != 200 || res.body != "b gateway-v1" {
+		t.Fatalf("stored key pair: %d %q", res.status, res.body)
+	}
+	upload(v2)
+	eventually(t, "the replaced key pair in use", func() error {
+		res := doRawE(http.DefaultClient, url)
+		if res.err != nil || res.status != 200 || res.body != "b gateway-v2" {
+			return fmt.Errorf("%d %q %v", res.status, res.body, res.err)
+		}
+		return nil
+	})
 }

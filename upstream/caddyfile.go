@@ -18,12 +18,14 @@ import (
 //	        tls_trust_pool           <source> [<args...>]
 //	        tls_client_auth          <cert.pem> <key.pem>
 //	        tls_client_keystore      <file.p12|file.jks> [type <jks|pkcs12>] [password <secret>] [key_password <secret>] [alias <alias|placeholder>]
+//	        tls_client_keypair       <name>
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
 //	        tls_insecure_skip_verify
 //	    }
 //	    profiles_file <path> [reload <interval>]
 //	    max_pools     <count>
+//	    keypair_refresh <interval>
 //	}
 //
 // `profile` may be repeated; the other subdirectives may be given once.
@@ -64,6 +66,23 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				t.ProfilesReload = caddy.Duration(dur)
 			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "keypair_refresh":
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("invalid keypair_refresh '%s': want a positive duration", d.Val())
+			}
+			t.KeyPairRefresh = caddy.Duration(dur)
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -163,6 +182,15 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 				}
 			}
 			p.ClientKeystore = ks
+
+		case "tls_client_keypair":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			p.ClientKeyPair = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 
 		case "tls_server_name":
 			if !d.NextArg() {

@@ -35,6 +35,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				 "insecure_skip_verify":true}],
 			"profiles_file":"/profiles.json","profiles_reload":30000000000,"max_pools":10}`},
 		{"file only", "ssl_profiles {\n profiles_file /etc/caddy/multi_ssl_profiles.xml\n}", `{"profiles_file":"/etc/caddy/multi_ssl_profiles.xml"}`},
+		{"stored key pair", "ssl_profiles {\n keypair_refresh 10s\n profile a:1 {\n tls_client_keypair gw\n }\n}", `{"keypair_refresh":10000000000,"profiles":[{"servers":["a:1"],"client_keypair":"gw"}]}`},
 		{"empty", "ssl_profiles", `{}`},
 	}
 	for _, tc := range tests {
@@ -79,6 +80,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"profiles_file twice", "ssl_profiles {\n profiles_file /a\n profiles_file /b\n}", "'profiles_file' given twice"},
 		{"profiles_file bad reload", "ssl_profiles {\n profiles_file /a reload soon\n}", "invalid reload interval 'soon'"},
 		{"profiles_file stray word", "ssl_profiles {\n profiles_file /a every 1m\n}", "expected 'reload <interval>'"},
+		{"keypair without name", "ssl_profiles {\n profile a:1 {\n tls_client_keypair\n }\n}", "wrong argument count"},
+		{"keypair_refresh bad", "ssl_profiles {\n keypair_refresh often\n}", "invalid keypair_refresh 'often'"},
 		{"max_pools zero", "ssl_profiles {\n max_pools 0\n}", "invalid max_pools '0'"},
 	}
 	for _, tc := range tests {

@@ -132,6 +132,7 @@ func (t *Transport) reload() {
 		return
 	}
 	old := t.profiles.Swap(set)
+	t.watchKeyPairsIfUsed(set)
 	t.logger.Info("profiles file reloaded", zap.String("file", t.file.path), zap.Int("profiles", len(fileSet)))
 	// Requests in flight finish on their connections; idle ones of the old
 	// profiles are closed now, and those that come back idle later by their

@@ -40,6 +40,11 @@ type Profile struct {
 	// A keystore holding the client key pair(s). Default: none.
 	ClientKeystore *Keystore `json:"client_keystore,omitempty"`
 
+	// A key pair stored through the admin API (admin.api.mtls), by name,
+	// re-read from the storage at the transport's `keypair_refresh`.
+	// Default: none.
+	ClientKeyPair string `json:"client_keypair,omitempty"`
+
 	// The server name sent (SNI) and verified. Default: the upstream's host.
 	ServerName string `json:"server_name,omitempty"`
 
@@ -86,6 +91,9 @@ type profile struct {
 	// request; the default identity serves otherwise and for health checks.
 	aliasTemplate string
 	defaultCerts  []tls.Certificate
+	// keyPair, when set, is the stored key pair the profile presents; the
+	// current version is swapped in when it changes in the storage.
+	keyPair *storedKeyPair
 	// defaultRT is the round tripper of the default identity.
 	defaultRT *http.Transport
 }
@@ -122,9 +130,22 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 	}
 
 	repl := caddy.NewReplacer()
+	identities := 0
+	for _, set := range []bool{p.ClientKeystore != nil, p.ClientCertificateFile != "" || p.ClientKeyFile != "", p.ClientKeyPair != ""} {
+		if set {
+			identities++
+		}
+	}
 	switch {
-	case p.ClientKeystore != nil && (p.ClientCertificateFile != "" || p.ClientKeyFile != ""):
-		return nil, errors.New("client_keystore and client_certificate_file are exclusive")
+	case identities > 1:
+		return nil, errors.New("give one of client_keystore, client_certificate_file and client_keypair")
+	case p.ClientKeyPair != "":
+		kp, err := loadStoredKeyPair(ctx, p.ClientKeyPair)
+		if err != nil {
+			return nil, err
+		}
+		out.keyPair = kp
+		out.defaultCerts = nil
 	case p.ClientCertificateFile != "" || p.ClientKeyFile != "":
 		if p.ClientCertificateFile == "" || p.ClientKeyFile == "" {
 			return nil, errors.New("client certificate needs both the certificate and the key file")

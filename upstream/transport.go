@@ -53,19 +53,24 @@ type Transport struct {
 	// version is logged and the last good profiles stay. Default: `1m`.
 	ProfilesReload caddy.Duration `json:"profiles_reload,omitempty"`
 
+	// How often the key pairs of `client_keypair` profiles are read again
+	// from the storage. Default: `30s`.
+	KeyPairRefresh caddy.Duration `json:"keypair_refresh,omitempty"`
+
 	// The most connection pools (one per profile and client identity
 	// chosen per request) kept open; the least recently used one is closed
 	// beyond that. Default: `100`.
 	MaxPools int `json:"max_pools,omitempty"`
 
-	ctx        caddy.Context
-	logger     *zap.Logger
-	baseJSON   []byte                      // the base http transport's config, to build more transports from
-	inherited  *tls.Config                 // the base transport's TLS client config, nil without TLS
-	configured []*profile                  // built from Profiles
-	profiles   *atomic.Pointer[profileSet] // swapped when the profiles file changes
-	pools      *poolCache
-	file       *profilesFile
+	ctx          caddy.Context
+	logger       *zap.Logger
+	baseJSON     []byte                      // the base http transport's config, to build more transports from
+	inherited    *tls.Config                 // the base transport's TLS client config, nil without TLS
+	configured   []*profile                  // built from Profiles
+	profiles     *atomic.Pointer[profileSet] // swapped when the profiles file changes
+	pools        *poolCache
+	file         *profilesFile
+	keyPairWatch *sync.Once
 }
 
 // DefaultMaxPools is the default bound on per-identity connection pools.
@@ -113,6 +118,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		t.inherited = t.Transport.TLSClientConfig
 	}
 	t.pools = newPoolCache(t.MaxPools)
+	t.keyPairWatch = new(sync.Once)
 	t.profiles = new(atomic.Pointer[profileSet])
 
 	set := newProfileSet()
@@ -145,7 +151,25 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		go t.watch(interval)
 	}
 	t.profiles.Store(set)
+	t.watchKeyPairsIfUsed(set)
 	return nil
+}
+
+// watchKeyPairsIfUsed starts watching the stored key pairs, once, when a
+// profile of set uses one.
+func (t *Transport) watchKeyPairsIfUsed(set *profileSet) {
+	for _, p := range set.all {
+		if p.keyPair != nil {
+			t.keyPairWatch.Do(func() {
+				interval := time.Duration(t.KeyPairRefresh)
+				if interval <= 0 {
+					interval = DefaultKeyPairRefresh
+				}
+				go t.watchKeyPairs(interval)
+			})
+			return
+		}
+	}
 }
 
 func profileName(p *Profile) string {
@@ -219,6 +243,10 @@ func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.
 	}
 	cfg.RootCAs = p.base.RootCAs
 	cfg.Certificates = certs
+	if p.keyPair != nil {
+		cfg.Certificates = nil
+		cfg.GetClientCertificate = p.keyPair.getClientCertificate
+	}
 	cfg.InsecureSkipVerify = p.base.InsecureSkipVerify //nolint:gosec // the user's choice, warned about
 	if p.base.MinVersion != 0 {
 		cfg.MinVersion = p.base.MinVersion
