@@ -88,3 +88,13 @@ func LoadTrustPool(ctx caddy.Context, m any, fieldName string) (caddytls.CA, err
 	}
 	return ca, nil
 }
+
+// PositiveDuration parses the dispenser's current token as a positive
+// duration; what names it in the error.
+func PositiveDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("invalid %s '%s': want a positive duration", what, d.Val())
+	}
+	return caddy.Duration(dur), nil
+}

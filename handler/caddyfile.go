@@ -3,7 +3,6 @@ package handler
 import (
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
@@ -86,11 +85,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if d.Val() != "refresh" || !d.NextArg() {
 					return d.Errf("clients_from_storage: expected 'refresh <interval>'")
 				}
-				dur, err := caddy.ParseDuration(d.Val())
-				if err != nil || dur <= 0 {
-					return d.Errf("invalid refresh interval '%s': want a positive duration", d.Val())
+				dur, err := mtlscaddyfile.PositiveDuration(d, "refresh interval")
+				if err != nil {
+					return err
 				}
-				sc.Refresh = caddy.Duration(dur)
+				sc.Refresh = dur
 			}
 			if d.NextArg() {
 				return d.ArgErr()

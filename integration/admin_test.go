@@ -303,16 +303,8 @@ http://:%[3]d {
 	}
 }
 `, c.admin, storageDir, port, backend.Port, serverCA)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(site))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/load: %d %s", resp.StatusCode, body)
+	if status, body := loadConfig(t, c, site, "text/caddyfile"); status != 200 {
+		t.Fatalf("/load: %d %s", status, body)
 	}
 	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), c.exited, c.Logs)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)

@@ -385,3 +385,15 @@ func fingerprintHex(c *testpki.Cert) string {
 	sum := sha256.Sum256(c.Cert.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// loadConfig posts a config to the admin API's /load.
+func loadConfig(t *testing.T, c *caddyProc, config, contentType string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post("http://"+c.admin+"/load", contentType, strings.NewReader(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}

@@ -81,13 +81,8 @@ func TestTLSPathAdminLoad(t *testing.T) {
 	if !bytes.Contains(out, []byte(`"handler":"client_cert_auth"`)) {
 		t.Fatalf("adapted JSON has no client_cert_auth handler: %s", out)
 	}
-	resp, err := http.Post("http://"+c.admin+"/load", "application/json", bytes.NewReader(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/load answered %d", resp.StatusCode)
+	if status, body := loadConfig(t, c, string(out), "application/json"); status != http.StatusOK {
+		t.Fatalf("/load answered %d %s", status, body)
 	}
 	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), c.exited, c.Logs)
 	checkTLSSite(t, e, c, port)

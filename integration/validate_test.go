@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -94,16 +93,9 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	garbage := filepath.Join(e.dir, "garbage.pem")
 	writeFile(t, garbage, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
 	bad := strings.Replace(strings.ReplaceAll(good, "{admin}", c.admin), e.path("partner"), garbage, 1)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(bad))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`client \"partner\": parsing certificate`)) {
-		t.Fatalf("/load of a broken config: %d %s", resp.StatusCode, body)
+	status, body := loadConfig(t, c, bad, "text/caddyfile")
+	if status != http.StatusBadRequest || !bytes.Contains(body, []byte(`client \"partner\": parsing certificate`)) {
+		t.Fatalf("/load of a broken config: %d %s", status, body)
 	}
 	base := fmt.Sprintf("https://localhost:%d", port)
 	if res := do(t, e.goClient(e.partner), base+"/a/x", nil); res.status != 200 || res.upstream.Get("X-Caller") != "partner" {

@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"path"
 	"strings"
 	"time"
 )
@@ -97,14 +96,7 @@ func (s *Store) GenerateKeyPair(ctx context.Context, name string, req GenerateRe
 	if err != nil {
 		return KeyPairInfo{}, err
 	}
-	kp, err := parseKeyPair(name, certPEM, keyPEM)
-	if err != nil {
-		return KeyPairInfo{}, err
-	}
-	if err := s.put(ctx, path.Join(keyPairsDir, name+".json"), kp); err != nil {
-		return KeyPairInfo{}, err
-	}
-	return kp.Info(), nil
+	return s.PutKeyPair(ctx, name, certPEM, keyPEM)
 }
 
 // KeyTypeOf names a certificate's key type as the API does.

@@ -3,7 +3,6 @@ package upstream
 import (
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
@@ -60,11 +59,11 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if d.Val() != "reload" || !d.NextArg() {
 					return d.Errf("profiles_file: expected 'reload <interval>' after the path")
 				}
-				dur, err := caddy.ParseDuration(d.Val())
-				if err != nil || dur <= 0 {
-					return d.Errf("invalid reload interval '%s': want a positive duration", d.Val())
+				dur, err := mtlscaddyfile.PositiveDuration(d, "reload interval")
+				if err != nil {
+					return err
 				}
-				t.ProfilesReload = caddy.Duration(dur)
+				t.ProfilesReload = dur
 			}
 			if d.NextArg() {
 				return d.ArgErr()
@@ -78,11 +77,11 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			dur, err := caddy.ParseDuration(d.Val())
-			if err != nil || dur <= 0 {
-				return d.Errf("invalid keypair_refresh '%s': want a positive duration", d.Val())
+			dur, err := mtlscaddyfile.PositiveDuration(d, "keypair_refresh")
+			if err != nil {
+				return err
 			}
-			t.KeyPairRefresh = caddy.Duration(dur)
+			t.KeyPairRefresh = dur
 			if d.NextArg() {
 				return d.ArgErr()
 			}
