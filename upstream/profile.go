@@ -32,10 +32,12 @@ type Profile struct {
 	// transport's trust pool, else the system's.
 	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
 
-	// PEM files of the client certificate (with its chain) and key that the
-	// gateway presents. Default: none.
+	// PEM file of the client certificate (with its chain) that the gateway
+	// presents. Default: none.
 	ClientCertificateFile string `json:"client_certificate_file,omitempty"`
-	ClientKeyFile         string `json:"client_key_file,omitempty"`
+
+	// PEM file of the key of `client_certificate_file`. Default: none.
+	ClientKeyFile string `json:"client_key_file,omitempty"`
 
 	// A keystore holding the client key pair(s). Default: none.
 	ClientKeystore *Keystore `json:"client_keystore,omitempty"`
@@ -307,7 +309,8 @@ func (s *profileSet) match(address string) *profile {
 	if err != nil {
 		host = address
 	}
-	if lower := strings.ToLower(host); lower != host {
+	// SRV upstreams dial fully qualified names, with the root's dot.
+	if lower := strings.ToLower(strings.TrimSuffix(host, ".")); lower != host {
 		host = lower
 		if p := s.exact[net.JoinHostPort(host, port)]; p != nil {
 			return p

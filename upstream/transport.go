@@ -10,7 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 )
@@ -102,6 +106,13 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	if t.MaxPools == 0 {
 		t.MaxPools = DefaultMaxPools
+	}
+
+	// An SSL profiles transport speaks TLS (but on except_ports), so health
+	// checks and the Host header of upstreams follow the https rules even
+	// when no base TLS option is given.
+	if t.TLS == nil {
+		t.TLS = new(reverseproxy.TLSConfig)
 	}
 
 	// Keep the base config as it is before provisioning: loading modules
@@ -267,13 +278,57 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	rt, err := t.roundTripperFor(p, req)
 	if err != nil {
-		return nil, err
+		// The request's own identity is wrong, not the upstream: answer
+		// 502 here rather than fail the round trip, which would count
+		// against the upstream's health and could be retried elsewhere.
+		if c := t.logger.Check(zapcore.ErrorLevel, "no client identity for the request"); c != nil {
+			c.Write(zap.String("profile", p.name), zap.Error(err))
+		}
+		return badGateway(req), nil
 	}
-	if req.URL.Scheme == "" {
-		req.URL.Scheme = "https"
+	t.SetScheme(req)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, profileError{profile: p.name, err: err}
 	}
-	return rt.RoundTrip(req)
+	return resp, nil
 }
+
+// badGateway is the 502 answer to a request that cannot be sent.
+func badGateway(req *http.Request) *http.Response {
+	body := http.StatusText(http.StatusBadGateway)
+	return &http.Response{
+		Status:        "502 Bad Gateway",
+		StatusCode:    http.StatusBadGateway,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// profileError names the profile of a failed round trip. It keeps what
+// reverse_proxy looks at: the wrapped error for errors.Is and errors.As
+// (dial errors, cancellation), and net.Error's Timeout (504).
+type profileError struct {
+	profile string
+	err     error
+}
+
+func (e profileError) Error() string {
+	return "ssl_profiles: profile " + e.profile + ": " + e.err.Error()
+}
+func (e profileError) Unwrap() error { return e.err }
+
+func (e profileError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+func (e profileError) Temporary() bool { return false }
 
 // roundTripperFor returns the connection pool for req's client identity
 // in profile p.
@@ -287,11 +342,11 @@ func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transp
 		alias = repl.ReplaceKnown(p.aliasTemplate, "")
 	}
 	if alias == "" {
-		return nil, fmt.Errorf("ssl_profiles: profile %s: client alias %s is empty for this request", p.name, p.aliasTemplate)
+		return nil, fmt.Errorf("client alias %s is empty for this request", p.aliasTemplate)
 	}
 	kp, ok := p.keyPairs.KeyPair(alias)
 	if !ok {
-		return nil, fmt.Errorf("ssl_profiles: profile %s: no client key pair %.64q in the keystore", p.name, alias)
+		return nil, fmt.Errorf("no client key pair %.64q in the keystore", alias)
 	}
 	return t.pools.get(poolKey{p: p, alias: kp.Alias}, func() (*http.Transport, error) {
 		return t.newRoundTripper(p, []tls.Certificate{kp.Certificate})

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,9 @@ func proxy(tr *Transport, addr string, vars map[string]string) (string, error) {
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
 	return string(body), err
 }
 
@@ -145,7 +150,7 @@ func TestUntrustedBackendRefused(t *testing.T) {
 	tr := mustTransport(t, cfg)
 	_, err := proxy(tr, f.backendA.Addr, nil)
 	var unknown x509.UnknownAuthorityError
-	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") || !strings.Contains(err.Error(), "ssl_profiles: profile "+f.backendA.Addr) {
 		t.Fatalf("backend with an untrusted certificate: %v (%T)", err, unknown)
 	}
 }
@@ -208,7 +213,7 @@ func TestPerRequestIdentity(t *testing.T) {
 	// An alias that names nothing fails, with no fallback identity.
 	for _, alias := range []string{"carol", ""} {
 		_, err := proxy(tr, f.backendB.Addr, map[string]string{"http.auth.user.alias": alias})
-		if err == nil || !strings.Contains(err.Error(), "ssl_profiles: profile "+f.backendB.Addr) {
+		if err == nil || err.Error() != "status 502: Bad Gateway" {
 			t.Fatalf("alias %q: %v", alias, err)
 		}
 	}
@@ -261,3 +266,39 @@ func TestProvisionErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestAlwaysTLS: without any base TLS option the transport still speaks
+// TLS, so health checks use https and https upstreams get their Host.
+func TestAlwaysTLS(t *testing.T) {
+	f := newFixture(t)
+	cfg := strings.Replace(f.config(""), `{"tls":{},`, `{`, 1)
+	tr := mustTransport(t, cfg)
+	if !tr.TLSEnabled() || tr.RequestHeaderOps() == nil {
+		t.Fatalf("TLS enabled %v, header ops %v", tr.TLSEnabled(), tr.RequestHeaderOps())
+	}
+	u := &url.URL{Scheme: "http", Host: f.backendA.Addr}
+	tr.OverrideHealthCheckScheme(u, strings.Split(f.backendA.Addr, ":")[1])
+	if u.Scheme != "https" {
+		t.Fatalf("health check scheme %s", u.Scheme)
+	}
+	if got, err := proxy(tr, f.backendA.Addr, nil); err != nil || got != "a gateway-for-a" {
+		t.Fatalf("%q %v", got, err)
+	}
+}
+
+func TestProfileErrorKeepsTimeout(t *testing.T) {
+	var ne net.Error = profileError{profile: "p", err: &net.OpError{Op: "dial", Err: timeoutErr{}}}
+	if !ne.Timeout() || !strings.HasPrefix(ne.Error(), "ssl_profiles: profile p: ") {
+		t.Fatalf("timeout %v, error %q", ne.Timeout(), ne.Error())
+	}
+	var de reverseproxy.DialError
+	if !errors.As(profileError{profile: "p", err: reverseproxy.NewDialError(errors.New("refused"))}, &de) {
+		t.Fatal("dial error lost")
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
