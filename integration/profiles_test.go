@@ -98,7 +98,7 @@ func TestProfilesEndToEnd(t *testing.T) {
 	transport ssl_profiles {
 		profile localhost:%[2]d {
 			tls_trust_pool file %[3]s
-			tls_client_keystore %[4]s password {env.TEST_CALLERS_PASS} alias {http.auth.user.alias}
+			tls_client_keystore %[4]s password {env.TEST_CALLERS_PASS} alias {http.auth.user.alias} default_alias partner
 		}
 		profile localhost:%[5]d {
 			tls_trust_pool file %[6]s
@@ -196,9 +196,9 @@ https://localhost:%[1]d {
 			t.Fatalf("backend B was reached over %q, want HTTP/2.0", proto)
 		}
 		// Health checks carry no caller: they use the profile's default
-		// identity (the keystore's key pairs, chosen by the backend's CAs).
+		// identity (default_alias).
 		eventually(t, "a health check reached backend B", func() error {
-			if cn := g.b.HealthCN(); cn != "alice-at-b" {
+			if cn := g.b.HealthCN(); cn != "partner-at-b" {
 				return fmt.Errorf("health check client %q", cn)
 			}
 			return nil

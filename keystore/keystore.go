@@ -28,16 +28,22 @@ const (
 	PKCS12 Type = "pkcs12"
 )
 
+// Auto is the type of a keystore whose format Load tells from its content.
+const Auto Type = ""
+
 // ParseType returns the type named s ("jks", "pkcs12", "p12", "pfx", case
 // insensitive), or, when s is empty, the type the file name's extension
-// says.
+// says, or Auto for .keystore and .truststore files, which Java writes as
+// JKS or (since Java 9) PKCS#12.
 func ParseType(s, path string) (Type, error) {
 	if s == "" {
 		switch strings.ToLower(filepath.Ext(path)) {
-		case ".jks", ".keystore", ".truststore":
+		case ".jks":
 			return JKS, nil
 		case ".p12", ".pfx":
 			return PKCS12, nil
+		case ".keystore", ".truststore", ".ks", ".ts":
+			return Auto, nil
 		}
 		return "", fmt.Errorf("cannot tell the keystore type of %s from its name: give the type (jks or pkcs12)", filepath.Base(path))
 	}
@@ -89,6 +95,12 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 	}
 	if keyPassword == "" {
 		keyPassword = password
+	}
+	if typ == Auto {
+		typ = PKCS12
+		if bytes.HasPrefix(data, []byte{0xFE, 0xED, 0xFE, 0xED}) { // the JKS magic number
+			typ = JKS
+		}
 	}
 	switch typ {
 	case JKS:

@@ -43,6 +43,15 @@ func TestJKS(t *testing.T) {
 	if _, err := Load(path, JKS, "storepass", "wrong"); !errors.Is(err, ErrPassword) {
 		t.Fatalf("wrong key password: %v", err)
 	}
+	// A .keystore file is told apart by its content.
+	typ, err := ParseType("", "java.keystore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := Load(path, typ, "storepass", "keypass"); err != nil || len(st.KeyPairs) != 2 {
+		t.Fatalf("JKS as auto: %v", err)
+	}
+
 	// The key password defaults to the store password.
 	same := filepath.Join(dir, "same.jks")
 	if err := testpki.WriteJKS(same, "secret", "secret", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}); err != nil {
@@ -80,6 +89,9 @@ func TestPKCS12(t *testing.T) {
 	st, err = Load(trust, PKCS12, "t", "")
 	if err != nil || len(st.Trusted) != 2 || len(st.KeyPairs) != 0 {
 		t.Fatalf("trust store: %v", err)
+	}
+	if st, err := Load(path, Auto, "p12pass", ""); err != nil || len(st.KeyPairs) != 1 {
+		t.Fatalf("PKCS#12 as auto: %v", err)
 	}
 }
 
@@ -131,7 +143,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, tc := range []struct {
 		typ, path string
 		want      Type
-	}{{"", "a.p12", PKCS12}, {"", "b.PFX", PKCS12}, {"", "c.jks", JKS}, {"PKCS12", "x", PKCS12}, {"jks", "x.p12", JKS}} {
+	}{{"", "a.p12", PKCS12}, {"", "b.PFX", PKCS12}, {"", "c.jks", JKS}, {"PKCS12", "x", PKCS12}, {"jks", "x.p12", JKS}, {"", "d.keystore", Auto}} {
 		got, err := ParseType(tc.typ, tc.path)
 		if err != nil || got != tc.want {
 			t.Fatalf("ParseType(%q, %q) = %q, %v; want %q", tc.typ, tc.path, got, err, tc.want)

@@ -16,7 +16,7 @@ import (
 //	    profile <host:port | *.domain:port | host> [...] {
 //	        tls_trust_pool           <source> [<args...>]
 //	        tls_client_auth          <cert.pem> <key.pem>
-//	        tls_client_keystore      <file.p12|file.jks> [type <jks|pkcs12>] [password <secret>] [key_password <secret>] [alias <alias|placeholder>]
+//	        tls_client_keystore      <file.p12|file.jks> [type <jks|pkcs12>] [password <secret>] [key_password <secret>] [alias <alias|placeholder>] [default_alias <alias>]
 //	        tls_client_keypair       <name>
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
@@ -157,7 +157,7 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 		case "tls_client_keystore":
 			args := d.RemainingArgs()
 			if len(args) == 0 || len(args)%2 == 0 {
-				return nil, d.Errf("tls_client_keystore: want <file> followed by [type|password|key_password|alias <value>] pairs")
+				return nil, d.Errf("tls_client_keystore: want <file> followed by [type|password|key_password|alias|default_alias <value>] pairs")
 			}
 			ks := &Keystore{File: args[0]}
 			opts := map[string]bool{}
@@ -176,8 +176,10 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 					ks.KeyPassword = val
 				case "alias":
 					ks.Alias = val
+				case "default_alias":
+					ks.DefaultAlias = val
 				default:
-					return nil, d.Errf("tls_client_keystore: unknown option '%s' (want type, password, key_password or alias)", key)
+					return nil, d.Errf("tls_client_keystore: unknown option '%s' (want type, password, key_password, alias or default_alias)", key)
 				}
 			}
 			p.ClientKeystore = ks

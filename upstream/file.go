@@ -24,35 +24,20 @@ import (
 
 // profilesFile is the state of a watched profiles file.
 type profilesFile struct {
-	path     string
-	done     chan struct{} // closed to stop watching
-	mu       sync.Mutex    // serializes loads
-	lastSum  [sha256.Size]byte
-	modules  []caddy.Module // trust pool modules of the current profiles
+	path string
+	done chan struct{} // closed to stop watching
+
+	mu       sync.Mutex        // serializes attempts, guards the fields below
+	state    [sha256.Size]byte // of the file and the files it names, as last tried
+	deps     []string          // the files the profiles of the last attempt name
+	lastErr  string            // the last error logged, so as not to repeat it
+	modules  []caddy.Module    // trust pool modules of the profiles in force
+	stopped  bool
 	stopOnce sync.Once
 }
 
 // maxProfilesFile bounds the size of a profiles file.
 const maxProfilesFile = 16 << 20
-
-// load reads, parses and builds the file's profiles.
-func (f *profilesFile) load(t *Transport) ([]*profile, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	data, err := readBounded(f.path)
-	if err != nil {
-		return nil, err
-	}
-	built, mods, err := t.buildFileProfiles(data, filepath.Dir(f.path))
-	if err != nil {
-		cleanupModules(mods)
-		return nil, err
-	}
-	f.lastSum = sha256.Sum256(data)
-	cleanupModules(f.modules)
-	f.modules = mods
-	return built, nil
-}
 
 func readBounded(path string) ([]byte, error) {
 	fh, err := os.Open(path)
@@ -70,25 +55,53 @@ func readBounded(path string) ([]byte, error) {
 	return data, nil
 }
 
-// changed reports whether the file's content differs from what was loaded.
-func (f *profilesFile) changed() (bool, error) {
-	data, err := readBounded(f.path)
-	if err != nil {
-		return false, err
+// stateOf digests the file's content and the size and time of each file
+// its profiles name (keystores, PEM files), so that replacing a keystore
+// the file points to counts as a change too.
+func stateOf(data []byte, deps []string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(data)
+	for _, d := range deps {
+		fmt.Fprintf(h, "\x00%s", d)
+		if fi, err := os.Stat(d); err == nil {
+			fmt.Fprintf(h, "\x00%d\x00%d", fi.Size(), fi.ModTime().UnixNano())
+		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return sha256.Sum256(data) != f.lastSum, nil
+	var sum [sha256.Size]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// attempt builds the profiles of data, a new version of the file, and the
+// set they make with the configured profiles; on success it puts them in
+// force. f.mu must be held.
+func (f *profilesFile) attempt(t *Transport, data []byte) (int, error) {
+	built, mods, deps, err := t.buildFileProfiles(data, filepath.Dir(f.path))
+	f.deps = deps
+	f.state = stateOf(data, deps)
+	var set *profileSet
+	if err == nil {
+		set, err = t.merge(built)
+	}
+	if err != nil {
+		cleanupModules(mods)
+		return 0, err
+	}
+	old := t.profiles.Swap(set)
+	cleanupModules(f.modules)
+	f.modules = mods
+	t.watchKeyPairsIfUsed(set)
+	if old != nil {
+		t.closeRetired(old, set)
+	}
+	return len(built), nil
 }
 
 func (f *profilesFile) stop() {
-	f.stopOnce.Do(func() {
-		if f.done != nil {
-			close(f.done)
-		}
-	})
+	f.stopOnce.Do(func() { close(f.done) })
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.stopped = true
 	cleanupModules(f.modules)
 	f.modules = nil
 }
@@ -96,12 +109,11 @@ func (f *profilesFile) stop() {
 // watch re-reads the profiles file at interval until the transport is
 // cleaned up or its config unloaded.
 func (t *Transport) watch(interval time.Duration) {
-	done := t.file.done
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
 		select {
-		case <-done:
+		case <-t.file.done:
 			return
 		case <-t.ctx.Done():
 			return
@@ -111,32 +123,40 @@ func (t *Transport) watch(interval time.Duration) {
 	}
 }
 
-// reload swaps in the file's profiles if it changed and is good; a broken
-// file is logged and the last good profiles stay.
+// reload puts the file's profiles in force if it changed and is good; a
+// broken or missing file is logged (once per distinct reason) and the last
+// good profiles stay.
 func (t *Transport) reload() {
-	changed, err := t.file.changed()
-	if err == nil && !changed {
+	f := t.file
+	data, err := readBounded(f.path)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
 		return
 	}
-	var fileSet []*profile
+	n := 0
 	if err == nil {
-		fileSet, err = t.file.load(t)
-	}
-	var set *profileSet
-	if err == nil {
-		set, err = t.merge(fileSet)
+		if stateOf(data, f.deps) == f.state {
+			return
+		}
+		n, err = f.attempt(t, data)
 	}
 	if err != nil {
-		t.logger.Error("profiles file rejected; the last good profiles stay in force",
-			zap.String("file", t.file.path), zap.Error(err))
+		if msg := err.Error(); msg != f.lastErr {
+			f.lastErr = msg
+			t.logger.Error("profiles file rejected; the last good profiles stay in force",
+				zap.String("file", f.path), zap.Error(err))
+		}
 		return
 	}
-	old := t.profiles.Swap(set)
-	t.watchKeyPairsIfUsed(set)
-	t.logger.Info("profiles file reloaded", zap.String("file", t.file.path), zap.Int("profiles", len(fileSet)))
-	// Requests in flight finish on their connections; idle ones of the old
-	// profiles are closed now, and those that come back idle later by their
-	// idle timeout.
+	f.lastErr = ""
+	t.logger.Info("profiles file reloaded", zap.String("file", f.path), zap.Int("profiles", n))
+}
+
+// closeRetired closes the idle connections of the profiles of old that are
+// not in set. Requests in flight finish on their connections; those that
+// come back idle later are closed by their idle timeout.
+func (t *Transport) closeRetired(old, set *profileSet) {
 	current := map[*profile]bool{}
 	for _, p := range set.all {
 		current[p] = true
@@ -156,34 +176,35 @@ type profilesJSON struct {
 
 // buildFileProfiles parses a profiles file (JSON, or WSO2 XML when it
 // starts with '<') and builds its profiles. Relative paths in a WSO2 file
-// are taken from dir. It returns the trust pool modules it provisioned.
-func (t *Transport) buildFileProfiles(data []byte, dir string) ([]*profile, []caddy.Module, error) {
+// are taken from dir. It returns the trust pool modules it provisioned and
+// the files the profiles name.
+func (t *Transport) buildFileProfiles(data []byte, dir string) (built []*profile, mods []caddy.Module, deps []string, err error) {
 	var profiles []*Profile
 	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
 	if bytes.HasPrefix(trimmed, []byte("<")) {
-		var err error
 		if profiles, err = parseWSO2(trimmed, dir); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	} else {
 		var doc profilesJSON
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&doc); err != nil {
-			return nil, nil, fmt.Errorf("parsing JSON: %w", err)
+			return nil, nil, nil, fmt.Errorf("parsing JSON: %w", err)
 		}
 		if dec.More() {
-			return nil, nil, errors.New("parsing JSON: data after the profiles object")
+			return nil, nil, nil, errors.New("parsing JSON: data after the profiles object")
 		}
 		profiles = doc.Profiles
 	}
-	var (
-		built []*profile
-		mods  []caddy.Module
-	)
+	for _, p := range profiles {
+		if p != nil {
+			deps = append(deps, p.files()...)
+		}
+	}
 	for i, p := range profiles {
 		if p == nil {
-			return nil, mods, fmt.Errorf("profile %d: null", i+1)
+			return nil, mods, deps, fmt.Errorf("profile %d: null", i+1)
 		}
 		b, err := t.buildProfile(p, func(p *Profile) (caddytls.CA, error) {
 			ca, mod, err := loadTrustPoolStandalone(t.ctx, p.TrustPoolRaw)
@@ -193,12 +214,37 @@ func (t *Transport) buildFileProfiles(data []byte, dir string) ([]*profile, []ca
 			return ca, err
 		})
 		if err != nil {
-			return nil, mods, fmt.Errorf("profile %d (%s): %w", i+1, profileName(p), err)
+			return nil, mods, deps, fmt.Errorf("profile %d (%s): %w", i+1, profileName(p), err)
 		}
 		built = append(built, b)
 	}
-	return built, mods, nil
+	return built, mods, deps, nil
 }
+
+// files returns the files the profile names, for change detection.
+func (p *Profile) files() []string {
+	var out []string
+	for _, f := range []string{p.ClientCertificateFile, p.ClientKeyFile, p.trustFile} {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	if p.ClientKeystore != nil {
+		out = append(out, p.ClientKeystore.File)
+	}
+	var pool struct {
+		PEMFiles []string `json:"pem_files"`
+	}
+	if p.TrustPoolRaw != nil && json.Unmarshal(p.TrustPoolRaw, &pool) == nil {
+		out = append(out, pool.PEMFiles...)
+	}
+	return out
+}
+
+// fileTrustPoolProviders are the trust pool sources a profiles file may
+// use: they need nothing from the config's context, so they can be made
+// while the config runs, outside its module bookkeeping.
+var fileTrustPoolProviders = map[string]bool{"file": true, "inline": true}
 
 // loadTrustPoolStandalone provisions a trust pool module from its JSON
 // without registering it with the config's context, as the profiles file
@@ -211,6 +257,9 @@ func loadTrustPoolStandalone(ctx caddy.Context, raw json.RawMessage) (caddytls.C
 	var provider string
 	if err := json.Unmarshal(fields["provider"], &provider); err != nil || provider == "" {
 		return nil, nil, errors.New(`trust_pool: "provider" must name a tls.ca_pool.source module`)
+	}
+	if !fileTrustPoolProviders[provider] {
+		return nil, nil, fmt.Errorf("trust_pool provider %q cannot be used in a profiles file (use file or inline)", provider)
 	}
 	delete(fields, "provider")
 	modInfo, err := caddy.GetModule("tls.ca_pool.source." + provider)
@@ -297,10 +346,11 @@ func parseWSO2(data []byte, dir string) ([]*Profile, error) {
 			if err != nil {
 				return nil, fmt.Errorf("<profile> %d (%s) TrustStore: %w", i+1, p.Servers[0], err)
 			}
-			st, err := keystore.Load(path, typ, ts.Password, "")
+			st, err := keystore.Load(path, typ, caddy.NewReplacer().ReplaceKnown(ts.Password, ""), "")
 			if err != nil {
 				return nil, fmt.Errorf("<profile> %d (%s) TrustStore %s: %w", i+1, p.Servers[0], filepath.Base(path), err)
 			}
+			p.trustFile = path
 			p.trustPool = st.Trusted
 			if p.trustPool == nil {
 				p.trustPool = []*x509.Certificate{}

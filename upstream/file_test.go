@@ -130,3 +130,53 @@ func writeTemp(t *testing.T, dir, content string) string {
 	}
 	return f.Name()
 }
+
+// TestProfilesFileKeystoreChange: replacing a keystore the file names is a
+// change, though the file itself stays the same.
+func TestProfilesFileKeystoreChange(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(f.dir, "profiles.json")
+	writeFile(t, path, f.profilesJSON(f.backendB.Addr, f.files["serverCA-b"]))
+	tr := mustTransport(t, `{"profiles_file":"`+path+`","profiles_reload":3600000000000}`)
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("before: %q %v", got, err)
+	}
+	rotated := testpki.Must(f.caB.Issue(testpki.Options{CommonName: "gateway-for-b-rotated"}))
+	if err := rotated.WriteP12(f.files["gwB.p12"], "p12pass"); err != nil {
+		t.Fatal(err)
+	}
+	tr.reload()
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b-rotated" {
+		t.Fatalf("after the keystore changed: %q %v", got, err)
+	}
+}
+
+func TestProfilesFileRefusals(t *testing.T) {
+	f := newFixture(t)
+	for name, content := range map[string]string{
+		"trust pool needing the config": `{"profiles":[{"servers":["x.test:443"],"trust_pool":{"provider":"pki_root","authority":["local"]}}]}`,
+		"unknown field":                 `{"profiles":[{"servers":["x.test:443"],"trust":{}}]}`,
+		"null profile":                  `{"profiles":[null]}`,
+		"trailing data":                 `{"profiles":[]} {}`,
+	} {
+		path := filepath.Join(f.dir, "bad.json")
+		writeFile(t, path, content)
+		if _, err := provisionTransport(t, `{"profiles_file":"`+path+`"}`); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+	}
+	// A file profile that takes a pattern of a configured profile: refused,
+	// and the configured profiles and the last good file stay.
+	path := filepath.Join(f.dir, "profiles.json")
+	writeFile(t, path, f.profilesJSON("other.test:443", f.files["serverCA-b"]))
+	cfg := strings.TrimSuffix(f.config(""), "}") + `,"profiles_file":"` + path + `","profiles_reload":3600000000000}`
+	tr := mustTransport(t, cfg)
+	writeFile(t, path, f.profilesJSON(f.backendA.Addr, f.files["serverCA-b"]))
+	tr.reload()
+	if got, err := proxy(tr, f.backendA.Addr, nil); err != nil || got != "a gateway-for-a" {
+		t.Fatalf("after a clashing file: %q %v", got, err)
+	}
+	if tr.profiles.Load().match("other.test:443") == nil {
+		t.Fatal("the last good file's profile is gone")
+	}
+}

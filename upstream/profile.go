@@ -57,8 +57,10 @@ type Profile struct {
 	// Default: `false`.
 	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
 
-	// trustPool is a trust pool given as certificates (WSO2's TrustStore).
+	// trustPool is a trust pool given as certificates (WSO2's TrustStore),
+	// read from trustFile.
 	trustPool []*x509.Certificate
+	trustFile string
 }
 
 // Keystore is a PKCS#12 or JKS file of client key pairs.
@@ -81,6 +83,11 @@ type Keystore struct {
 	// `{http.auth.user.alias}` resolved per request. Default: the server's
 	// acceptable CAs choose among all the keystore's key pairs.
 	Alias string `json:"alias,omitempty"`
+
+	// With a placeholder `alias`: the key pair that active health checks,
+	// which have no caller, present. Default: the server's acceptable CAs
+	// choose among all the keystore's key pairs.
+	DefaultAlias string `json:"default_alias,omitempty"`
 }
 
 // profile is a Profile made ready to use.
@@ -175,6 +182,15 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		case strings.Contains(ks.Alias, "{"):
 			out.aliasTemplate = ks.Alias
 			out.defaultCerts = allCerts(st)
+			if ks.DefaultAlias != "" {
+				kp, ok := st.KeyPair(ks.DefaultAlias)
+				if !ok {
+					return nil, fmt.Errorf("keystore %s has no key pair %q (default_alias)", filepath.Base(ks.File), ks.DefaultAlias)
+				}
+				out.defaultCerts = []tls.Certificate{kp.Certificate}
+			}
+		case ks.DefaultAlias != "":
+			return nil, errors.New("default_alias goes with a placeholder alias")
 		case ks.Alias != "":
 			kp, ok := st.KeyPair(ks.Alias)
 			if !ok {

@@ -146,13 +146,17 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		t.configured = append(t.configured, built)
 	}
 
+	t.profiles.Store(set)
 	if t.ProfilesFile != "" {
 		t.file = &profilesFile{path: t.ProfilesFile, done: make(chan struct{})}
-		fileSet, err := t.file.load(t)
+		data, err := readBounded(t.ProfilesFile)
 		if err != nil {
 			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
 		}
-		if set, err = t.merge(fileSet); err != nil {
+		t.file.mu.Lock()
+		_, err = t.file.attempt(t, data)
+		t.file.mu.Unlock()
+		if err != nil {
 			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
 		}
 		interval := time.Duration(t.ProfilesReload)
@@ -161,8 +165,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		}
 		go t.watch(interval)
 	}
-	t.profiles.Store(set)
-	t.watchKeyPairsIfUsed(set)
+	t.watchKeyPairsIfUsed(t.profiles.Load())
 	return nil
 }
 
