@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -49,4 +50,40 @@ func BenchmarkRoundTrip(b *testing.B) {
 		b.Run("ssl_profiles", func(b *testing.B) { run(b, profiled, f.backendA.Addr) })
 		b.Run("ssl_profiles_per_request_identity", func(b *testing.B) { run(b, perRequest, f.backendB.Addr) })
 	}
+	// Interleaved: each iteration sends one request through each transport
+	// to the same backend, timing them apart, so that both see the same
+	// machine; reports each one's time and their ratio.
+	b.Run("interleaved", func(b *testing.B) {
+		ctx := func(addr string) context.Context {
+			repl := caddy.NewReplacer()
+			host, port, _ := net.SplitHostPort(addr)
+			c := context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl)
+			c = context.WithValue(c, caddyhttp.VarsCtxKey, map[string]any{})
+			return context.WithValue(c, caddy.CtxKey("reverse_proxy.dial_info"), reverseproxy.DialInfo{Network: "tcp", Address: addr, Host: host, Port: port})
+		}(f.backendA.Addr)
+		one := func(tr http.RoundTripper) time.Duration {
+			start := time.Now()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+f.backendA.Addr+"/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return time.Since(start)
+		}
+		var tPlain, tProfiled time.Duration
+		for i := 0; i < b.N; i++ {
+			if i%2 == 0 { // alternate which goes first
+				tPlain += one(plain)
+				tProfiled += one(profiled)
+			} else {
+				tProfiled += one(profiled)
+				tPlain += one(plain)
+			}
+		}
+		b.ReportMetric(float64(tPlain.Nanoseconds())/float64(b.N), "http-ns/req")
+		b.ReportMetric(float64(tProfiled.Nanoseconds())/float64(b.N), "ssl_profiles-ns/req")
+		b.ReportMetric(float64(tProfiled)/float64(tPlain), "ratio")
+	})
 }
