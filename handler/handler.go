@@ -26,6 +26,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -178,6 +179,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // settings.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 
 	switch h.Mode {
 	case "", "require":
@@ -438,6 +442,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(r, http.StatusForbidden, v.reason, source, v, nil)
 	}
 
+	metrics.Accepted(int(source))
 	setIdentity(r, v.placeholders[source])
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
@@ -482,6 +487,7 @@ func (h *Handler) stripHeaders(r *http.Request) {
 // reason, and logs the details at debug level (like Caddy's own log of
 // handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
+	metrics.Rejected(reason, int(source))
 	if c := h.logger.Check(zapcore.DebugLevel, "client certificate refused"); c != nil {
 		fields := []zap.Field{
 			zap.String("reason", reason),

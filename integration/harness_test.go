@@ -397,3 +397,26 @@ func loadConfig(t *testing.T, c *caddyProc, config, contentType string) (int, []
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, body
 }
+
+// metricValue returns the value of a series (name with its labels, as the
+// exposition format writes them) from the admin endpoint's /metrics; 0 when
+// it is not there yet.
+func metricValue(t *testing.T, c *caddyProc, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscanf(rest, "%g", &v); err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
+}

@@ -93,6 +93,7 @@ func TestProfilesEndToEnd(t *testing.T) {
 	cfg := fmt.Sprintf(`{
 	admin {admin}
 	auto_https off
+	metrics
 }
 (profiles) {
 	transport ssl_profiles {
@@ -182,6 +183,12 @@ https://localhost:%[1]d {
 		if status, _ := get(g.alice, "/wrong-trust/x"); status != 502 {
 			t.Fatalf("untrusted backend: %d, want 502", status)
 		}
+		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{profile="127.0.0.1:%d",result="error"}`, g.a.Port)); n < 1 {
+			t.Fatalf("failed handshakes counted: %v", n)
+		}
+		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{profile="localhost:%d",result="ok"}`, g.nginxPort)); n < 1 {
+			t.Fatalf("handshakes with nginx counted: %v", n)
+		}
 		eventually(t, "log line for the untrusted backend", func() error {
 			if !strings.Contains(c.Logs(), "certificate signed by unknown authority") {
 				return fmt.Errorf("no log line says why the backend was refused")
@@ -264,9 +271,14 @@ https://localhost:%[1]d {
 		time.Sleep(300 * time.Millisecond)
 		// A broken file first: the last good profiles keep serving.
 		writeFile(t, profilesFile, `{"profiles":[{"servers":["localhost:1"],"trust_pool":`)
-		eventually(t, "broken profiles file logged", func() error {
+		eventually(t, "broken profiles file logged and counted", func() error {
 			if len(logLines(c, "profiles file rejected; the last good profiles stay in force")) == 0 {
 				return fmt.Errorf("no log line yet")
+			}
+			// Each reverse_proxy of the config has its transport, watching
+			// the file: each counts it.
+			if n := metricValue(t, c, `caddy_mtls_profiles_file_rejections_total{file="`+profilesFile+`"}`); n < 1 {
+				return fmt.Errorf("counted %v times", n)
 			}
 			return nil
 		})

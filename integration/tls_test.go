@@ -18,6 +18,7 @@ func tlsSite(e *env, port int, upstream string) string {
 	return fmt.Sprintf(`{
 	admin {admin}
 	auto_https off
+	metrics
 	log {
 		level DEBUG
 	}
@@ -170,6 +171,27 @@ func checkTLSSite(t *testing.T, e *env, c *caddyProc, port int) {
 		}
 		if res := curl(t, append(with("bob"), base+"/b/x")...); res.status != 200 || res.upstream.Get("X-Caller") != "bob" {
 			t.Fatalf("curl bob: %d", res.status)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		series := map[string]string{
+			"accepted":  `caddy_mtls_requests_total{reason="",result="accepted",source="tls"}`,
+			"untrusted": `caddy_mtls_requests_total{reason="untrusted",result="rejected",source="tls"}`,
+			"no_cert":   `caddy_mtls_requests_total{reason="no_cert",result="rejected",source="tls"}`,
+		}
+		before := map[string]float64{}
+		for k, name := range series {
+			before[k] = metricValue(t, c, name)
+		}
+		do(t, e.goClient(e.alice), base+"/a/x", nil)
+		do(t, e.goClient(e.mallory), base+"/a/x", nil)
+		do(t, e.goClient(e.mallory), base+"/a/x", nil)
+		do(t, e.goClient(nil), base+"/a/x", nil)
+		for k, want := range map[string]float64{"accepted": 1, "untrusted": 2, "no_cert": 1} {
+			if got := metricValue(t, c, series[k]) - before[k]; got != want {
+				t.Fatalf("%s moved by %v, want %v", series[k], got, want)
+			}
 		}
 	})
 

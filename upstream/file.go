@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-mtls/caddy-mtls/keystore"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
 // profilesFile is the state of a watched profiles file.
@@ -144,6 +145,7 @@ func (t *Transport) reload() {
 	if err != nil {
 		if msg := err.Error(); msg != f.lastErr {
 			f.lastErr = msg
+			metrics.ProfilesFileRejected(f.path)
 			t.logger.Error("profiles file rejected; the last good profiles stay in force",
 				zap.String("file", f.path), zap.Error(err))
 		}

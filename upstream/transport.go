@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
 func init() {
@@ -93,6 +94,9 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 func (t *Transport) Provision(ctx caddy.Context) error {
 	t.ctx = ctx
 	t.logger = ctx.Logger()
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	if len(t.NetworkProxyRaw) > 0 || t.ForwardProxyURL != "" {
 		return errors.New("network_proxy is not supported by ssl_profiles")
 	}
@@ -265,6 +269,13 @@ func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.
 	if p.base.MinVersion != 0 {
 		cfg.MinVersion = p.base.MinVersion
 	}
+	// Count the handshakes that succeed here; failed ones surface as
+	// round trip errors (see RoundTrip).
+	name := p.name
+	cfg.VerifyConnection = func(tls.ConnectionState) error {
+		metrics.Handshake(name, true)
+		return nil
+	}
 	rt.TLSClientConfig = cfg
 	return rt, nil
 }
@@ -292,9 +303,23 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.SetScheme(req)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
+		if isHandshakeError(err) {
+			metrics.Handshake(p.name, false)
+		}
 		return nil, profileError{profile: p.name, err: err}
 	}
 	return resp, nil
+}
+
+// isHandshakeError reports whether err comes from a failed TLS handshake.
+func isHandshakeError(err error) bool {
+	var (
+		verify *tls.CertificateVerificationError
+		alert  tls.AlertError
+		record tls.RecordHeaderError
+	)
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
+		strings.Contains(err.Error(), "tls: ")
 }
 
 // badGateway is the 502 answer to a request that cannot be sent.

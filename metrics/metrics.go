@@ -1,0 +1,100 @@
+// Package metrics holds this project's Prometheus collectors, registered in
+// Caddy's metrics registry (shown at the admin endpoint's /metrics when the
+// global `metrics` option is on).
+package metrics
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a request is refused, as client_cert_auth logs and counts them.
+var Reasons = []string{"no_cert", "untrusted", "expired", "not_yet_valid", "bad_usage", "revoked", "bad_header", "untrusted_source"}
+
+// Sources of a client certificate.
+var Sources = []string{"tls", "header"}
+
+var (
+	once sync.Once
+
+	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "requests_total",
+		Help: "Requests judged by client_cert_auth, by result (accepted, rejected), reason and certificate source.",
+	}, []string{"result", "reason", "source"})
+
+	handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "upstream_handshakes_total",
+		Help: "TLS handshakes of ssl_profiles with upstreams, by profile and result (ok, error).",
+	}, []string{"profile", "result"})
+
+	profilesFileRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "profiles_file_rejections_total",
+		Help: "New versions of an ssl_profiles profiles file that were refused (the last good one stayed).",
+	}, []string{"file"})
+
+	// The request counters, made once, so that counting costs no lookup.
+	accepted [2]prometheus.Counter
+	rejected map[string]*[2]prometheus.Counter
+)
+
+func init() {
+	for i, src := range Sources {
+		accepted[i] = requests.WithLabelValues("accepted", "", src)
+	}
+	rejected = make(map[string]*[2]prometheus.Counter, len(Reasons))
+	for _, reason := range Reasons {
+		var pair [2]prometheus.Counter
+		for i, src := range Sources {
+			pair[i] = requests.WithLabelValues("rejected", reason, src)
+		}
+		rejected[reason] = &pair
+	}
+}
+
+// Register adds the collectors to the config's metrics registry. It may be
+// called by every module of every config: a collector already there is
+// fine.
+func Register(ctx caddy.Context) error {
+	registry := ctx.GetMetricsRegistry()
+	if registry == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections} {
+		if err := registry.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Accepted counts an accepted request; source is 0 for TLS, 1 for header.
+func Accepted(source int) {
+	accepted[source].Inc()
+}
+
+// Rejected counts a refused request.
+func Rejected(reason string, source int) {
+	if pair := rejected[reason]; pair != nil {
+		pair[source].Inc()
+	}
+}
+
+// Handshake counts an upstream TLS handshake of a profile.
+func Handshake(profile string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	handshakes.WithLabelValues(profile, result).Inc()
+}
+
+// ProfilesFileRejected counts a refused version of a profiles file.
+func ProfilesFileRejected(file string) {
+	profilesFileRejections.WithLabelValues(file).Inc()
+}

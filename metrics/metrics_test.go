@@ -1,0 +1,31 @@
+package metrics
+
+import (
+	"context"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestCounters(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := Register(ctx); err != nil {
+		t.Fatalf("registering twice: %v", err)
+	}
+	before := testutil.ToFloat64(requests.WithLabelValues("rejected", "revoked", "header"))
+	Rejected("revoked", 1)
+	Rejected("no_such_reason", 1) // not a series: ignored
+	Accepted(0)
+	if got := testutil.ToFloat64(requests.WithLabelValues("rejected", "revoked", "header")) - before; got != 1 {
+		t.Fatalf("revoked/header moved by %v", got)
+	}
+	Handshake("a:1", false)
+	if got := testutil.ToFloat64(handshakes.WithLabelValues("a:1", "error")); got != 1 {
+		t.Fatalf("handshake errors %v", got)
+	}
+}
