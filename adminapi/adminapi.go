@@ -4,6 +4,7 @@
 package adminapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -29,7 +31,8 @@ func init() {
 //	DELETE /mtls/clients/<alias>
 //	GET    /mtls/keypairs                     list the key pairs
 //	POST   /mtls/keypairs/<name>              generate: {"common_name", "organization", "validity_days", "key_type"}
-//	                                          or upload: {"certificate": "<PEM>", "private_key": "<PEM>"}
+//	                                          or upload: {"certificate": "<PEM>", "private_key": "<PEM>"};
+//	                                          409 if it exists, unless ?replace=true
 //	GET    /mtls/keypairs/<name>/certificate  the public certificate, PEM
 //	DELETE /mtls/keypairs/<name>
 type AdminAPI struct {
@@ -64,7 +67,13 @@ func (a *AdminAPI) store() *store.Store {
 	return store.New(a.ctx.Storage(), a.logger)
 }
 
+// storageTimeout bounds the storage work of one API call.
+const storageTimeout = 30 * time.Second
+
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), storageTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
 	// Split the path as sent, so that an escaped '/' stays inside its name
 	// (and is refused there as a bad name).
 	parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/mtls/"), "/")
@@ -168,14 +177,15 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string) 
 		info store.KeyPairInfo
 		err  error
 	)
+	replace := r.URL.Query().Get("replace") == "true"
 	switch {
 	case body.Certificate != "" || body.PrivateKey != "":
 		if body.CommonName != "" || body.KeyType != "" || body.ValidityDays != 0 || body.Organization != "" {
 			return badRequest(errors.New("give either certificate and private_key (upload) or common_name and the like (generate), not both"))
 		}
-		info, err = a.store().PutKeyPair(r.Context(), name, body.Certificate, body.PrivateKey)
+		info, err = a.store().PutKeyPair(r.Context(), name, body.Certificate, body.PrivateKey, replace)
 	default:
-		info, err = a.store().GenerateKeyPair(r.Context(), name, body.GenerateRequest)
+		info, err = a.store().GenerateKeyPair(r.Context(), name, body.GenerateRequest, replace)
 	}
 	if err != nil {
 		return apiError(err)
@@ -219,6 +229,9 @@ func decodeBody(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return badRequest(fmt.Errorf("decoding JSON body: %w", err))
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest(errors.New("decoding JSON body: data after the JSON value"))
+	}
 	return nil
 }
 
@@ -227,7 +240,8 @@ func badRequest(err error) error {
 }
 
 // apiError maps a store error to its answer: 400 for bad input, 404 for an
-// unknown name, 500 (with the reason) for a storage failure.
+// unknown name, 409 for a clash with what is stored, 503 when the storage
+// did not answer in time, 500 (with the reason) for another storage failure.
 func apiError(err error) error {
 	var input *store.InputError
 	switch {
@@ -235,6 +249,10 @@ func apiError(err error) error {
 		return badRequest(err)
 	case errors.Is(err, store.ErrNotFound):
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err}
+	case errors.Is(err, store.ErrConflict):
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("storage: %w", err)}
 	}
 	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("storage: %w", err)}
 }

@@ -231,8 +231,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			interval = DefaultStorageRefresh
 		}
 		st := store.New(ctx.Storage(), h.logger)
+		h.stored.Store(&storedClients{}) // none until read: fail closed
 		if err := h.loadStoredClients(ctx, st); err != nil {
-			return fmt.Errorf("clients_from_storage: %w", err)
+			// The storage may be down: the config still loads, and the
+			// stored clients are refused until they can be read.
+			h.logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
 		}
 		go h.watchStoredClients(ctx, st, interval)
 	}

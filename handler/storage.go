@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"time"
@@ -23,6 +24,10 @@ type StorageClients struct {
 
 // DefaultStorageRefresh is how often stored clients are read by default.
 const DefaultStorageRefresh = 30 * time.Second
+
+// storageTimeout bounds one reading of the stored clients: a storage that
+// hangs must not stall the refresh for good.
+const storageTimeout = 30 * time.Second
 
 // storedClients is one reading of the stored clients. gen changes with the
 // content, and verdicts of another generation are not reused.
@@ -51,7 +56,9 @@ func (h *Handler) storedClient(fp [sha256.Size]byte) *Client {
 // loadStoredClients reads the stored clients and puts them in force if
 // they changed.
 func (h *Handler) loadStoredClients(ctx caddy.Context, st *store.Store) error {
-	clients, err := st.Clients(ctx)
+	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
+	defer cancel()
+	clients, err := st.Clients(readCtx)
 	if err != nil {
 		return err
 	}
@@ -59,19 +66,24 @@ func (h *Handler) loadStoredClients(ctx caddy.Context, st *store.Store) error {
 	d := sha256.New()
 	for _, c := range clients {
 		fp := sha256.Sum256(c.Cert().Raw)
+		if other, dup := next.byFingerprint[fp]; dup {
+			h.logger.Warn("a stored certificate is there under two aliases; the first is used",
+				zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
+			continue
+		}
 		fmt.Fprintf(d, "%s\x00%s\x00%x\n", c.Alias, c.Tier, fp)
 		next.byFingerprint[fp] = &Client{Alias: c.Alias, Tier: c.Tier}
 	}
 	copy(next.digest[:], d.Sum(nil))
 	prev := h.stored.Load()
-	if prev != nil && prev.digest == next.digest {
+	if prev != nil && prev.byFingerprint != nil && prev.digest == next.digest {
 		return nil
 	}
 	if prev != nil {
 		next.gen = prev.gen + 1
 	}
 	h.stored.Store(next)
-	if prev != nil {
+	if prev != nil && prev.byFingerprint != nil {
 		h.logger.Info("stored clients changed", zap.Int("clients", len(clients)))
 	}
 	return nil

@@ -112,6 +112,9 @@ func TestAdminAPI(t *testing.T) {
 		{http.MethodPost, "/mtls/keypairs/gw", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.bob.KeyPEM())}, 400, "does not match"},
 		{http.MethodPost, "/mtls/keypairs/gw", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.alice.KeyPEM()), "common_name": "x"}, 400, "not both"},
 		{http.MethodGet, "/mtls/keypairs/nothing/certificate", nil, 404, "not found"},
+		{http.MethodPut, "/mtls/clients/alice-again", map[string]string{"certificate": string(e.alice.CertPEM())}, 409, `stored already, as client \"alice\"`},
+		{http.MethodPut, "/mtls/clients/bob", `{"certificate": "x"} trailing`, 400, "data after the JSON value"},
+		{http.MethodPost, "/mtls/keypairs/leaky", map[string]any{"certificate": string(e.alice.CertPEM()) + string(e.alice.KeyPEM()), "private_key": string(e.alice.KeyPEM())}, 400, "only certificates may be"},
 	} {
 		status, body := adminCall(t, c, tc.method, tc.path, tc.body)
 		if status != tc.status || !strings.Contains(string(body), tc.reason) {
@@ -131,6 +134,12 @@ func TestAdminAPI(t *testing.T) {
 	status, body = adminCall(t, c, http.MethodPost, "/mtls/keypairs/uploaded", map[string]any{"certificate": string(e.alice.CertPEM()), "private_key": string(e.alice.KeyPEM())})
 	if status != 200 || !strings.Contains(string(body), fingerprintHex(e.alice)) {
 		t.Fatalf("upload: %d %s", status, body)
+	}
+	if status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw", map[string]any{"common_name": "again"}); status != 409 || !strings.Contains(string(body), "replace=true") {
+		t.Fatalf("generate over an existing key pair: %d %s", status, body)
+	}
+	if status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw?replace=true", map[string]any{"common_name": "gateway"}); status != 200 {
+		t.Fatalf("replace: %d %s", status, body)
 	}
 	status, body = adminCall(t, c, http.MethodGet, "/mtls/keypairs", nil)
 	if status != 200 || strings.Count(string(body), `"name"`) != 3 || strings.Contains(string(body), "PRIVATE") {
@@ -277,7 +286,7 @@ func TestStoredKeyPairProfile(t *testing.T) {
 	c := startCaddy(t, e, `{"admin":{"listen":"{admin}"},"storage":{"module":"file_system","root":"`+storageDir+`"}}`, "json")
 	upload := func(kp *testpki.Cert) {
 		t.Helper()
-		status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw", map[string]string{"certificate": string(kp.CertPEM()), "private_key": string(kp.KeyPEM())})
+		status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw?replace=true", map[string]string{"certificate": string(kp.CertPEM()), "private_key": string(kp.KeyPEM())})
 		if status != 200 {
 			t.Fatalf("upload: %d %s", status, body)
 		}

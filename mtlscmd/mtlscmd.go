@@ -92,6 +92,10 @@ trusts), each with its -key.pem. Not fit for production.
 			if err := os.WriteFile(keyPath, []byte(keyPEM), 0o600); err != nil {
 				return err
 			}
+			// WriteFile keeps the mode of a file it overwrites.
+			if err := os.Chmod(keyPath, 0o600); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s\n", certPath, keyPath)
 			return nil
 		},

@@ -87,8 +87,9 @@ func Generate(req GenerateRequest) (certPEM, keyPEM string, err error) {
 		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), nil
 }
 
-// GenerateKeyPair makes a self-signed key pair and stores it as name.
-func (s *Store) GenerateKeyPair(ctx context.Context, name string, req GenerateRequest) (KeyPairInfo, error) {
+// GenerateKeyPair makes a self-signed key pair and stores it as name (see
+// PutKeyPair for replace).
+func (s *Store) GenerateKeyPair(ctx context.Context, name string, req GenerateRequest, replace bool) (KeyPairInfo, error) {
 	if err := CheckName(name); err != nil {
 		return KeyPairInfo{}, err
 	}
@@ -96,7 +97,7 @@ func (s *Store) GenerateKeyPair(ctx context.Context, name string, req GenerateRe
 	if err != nil {
 		return KeyPairInfo{}, err
 	}
-	return s.PutKeyPair(ctx, name, certPEM, keyPEM)
+	return s.PutKeyPair(ctx, name, certPEM, keyPEM, replace)
 }
 
 // KeyTypeOf names a certificate's key type as the API does.

@@ -9,6 +9,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -41,6 +42,9 @@ const (
 
 // ErrNotFound is returned for a name that has no entry.
 var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a write would clash with what is stored.
+var ErrConflict = errors.New("conflict")
 
 // InputError is bad input from the caller: the API answers it with 400.
 type InputError struct{ msg string }
@@ -127,6 +131,21 @@ func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string) (Cli
 		return ClientInfo{}, err
 	}
 	c := &Client{Alias: alias, Tier: tier, Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), cert: cert}
+	// One writer of clients at a time, so that the check for the same
+	// certificate under another alias holds when the entry is written.
+	if err := s.storage.Lock(ctx, clientsDir); err != nil {
+		return ClientInfo{}, fmt.Errorf("locking %s: %w", clientsDir, err)
+	}
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), clientsDir) }()
+	existing, err := s.Clients(ctx)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	for _, other := range existing {
+		if other.Alias != alias && bytes.Equal(other.cert.Raw, cert.Raw) {
+			return ClientInfo{}, fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+		}
+	}
 	if err := s.put(ctx, path.Join(clientsDir, alias+".json"), c); err != nil {
 		return ClientInfo{}, err
 	}
@@ -193,8 +212,9 @@ func (k *KeyPair) Info() KeyPairInfo {
 }
 
 // PutKeyPair stores an uploaded key pair, after checking that the key is
-// the certificate's.
-func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string) (KeyPairInfo, error) {
+// the certificate's. An existing key pair of that name is replaced only
+// when replace is true (its private key is gone for good then).
+func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string, replace bool) (KeyPairInfo, error) {
 	if err := CheckName(name); err != nil {
 		return KeyPairInfo{}, err
 	}
@@ -202,7 +222,20 @@ func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string) (K
 	if err != nil {
 		return KeyPairInfo{}, err
 	}
-	if err := s.put(ctx, path.Join(keyPairsDir, name+".json"), kp); err != nil {
+	key := path.Join(keyPairsDir, name+".json")
+	if err := s.storage.Lock(ctx, key); err != nil {
+		return KeyPairInfo{}, fmt.Errorf("locking %s: %w", key, err)
+	}
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
+	if !replace {
+		switch _, err := s.storage.Stat(ctx, key); {
+		case err == nil:
+			return KeyPairInfo{}, fmt.Errorf("key pair %q exists (replace it with ?replace=true): %w", name, ErrConflict)
+		case !errors.Is(err, fs.ErrNotExist):
+			return KeyPairInfo{}, fmt.Errorf("checking %s: %w", key, err)
+		}
+	}
+	if err := s.store(ctx, key, kp); err != nil {
 		return KeyPairInfo{}, err
 	}
 	return kp.Info(), nil
@@ -212,6 +245,21 @@ func parseKeyPair(name, certPEM, keyPEM string) (*KeyPair, error) {
 	if len(certPEM) > maxPEM || len(keyPEM) > maxPEM {
 		return nil, inputErrorf("certificate or key longer than %d bytes", maxPEM)
 	}
+	// The certificate field is served back by the API: it must hold
+	// certificates and nothing else (a key pasted into it would leak).
+	for rest := []byte(certPEM); ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			if strings.TrimSpace(string(rest)) != "" {
+				return nil, inputErrorf("certificate: data that is not PEM")
+			}
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, inputErrorf("certificate: a %q PEM block where only certificates may be", block.Type)
+		}
+	}
 	tc, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
 		return nil, inputErrorf("certificate and key: %v", err)
@@ -219,7 +267,17 @@ func parseKeyPair(name, certPEM, keyPEM string) (*KeyPair, error) {
 	if err := keystore.CheckKeyMatches(tc.Leaf, tc.PrivateKey); err != nil {
 		return nil, inputErrorf("certificate and key: %v", err)
 	}
-	return &KeyPair{Name: name, Certificate: certPEM, PrivateKey: keyPEM, tls: tc}, nil
+	// Keep only what was parsed, re-encoded: the chain and a PKCS#8 key.
+	var certs []byte
+	for _, der := range tc.Certificate {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(tc.PrivateKey)
+	if err != nil {
+		return nil, inputErrorf("private key: %v", err)
+	}
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return &KeyPair{Name: name, Certificate: string(certs), PrivateKey: string(key), tls: tc}, nil
 }
 
 // KeyPair returns the stored key pair name.
@@ -276,14 +334,19 @@ func (s *Store) DeleteKeyPair(ctx context.Context, name string) error {
 
 // put writes v as JSON under key, holding the key's lock.
 func (s *Store) put(ctx context.Context, key string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
 	if err := s.storage.Lock(ctx, key); err != nil {
 		return fmt.Errorf("locking %s: %w", key, err)
 	}
 	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
+	return s.store(ctx, key, v)
+}
+
+// store writes v as JSON under key; the caller holds the key's lock.
+func (s *Store) store(ctx context.Context, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
 	if err := s.storage.Store(ctx, key, data); err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
@@ -295,8 +358,10 @@ func (s *Store) delete(ctx context.Context, key string) error {
 		return fmt.Errorf("locking %s: %w", key, err)
 	}
 	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
-	if !s.storage.Exists(ctx, key) {
+	if _, err := s.storage.Stat(ctx, key); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w", path.Base(key), ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("checking %s: %w", key, err)
 	}
 	if err := s.storage.Delete(ctx, key); err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)

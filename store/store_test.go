@@ -88,17 +88,23 @@ func TestBadInput(t *testing.T) {
 		},
 		"tier with newline": func() error { _, err := s.PutClient(ctx, "a", "x\ny", string(c.CertPEM())); return err },
 		"huge certificate":  func() error { _, err := s.PutClient(ctx, "a", "", strings.Repeat("A", maxPEM+1)); return err },
-		"key not matching":  func() error { _, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(ca.KeyPEM())); return err },
+		"key not matching": func() error {
+			_, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(ca.KeyPEM()), false)
+			return err
+		},
 		"unknown key type": func() error {
-			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", KeyType: "dsa"})
+			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", KeyType: "dsa"}, false)
 			return err
 		},
-		"no common name": func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{}); return err },
+		"no common name": func() error { _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{}, false); return err },
 		"validity too long": func() error {
-			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", ValidityDays: 5000})
+			_, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x", ValidityDays: 5000}, false)
 			return err
 		},
-		"keypair bad name": func() error { _, err := s.GenerateKeyPair(ctx, "../x", GenerateRequest{CommonName: "x"}); return err },
+		"keypair bad name": func() error {
+			_, err := s.GenerateKeyPair(ctx, "../x", GenerateRequest{CommonName: "x"}, false)
+			return err
+		},
 	} {
 		var input *InputError
 		if err := call(); !errors.As(err, &input) {
@@ -111,7 +117,7 @@ func TestKeyPairs(t *testing.T) {
 	s, fs, _ := newStore(t)
 	ctx := context.Background()
 	for _, kt := range []string{"", "p256", "p384", "rsa2048"} {
-		info, err := s.GenerateKeyPair(ctx, "gw-"+kt, GenerateRequest{CommonName: "gateway-" + kt, Organization: "Org", ValidityDays: 30, KeyType: kt})
+		info, err := s.GenerateKeyPair(ctx, "gw-"+kt, GenerateRequest{CommonName: "gateway-" + kt, Organization: "Org", ValidityDays: 30, KeyType: kt}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +131,7 @@ func TestKeyPairs(t *testing.T) {
 	}
 	ca := testpki.Must(testpki.NewCA("Upload CA"))
 	up := testpki.Must(ca.Issue(testpki.Options{CommonName: "uploaded"}))
-	if _, err := s.PutKeyPair(ctx, "uploaded", string(up.CertPEM()), string(up.KeyPEM())); err != nil {
+	if _, err := s.PutKeyPair(ctx, "uploaded", string(up.CertPEM()), string(up.KeyPEM()), false); err != nil {
 		t.Fatal(err)
 	}
 	kp, err := s.KeyPair(ctx, "uploaded")
@@ -196,5 +202,41 @@ func TestConcurrentWriters(t *testing.T) {
 	c := clients[0]
 	if c.Cert().Subject.CommonName != "writer-"+c.Tier {
 		t.Fatalf("entry mixes writers: tier %s, certificate %s", c.Tier, c.Cert().Subject.CommonName)
+	}
+}
+
+func TestConflictsAndLeaks(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	ca := testpki.Must(testpki.NewCA("CA"))
+	c := testpki.Must(ca.Issue(testpki.Options{CommonName: "c"}))
+	if _, err := s.PutClient(ctx, "c1", "", string(c.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutClient(ctx, "c2", "", string(c.CertPEM())); !errors.Is(err, ErrConflict) {
+		t.Fatalf("same certificate under a second alias: %v", err)
+	}
+	if _, err := s.PutClient(ctx, "c1", "gold", string(c.CertPEM())); err != nil {
+		t.Fatalf("replacing the same alias: %v", err)
+	}
+
+	if _, err := s.PutKeyPair(ctx, "k", string(c.CertPEM()), string(c.KeyPEM()), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x"}, false); !errors.Is(err, ErrConflict) {
+		t.Fatalf("generating over an existing key pair: %v", err)
+	}
+	if _, err := s.GenerateKeyPair(ctx, "k", GenerateRequest{CommonName: "x"}, true); err != nil {
+		t.Fatalf("replacing: %v", err)
+	}
+	// A key pasted into the certificate field is refused, not stored to be
+	// served back.
+	var input *InputError
+	if _, err := s.PutKeyPair(ctx, "k2", string(c.CertPEM())+string(c.KeyPEM()), string(c.KeyPEM()), false); !errors.As(err, &input) {
+		t.Fatalf("key in the certificate field: %v", err)
+	}
+	kp, err := s.KeyPair(ctx, "k")
+	if err != nil || strings.Contains(kp.Certificate, "PRIVATE") {
+		t.Fatalf("stored certificate field: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"sync/atomic"
@@ -22,7 +23,9 @@ func loadStoredKeyPair(ctx caddy.Context, name string) (*storedKeyPair, error) {
 	if err := store.CheckName(name); err != nil {
 		return nil, err
 	}
-	kp, err := store.New(ctx.Storage(), ctx.Logger()).KeyPair(ctx, name)
+	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
+	defer cancel()
+	kp, err := store.New(ctx.Storage(), ctx.Logger()).KeyPair(readCtx, name)
 	if err != nil {
 		return nil, fmt.Errorf("client_keypair: %w", err)
 	}
@@ -36,6 +39,9 @@ func loadStoredKeyPair(ctx caddy.Context, name string) (*storedKeyPair, error) {
 func (s *storedKeyPair) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	return s.current.Load(), nil
 }
+
+// storageTimeout bounds one reading of a stored key pair.
+const storageTimeout = 30 * time.Second
 
 // DefaultKeyPairRefresh is how often stored key pairs are read again.
 const DefaultKeyPairRefresh = 30 * time.Second
@@ -57,7 +63,9 @@ func (t *Transport) watchKeyPairs(interval time.Duration) {
 			if p.keyPair == nil {
 				continue
 			}
-			kp, err := st.KeyPair(t.ctx, p.keyPair.name)
+			readCtx, cancel := context.WithTimeout(t.ctx, storageTimeout)
+			kp, err := st.KeyPair(readCtx, p.keyPair.name)
+			cancel()
 			if err != nil {
 				t.logger.Error("reading stored key pair; the last one read stays in use",
 					zap.String("profile", p.name), zap.String("keypair", p.keyPair.name), zap.Error(err))
@@ -68,6 +76,9 @@ func (t *Transport) watchKeyPairs(interval time.Duration) {
 				continue
 			}
 			p.keyPair.current.Store(&cert)
+			// Pooled connections were made with the old key pair: close
+			// the idle ones, so it stops being presented.
+			p.defaultRT.CloseIdleConnections()
 			t.logger.Info("stored key pair changed", zap.String("profile", p.name), zap.String("keypair", p.keyPair.name),
 				zap.String("fingerprint", store.Fingerprint(cert.Certificate[0])))
 		}

@@ -183,6 +183,9 @@ func (c *Cert) WriteFiles(dir, name string) (certPath, keyPath string, err error
 	if err := os.WriteFile(keyPath, c.KeyPEM(), 0o600); err != nil {
 		return "", "", err
 	}
+	if err := os.Chmod(keyPath, 0o600); err != nil { // WriteFile keeps an old file's mode
+		return "", "", err
+	}
 	return certPath, keyPath, nil
 }
 
