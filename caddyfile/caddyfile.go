@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
 func init() {
@@ -97,4 +99,71 @@ func PositiveDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
 		return 0, d.Errf("invalid %s '%s': want a positive duration", what, d.Val())
 	}
 	return caddy.Duration(dur), nil
+}
+
+// ParseRevocation parses the block of a revocation subdirective; the
+// dispenser is on "revocation":
+//
+//	revocation {
+//	    mode      skip | ignore_ca_error | strict
+//	    crl       <file|url> [...]
+//	    reload    <interval>
+//	    leaf_only
+//	}
+func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
+	rc := &revocation.Config{}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] && sub != "crl" {
+			return nil, d.Errf("revocation subdirective '%s' given twice", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "mode":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			switch d.Val() {
+			case "skip", "ignore_ca_error", "strict":
+				rc.Mode = d.Val()
+			default:
+				return nil, d.Errf("invalid revocation mode '%s': want skip, ignore_ca_error or strict", d.Val())
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "crl":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			rc.CRLs = append(rc.CRLs, args...)
+		case "reload":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			dur, err := PositiveDuration(d, "revocation reload interval")
+			if err != nil {
+				return nil, err
+			}
+			rc.Reload = dur
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "leaf_only":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			rc.LeafOnly = true
+		case "ocsp", "ocsp_timeout":
+			return nil, d.Errf("revocation '%s' is not supported yet: use crl", sub)
+		default:
+			return nil, d.Errf("unrecognized revocation subdirective '%s'", sub)
+		}
+	}
+	if len(rc.CRLs) == 0 && rc.Mode != "skip" {
+		return nil, d.Err("revocation needs at least one crl")
+	}
+	return rc, nil
 }

@@ -21,6 +21,12 @@ import (
 //	        chain   [<field>]
 //	        from    <cidr...> | trusted_proxies
 //	    }
+//	    revocation {
+//	        mode      skip | ignore_ca_error | strict
+//	        crl       <file|url> [...]
+//	        reload    <interval>
+//	        leaf_only
+//	    }
 //	    forward     [<field>] [<format>]
 //	    cache_size  <entries>
 //	}
@@ -111,6 +117,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Header = hc
+
+		case "revocation":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			rc, err := mtlscaddyfile.ParseRevocation(d)
+			if err != nil {
+				return err
+			}
+			h.Revocation = rc
 
 		case "forward":
 			fc := &Forward{}

@@ -53,6 +53,16 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			trust_pool file /ca.pem
 			clients_from_storage
 		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"clients_from_storage":{}}`},
+		{"revocation", `client_cert_auth {
+			trust_pool file /ca.pem
+			revocation {
+				mode strict
+				crl /a.crl http://pki.example/b.crl
+				crl /c.crl
+				reload 10m
+				leaf_only
+			}
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"revocation":{"mode":"strict","crl":["/a.crl","http://pki.example/b.crl","/c.crl"],"reload":600000000000,"leaf_only":true}}`},
 		{"forward format only", `client_cert_auth {
 			trust_pool file /ca.pem
 			forward base64_der
@@ -118,6 +128,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"forward format then field", "client_cert_auth {\n forward pem X-Cert\n}", "'X-Cert' is not a format"},
 		{"clients_from_storage bad word", "client_cert_auth {\n clients_from_storage every 5s\n}", "expected 'refresh <interval>'"},
 		{"clients_from_storage bad interval", "client_cert_auth {\n clients_from_storage refresh soon\n}", "invalid refresh interval 'soon'"},
+		{"revocation without crl", "client_cert_auth {\n revocation {\n mode strict\n }\n}", "revocation needs at least one crl"},
+		{"revocation bad mode", "client_cert_auth {\n revocation {\n mode hard\n crl /a\n }\n}", "invalid revocation mode 'hard'"},
+		{"revocation ocsp", "client_cert_auth {\n revocation {\n ocsp\n }\n}", "'ocsp' is not supported yet"},
+		{"revocation unknown", "client_cert_auth {\n revocation {\n crls /a\n }\n}", "unrecognized revocation subdirective 'crls'"},
 		{"cache_size zero", "client_cert_auth {\n cache_size 0\n}", "invalid cache_size '0'"},
 		{"cache_size word", "client_cert_auth {\n cache_size lots\n}", "invalid cache_size 'lots'"},
 	}

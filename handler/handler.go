@@ -27,6 +27,7 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -75,6 +76,10 @@ type Handler struct {
 	// optional tier. Default: none.
 	Clients []Client `json:"clients,omitempty"`
 
+	// Checking certificates issued under the trust pool against their
+	// issuers' CRLs. Default: none.
+	Revocation *revocation.Config `json:"revocation,omitempty"`
+
 	// Also trust the clients stored through the admin API, with their alias
 	// and tier. Default: off.
 	ClientsFromStorage *StorageClients `json:"clients_from_storage,omitempty"`
@@ -102,6 +107,7 @@ type Handler struct {
 	strip        []string
 	cache        *verdictCache
 	stored       *atomic.Pointer[storedClients]
+	revocation   *revocation.Checker
 	logger       *zap.Logger
 }
 
@@ -219,6 +225,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)
 		}
 		h.pinned[fp] = c
+	}
+
+	if h.Revocation != nil {
+		var err error
+		if h.revocation, err = revocation.New(*h.Revocation, h.logger); err != nil {
+			return err
+		}
+		if h.revocation != nil {
+			go h.revocation.Watch(ctx)
+		}
 	}
 
 	h.stored = new(atomic.Pointer[storedClients])

@@ -609,3 +609,28 @@ func TestStackedHandlers(t *testing.T) {
 		t.Fatalf("id %q tier %q, want the route handler's alice-pinned/gold", id, tier)
 	}
 }
+
+func TestRevocation(t *testing.T) {
+	p := newPKI(t)
+	revoked := testpki.Must(p.root.Issue(testpki.Options{CommonName: "revoked"}))
+	crl := filepath.Join(p.dir, "root.crl")
+	if err := p.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},"revocation":{"crl":["`+crl+`"]}}`)
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonRevoked) {
+		t.Fatalf("revoked: %d %v", res.status, res.err)
+	}
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 0 {
+		t.Fatalf("valid: %d %v", res.status, res.err)
+	}
+	// The CRL now revokes alice too: once re-read, her cached verdict is
+	// not reused.
+	if err := p.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked, p.valid); err != nil {
+		t.Fatal(err)
+	}
+	h.revocation.Reload(context.Background())
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonRevoked) {
+		t.Fatalf("valid after the new CRL: %d %v", res.status, res.err)
+	}
+}

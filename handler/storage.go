@@ -37,12 +37,15 @@ type storedClients struct {
 	gen           uint64
 }
 
-// generation returns the generation of the stored clients in force.
+// generation returns the generation of what verdicts depend on besides
+// the configuration: the stored clients and the CRLs in force. Both only
+// grow, so their sum changes whenever either does.
 func (h *Handler) generation() uint64 {
+	gen := h.revocation.Generation()
 	if sc := h.stored.Load(); sc != nil {
-		return sc.gen
+		gen += sc.gen
 	}
-	return 0
+	return gen
 }
 
 // storedClient returns the stored client with the fingerprint, if any.

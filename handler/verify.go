@@ -37,6 +37,7 @@ const (
 	reasonExpired         = "expired"
 	reasonNotYetValid     = "not_yet_valid"
 	reasonBadUsage        = "bad_usage"
+	reasonRevoked         = "revoked"
 	reasonBadHeader       = "bad_header"
 	reasonUntrustedSource = "untrusted_source"
 )
@@ -179,6 +180,16 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		for _, chain := range chains {
 			for _, c := range chain {
 				v.endBy(c, now)
+			}
+		}
+		if v.reason == "" && h.revocation != nil {
+			reason, until := h.revocation.Check(chains[0], now)
+			if reason != "" {
+				// Revoked, or (strict mode) no current CRL to tell.
+				v.reason = reasonRevoked
+			}
+			if !until.IsZero() && until.After(now) && until.Before(v.expires) {
+				v.expires = until
 			}
 		}
 	}

@@ -197,3 +197,27 @@ func Must(c *Cert, err error) *Cert {
 	}
 	return c
 }
+
+// WriteCRL writes, as PEM, a CRL signed by c that revokes the given
+// certificates and is current until nextUpdate.
+func (c *Cert) WriteCRL(path string, nextUpdate time.Time, revoked ...*Cert) error {
+	thisUpdate := time.Now().Add(-time.Minute)
+	if !nextUpdate.After(thisUpdate) { // a stale CRL, for tests
+		thisUpdate = nextUpdate.Add(-time.Hour)
+	}
+	tmpl := &x509.RevocationList{
+		Number:     big.NewInt(time.Now().UnixNano()),
+		ThisUpdate: thisUpdate,
+		NextUpdate: nextUpdate,
+	}
+	for _, r := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: r.Cert.SerialNumber, RevocationTime: time.Now().Add(-time.Minute),
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, c.Cert, c.Key)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
+}

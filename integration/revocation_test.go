@@ -1,0 +1,77 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// TestCRLRevocation: a caller on the CA's CRL is refused; a CRL changed at
+// runtime is in force within the reload interval.
+func TestCRLRevocation(t *testing.T) {
+	e := newEnv(t)
+	be := startBackend(t)
+	port := freePort(t)
+	revoked := testpki.Must(e.root.Issue(testpki.Options{CommonName: "revoked-caller"}))
+	crl := filepath.Join(e.dir, "root.crl")
+	if err := e.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
+		t.Fatal(err)
+	}
+	c := startCaddy(t, e, fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+	metrics
+	log {
+		level DEBUG
+	}
+}
+https://localhost:%[1]d {
+	tls %[2]s %[3]s {
+		client_auth {
+			mode request
+		}
+	}
+	client_cert_auth {
+		trust_pool file %[4]s
+		revocation {
+			mode strict
+			crl %[5]s
+			reload 200ms
+		}
+	}
+	reverse_proxy %[6]s
+}
+`, port, e.path("server"), e.path("server-key"), e.path("root"), crl, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
+	base := fmt.Sprintf("https://localhost:%d/", port)
+	if res := do(t, e.goClient(revoked), base, nil); res.status != 403 {
+		t.Fatalf("revoked caller: %d", res.status)
+	}
+	if res := do(t, e.goClient(e.alice), base, nil); res.status != 200 {
+		t.Fatalf("alice: %d", res.status)
+	}
+	eventually(t, "refusal logged as revoked", func() error {
+		for _, l := range logLines(c, "client certificate refused") {
+			if l["reason"] == "revoked" && l["fingerprint"] == fingerprintHex(revoked) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no log line with reason revoked")
+	})
+	if n := metricValue(t, c, `caddy_mtls_requests_total{reason="revoked",result="rejected",source="tls"}`); n != 1 {
+		t.Fatalf("revoked requests counted: %v", n)
+	}
+
+	// Alice is revoked at runtime.
+	if err := e.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked, e.alice); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "alice refused after the CRL changed", func() error {
+		if res := doRawE(e.goClient(e.alice), base); res.err != nil || res.status != 403 {
+			return fmt.Errorf("status %d %v", res.status, res.err)
+		}
+		return nil
+	})
+}
