@@ -29,6 +29,7 @@ import (
 //	    }
 //	    forward     [<field>] [<format>]
 //	    cache_size  <entries>
+//	    expiry_warning <duration>
 //	}
 //
 // `client` may be repeated; every other subdirective may be given once.
@@ -164,6 +165,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid cache_size '%s': want a positive number of entries", d.Val())
 			}
 			h.CacheSize = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "expiry_warning":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := mtlscaddyfile.PositiveDuration(d, "expiry_warning")
+			if err != nil {
+				return err
+			}
+			h.ExpiryWarning = dur
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -126,6 +126,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"forward auto", "client_cert_auth {\n forward auto\n}", "format auto is for reading"},
 		{"forward too many", "client_cert_auth {\n forward A pem B\n}", "wrong argument count"},
 		{"forward format then field", "client_cert_auth {\n forward pem X-Cert\n}", "'X-Cert' is not a format"},
+		{"expiry_warning bad", "client_cert_auth {\n expiry_warning soon\n}", "invalid expiry_warning 'soon'"},
 		{"clients_from_storage bad word", "client_cert_auth {\n clients_from_storage every 5s\n}", "expected 'refresh <interval>'"},
 		{"clients_from_storage bad interval", "client_cert_auth {\n clients_from_storage refresh soon\n}", "invalid refresh interval 'soon'"},
 		{"revocation without crl", "client_cert_auth {\n revocation {\n mode strict\n }\n}", "revocation needs at least one crl"},

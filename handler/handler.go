@@ -21,6 +21,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -95,6 +96,11 @@ type Handler struct {
 	// The most verification verdicts kept in the cache. Default: `10000`.
 	CacheSize int `json:"cache_size,omitempty"`
 
+	// How long before a certificate of this handler (trust pool CA, pinned
+	// or stored client) ends a warning is logged, at provision and daily,
+	// and the event mtls_certificate_expiring emitted. Default: `720h`.
+	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+
 	optional     bool
 	roots        *x509.CertPool
 	pinned       map[[sha256.Size]byte]*Client
@@ -107,6 +113,8 @@ type Handler struct {
 	strip        []string
 	cache        *verdictCache
 	stored       *atomic.Pointer[storedClients]
+	pinnedExpiry map[string]time.Time // alias -> not after
+	events       *metrics.Emitter
 	revocation   *revocation.Checker
 	logger       *zap.Logger
 }
@@ -188,6 +196,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := metrics.Register(ctx); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	h.events = metrics.NewEmitter(ctx)
+	if h.ExpiryWarning < 0 {
+		return fmt.Errorf("expiry_warning %s: must not be negative", time.Duration(h.ExpiryWarning))
+	}
 
 	switch h.Mode {
 	case "", "require":
@@ -203,9 +215,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		h.roots = ca.CertPool()
+		if lister, ok := ca.(caddytls.CertificateProvider); ok {
+			trust := map[string]time.Time{}
+			for _, c := range lister.Certificates() {
+				trust[certName(c)] = c.NotAfter
+			}
+			metrics.SetExpiry(h, metrics.KindTrust, trust)
+		}
 	}
 
 	h.pinned = make(map[[sha256.Size]byte]*Client, len(h.Clients))
+	h.pinnedExpiry = make(map[string]time.Time, len(h.Clients))
 	aliases := make(map[string]bool, len(h.Clients))
 	for i := range h.Clients {
 		c := &h.Clients[i]
@@ -225,7 +245,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)
 		}
 		h.pinned[fp] = c
+		h.pinnedExpiry[c.Alias] = cert.NotAfter
 	}
+	metrics.SetExpiry(h, metrics.KindClient, h.pinnedExpiry)
 
 	if h.Revocation != nil {
 		var err error
@@ -314,7 +336,28 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		size = DefaultCacheSize
 	}
 	h.cache = newVerdictCache(size)
+
+	window := time.Duration(h.ExpiryWarning)
+	if window == 0 {
+		window = metrics.DefaultExpiryWarning
+	}
+	metrics.WatchExpiring(ctx, h, window, h.logger, h.events)
 	return nil
+}
+
+// Cleanup forgets the certificates this handler showed the expiry of.
+func (h *Handler) Cleanup() error {
+	metrics.ForgetExpiry(h)
+	return nil
+}
+
+// certName names a certificate in metrics and logs: its subject's common
+// name, else its whole subject.
+func certName(c *x509.Certificate) string {
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return c.Subject.String()
 }
 
 // Validate checks that the configuration can accept anything at all.
@@ -507,6 +550,13 @@ func (h *Handler) stripHeaders(r *http.Request) {
 // handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
 	metrics.Rejected(reason, int(source))
+	if h.events != nil {
+		data := map[string]any{"reason": reason, "source": source.String(), "remote_addr": r.RemoteAddr}
+		if v != nil {
+			data["fingerprint"] = v.fingerprint
+		}
+		h.events.Emit(metrics.EventRequestRejected, data)
+	}
 	if c := h.logger.Check(zapcore.DebugLevel, "client certificate refused"); c != nil {
 		fields := []zap.Field{
 			zap.String("reason", reason),
@@ -528,5 +578,6 @@ func (h *Handler) refuse(r *http.Request, status int, reason string, source cert
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -78,6 +79,16 @@ func (h *Handler) loadStoredClients(ctx caddy.Context, st *store.Store) error {
 		next.byFingerprint[fp] = &Client{Alias: c.Alias, Tier: c.Tier}
 	}
 	copy(next.digest[:], d.Sum(nil))
+	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(clients))
+	for alias, t := range h.pinnedExpiry {
+		clientExpiry[alias] = t
+	}
+	for _, c := range clients {
+		if _, pinned := clientExpiry[c.Alias]; !pinned {
+			clientExpiry[c.Alias] = c.Cert().NotAfter
+		}
+	}
+	metrics.SetExpiry(h, metrics.KindClient, clientExpiry)
 	prev := h.stored.Load()
 	if prev != nil && prev.byFingerprint != nil && prev.digest == next.digest {
 		return nil

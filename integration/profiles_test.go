@@ -189,6 +189,9 @@ https://localhost:%[1]d {
 		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{profile="localhost:%d",result="ok"}`, g.nginxPort)); n < 1 {
 			t.Fatalf("handshakes with nginx counted: %v", n)
 		}
+		if left := metricValue(t, c, fmt.Sprintf(`caddy_mtls_certificate_expiry_seconds{kind="backend",name="localhost:%d"}`, g.nginxPort)); left < 20*3600 {
+			t.Fatalf("expiry of nginx's certificate: %v", left)
+		}
 		eventually(t, "log line for the untrusted backend", func() error {
 			if !strings.Contains(c.Logs(), "certificate signed by unknown authority") {
 				return fmt.Errorf("no log line says why the backend was refused")

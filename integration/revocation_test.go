@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -63,6 +64,22 @@ https://localhost:%[1]d {
 	if n := metricValue(t, c, `caddy_mtls_requests_total{reason="revoked",result="rejected",source="tls"}`); n != 1 {
 		t.Fatalf("revoked requests counted: %v", n)
 	}
+
+	// With the events app in the config, a refusal is an event
+	// (mtls_request_rejected), which the debug log shows.
+	if status, body := adminCall(t, c, http.MethodPut, "/config/apps/events", map[string]any{}); status != 200 {
+		t.Fatalf("adding the events app: %d %s", status, body)
+	}
+	eventually(t, "rejection event", func() error {
+		doRawE(e.goClient(revoked), base)
+		for _, l := range logLines(c, "event") {
+			data, _ := l["data"].(map[string]any)
+			if l["name"] == "mtls_request_rejected" && data["reason"] == "revoked" && data["fingerprint"] == fingerprintHex(revoked) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no mtls_request_rejected event")
+	})
 
 	// Alice is revoked at runtime.
 	if err := e.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked, e.alice); err != nil {

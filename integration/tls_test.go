@@ -193,6 +193,25 @@ func checkTLSSite(t *testing.T, e *env, c *caddyProc, port int) {
 				t.Fatalf("%s moved by %v, want %v", series[k], got, want)
 			}
 		}
+		// The test certificates end in about a day.
+		for _, name := range []string{`{kind="client",name="partner"}`, `{kind="trust",name="Integration Root"}`} {
+			left := metricValue(t, c, "caddy_mtls_certificate_expiry_seconds"+name)
+			if left < 20*3600 || left > 25*3600 {
+				t.Fatalf("expiry of %s: %v seconds", name, left)
+			}
+		}
+	})
+
+	t.Run("expiry warnings", func(t *testing.T) {
+		found := false
+		for _, l := range logLines(c, "certificate expires soon") {
+			if l["kind"] == "client" && l["name"] == "partner" {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatal("no warning for the pinned client that ends within 30 days")
+		}
 	})
 
 	t.Run("logs", func(t *testing.T) {

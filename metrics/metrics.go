@@ -62,7 +62,7 @@ func Register(ctx caddy.Context) error {
 	if registry == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections} {
+	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

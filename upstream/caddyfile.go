@@ -25,6 +25,7 @@ import (
 //	    profiles_file <path> [reload <interval>]
 //	    max_pools     <count>
 //	    keypair_refresh <interval>
+//	    expiry_warning  <duration>
 //	}
 //
 // `profile` may be repeated; the other subdirectives may be given once.
@@ -82,6 +83,23 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			t.KeyPairRefresh = dur
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "expiry_warning":
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := mtlscaddyfile.PositiveDuration(d, "expiry_warning")
+			if err != nil {
+				return err
+			}
+			t.ExpiryWarning = dur
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -89,6 +89,7 @@ func (f *profilesFile) attempt(t *Transport, data []byte) (int, error) {
 		return 0, err
 	}
 	old := t.profiles.Swap(set)
+	t.trackExpiry(set)
 	cleanupModules(f.modules)
 	f.modules = mods
 	t.watchKeyPairsIfUsed(set)

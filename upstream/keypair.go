@@ -76,6 +76,7 @@ func (t *Transport) watchKeyPairs(interval time.Duration) {
 				continue
 			}
 			p.keyPair.current.Store(&cert)
+			t.trackExpiry(t.profiles.Load())
 			// Pooled connections were made with the old key pair: close
 			// the idle ones, so it stops being presented.
 			p.defaultRT.CloseIdleConnections()

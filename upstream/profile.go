@@ -100,6 +100,8 @@ type profile struct {
 	// request; the default identity serves otherwise and for health checks.
 	aliasTemplate string
 	defaultCerts  []tls.Certificate
+	// trust holds the certificates of its own trust pool, when known.
+	trust []*x509.Certificate
 	// keyPair, when set, is the stored key pair the profile presents; the
 	// current version is swapped in when it changes in the storage.
 	keyPair *storedKeyPair
@@ -128,6 +130,9 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 			return nil, err
 		}
 		out.base.RootCAs = ca.CertPool()
+		if lister, ok := ca.(caddytls.CertificateProvider); ok {
+			out.trust = lister.Certificates()
+		}
 	case p.trustPool != nil:
 		if len(p.trustPool) == 0 {
 			return nil, errors.New("trust store has no certificates")
@@ -136,6 +141,7 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		for _, c := range p.trustPool {
 			out.base.RootCAs.AddCert(c)
 		}
+		out.trust = p.trustPool
 	}
 
 	repl := caddy.NewReplacer()

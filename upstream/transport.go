@@ -7,6 +7,7 @@ package upstream
 import (
 	"container/list"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,12 @@ type Transport struct {
 	// How often the profiles file is checked for changes. A broken new
 	// version is logged and the last good profiles stay. Default: `1m`.
 	ProfilesReload caddy.Duration `json:"profiles_reload,omitempty"`
+
+	// How long before a certificate of a profile (trust pool CA, client key
+	// pair, backend certificate last seen) ends a warning is logged, at
+	// provision and daily, and the event mtls_certificate_expiring emitted.
+	// Default: `720h`.
+	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
 	// How often the key pairs of `client_keypair` profiles are read again
 	// from the storage. Default: `30s`.
@@ -151,6 +158,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 
 	t.profiles.Store(set)
+	t.trackExpiry(set)
 	if t.ProfilesFile != "" {
 		t.file = &profilesFile{path: t.ProfilesFile, done: make(chan struct{})}
 		data, err := readBounded(t.ProfilesFile)
@@ -170,7 +178,46 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		go t.watch(interval)
 	}
 	t.watchKeyPairsIfUsed(t.profiles.Load())
+	window := time.Duration(t.ExpiryWarning)
+	if window <= 0 {
+		window = metrics.DefaultExpiryWarning
+	}
+	metrics.WatchExpiring(ctx, t, window, t.logger, metrics.NewEmitter(ctx))
 	return nil
+}
+
+// trackExpiry shows the expiry of the trust pools and client key pairs of
+// the profiles in set.
+func (t *Transport) trackExpiry(set *profileSet) {
+	trust, keyPairs := map[string]time.Time{}, map[string]time.Time{}
+	for _, p := range set.all {
+		for _, c := range p.trust {
+			trust[p.name+" "+certName(c)] = c.NotAfter
+		}
+		certs := p.defaultCerts
+		if p.keyPairs != nil {
+			certs = allCerts(p.keyPairs)
+		}
+		if p.keyPair != nil {
+			certs = []tls.Certificate{*p.keyPair.current.Load()}
+		}
+		for _, c := range certs {
+			if c.Leaf != nil {
+				keyPairs[p.name+" "+certName(c.Leaf)] = c.Leaf.NotAfter
+			}
+		}
+	}
+	metrics.SetExpiry(t, metrics.KindTrust, trust)
+	metrics.SetExpiry(t, metrics.KindKeyPair, keyPairs)
+}
+
+// certName names a certificate in metrics: its subject's common name, else
+// its whole subject.
+func certName(c *x509.Certificate) string {
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return c.Subject.String()
 }
 
 // watchKeyPairsIfUsed starts watching the stored key pairs, once, when a
@@ -272,8 +319,11 @@ func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.
 	// Count the handshakes that succeed here; failed ones surface as
 	// round trip errors (see RoundTrip).
 	name := p.name
-	cfg.VerifyConnection = func(tls.ConnectionState) error {
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		metrics.Handshake(name, true)
+		if len(cs.PeerCertificates) > 0 {
+			metrics.SetOneExpiry(t, metrics.KindBackend, name, cs.PeerCertificates[0].NotAfter)
+		}
 		return nil
 	}
 	rt.TLSClientConfig = cfg
@@ -403,6 +453,7 @@ func (t *Transport) Cleanup() error {
 	if t.pools != nil {
 		t.pools.closeAll()
 	}
+	metrics.ForgetExpiry(t)
 	return t.HTTPTransport.Cleanup()
 }
 

@@ -1,0 +1,90 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Kinds of certificates whose expiry is shown.
+const (
+	KindTrust   = "trust"   // a CA of a trust pool
+	KindClient  = "client"  // a pinned or stored client
+	KindKeyPair = "keypair" // an identity the gateway presents
+	KindBackend = "backend" // a backend's certificate, as last seen
+)
+
+// expiryDesc describes caddy_mtls_certificate_expiry_seconds.
+var expiryDesc = prometheus.NewDesc("caddy_mtls_certificate_expiry_seconds",
+	"Seconds until a certificate the config uses expires (negative once expired), by kind (trust, client, keypair, backend) and name.",
+	[]string{"kind", "name"}, nil)
+
+// expiryTracker holds the certificates of every module instance that uses
+// some; it computes the seconds left when scraped.
+type expiryTracker struct {
+	mu     sync.Mutex
+	owners map[any]map[string]map[string]time.Time // owner -> kind -> name -> not after
+}
+
+var expiry = &expiryTracker{owners: map[any]map[string]map[string]time.Time{}}
+
+// SetExpiry sets the certificates of one kind that owner (a module
+// instance) uses, replacing what it had set for that kind.
+func SetExpiry(owner any, kind string, notAfter map[string]time.Time) {
+	expiry.mu.Lock()
+	defer expiry.mu.Unlock()
+	kinds := expiry.owners[owner]
+	if kinds == nil {
+		kinds = map[string]map[string]time.Time{}
+		expiry.owners[owner] = kinds
+	}
+	kinds[kind] = notAfter
+}
+
+// SetOneExpiry sets one certificate of owner.
+func SetOneExpiry(owner any, kind, name string, notAfter time.Time) {
+	expiry.mu.Lock()
+	defer expiry.mu.Unlock()
+	kinds := expiry.owners[owner]
+	if kinds == nil {
+		kinds = map[string]map[string]time.Time{}
+		expiry.owners[owner] = kinds
+	}
+	if kinds[kind] == nil {
+		kinds[kind] = map[string]time.Time{}
+	}
+	kinds[kind][name] = notAfter
+}
+
+// ForgetExpiry drops what owner set, when it is cleaned up.
+func ForgetExpiry(owner any) {
+	expiry.mu.Lock()
+	defer expiry.mu.Unlock()
+	delete(expiry.owners, owner)
+}
+
+// Describe implements prometheus.Collector.
+func (t *expiryTracker) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+// Collect implements prometheus.Collector: one series per kind and name,
+// the earliest expiry when several owners use the same name.
+func (t *expiryTracker) Collect(ch chan<- prometheus.Metric) {
+	t.mu.Lock()
+	earliest := map[[2]string]time.Time{}
+	for _, kinds := range t.owners {
+		for kind, names := range kinds {
+			for name, notAfter := range names {
+				k := [2]string{kind, name}
+				if cur, ok := earliest[k]; !ok || notAfter.Before(cur) {
+					earliest[k] = notAfter
+				}
+			}
+		}
+	}
+	t.mu.Unlock()
+	now := time.Now()
+	for k, notAfter := range earliest {
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, notAfter.Sub(now).Seconds(), k[0], k[1])
+	}
+}
