@@ -183,10 +183,10 @@ https://localhost:%[1]d {
 		if status, _ := get(g.alice, "/wrong-trust/x"); status != 502 {
 			t.Fatalf("untrusted backend: %d, want 502", status)
 		}
-		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{profile="127.0.0.1:%d",result="error"}`, g.a.Port)); n < 1 {
+		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{identity="default",profile="127.0.0.1:%d",result="error"}`, g.a.Port)); n < 1 {
 			t.Fatalf("failed handshakes counted: %v", n)
 		}
-		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{profile="localhost:%d",result="ok"}`, g.nginxPort)); n < 1 {
+		if n := metricValue(t, c, fmt.Sprintf(`caddy_mtls_upstream_handshakes_total{identity="default",profile="localhost:%d",result="ok"}`, g.nginxPort)); n < 1 {
 			t.Fatalf("handshakes with nginx counted: %v", n)
 		}
 		if left := metricValue(t, c, fmt.Sprintf(`caddy_mtls_certificate_expiry_seconds{kind="backend",name="localhost:%d"}`, g.nginxPort)); left < 20*3600 {

@@ -27,8 +27,8 @@ var (
 
 	handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "upstream_handshakes_total",
-		Help: "TLS handshakes of ssl_profiles with upstreams, by profile and result (ok, error).",
-	}, []string{"profile", "result"})
+		Help: "TLS handshakes of ssl_profiles with upstreams, by profile, client identity (an alias, or default) and result (ok, error).",
+	}, []string{"profile", "identity", "result"})
 
 	profilesFileRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "profiles_file_rejections_total",
@@ -85,13 +85,13 @@ func Rejected(reason string, source int) {
 	}
 }
 
-// Handshake counts an upstream TLS handshake of a profile.
-func Handshake(profile string, ok bool) {
+// Handshake counts an upstream TLS handshake of a profile and identity.
+func Handshake(profile, identity string, ok bool) {
 	result := "ok"
 	if !ok {
 		result = "error"
 	}
-	handshakes.WithLabelValues(profile, result).Inc()
+	handshakes.WithLabelValues(profile, identity, result).Inc()
 }
 
 // ProfilesFileRejected counts a refused version of a profiles file.

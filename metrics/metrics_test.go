@@ -24,8 +24,8 @@ func TestCounters(t *testing.T) {
 	if got := testutil.ToFloat64(requests.WithLabelValues("rejected", "revoked", "header")) - before; got != 1 {
 		t.Fatalf("revoked/header moved by %v", got)
 	}
-	Handshake("a:1", false)
-	if got := testutil.ToFloat64(handshakes.WithLabelValues("a:1", "error")); got != 1 {
+	Handshake("a:1", "default", false)
+	if got := testutil.ToFloat64(handshakes.WithLabelValues("a:1", "default", "error")); got != 1 {
 		t.Fatalf("handshake errors %v", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
 //	        tls_insecure_skip_verify
+//	        revocation { mode ...; crl <file|url>...; reload <interval>; leaf_only }
 //	    }
 //	    profiles_file <path> [reload <interval>]
 //	    max_pools     <count>
@@ -231,6 +232,16 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+
+		case "revocation":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			rc, err := mtlscaddyfile.ParseRevocation(d)
+			if err != nil {
+				return nil, err
+			}
+			p.Revocation = rc
 
 		case "tls_insecure_skip_verify":
 			if d.NextArg() {

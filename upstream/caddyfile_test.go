@@ -35,6 +35,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				 "insecure_skip_verify":true}],
 			"profiles_file":"/profiles.json","profiles_reload":30000000000,"max_pools":10}`},
 		{"file only", "ssl_profiles {\n profiles_file /etc/caddy/multi_ssl_profiles.xml\n}", `{"profiles_file":"/etc/caddy/multi_ssl_profiles.xml"}`},
+		{"profile revocation", "ssl_profiles {\n profile a:1 {\n revocation {\n crl /a.crl\n leaf_only\n }\n }\n}", `{"profiles":[{"servers":["a:1"],"revocation":{"crl":["/a.crl"],"leaf_only":true}}]}`},
 		{"stored key pair", "ssl_profiles {\n keypair_refresh 10s\n profile a:1 {\n tls_client_keypair gw\n }\n}", `{"keypair_refresh":10000000000,"profiles":[{"servers":["a:1"],"client_keypair":"gw"}]}`},
 		{"empty", "ssl_profiles", `{}`},
 	}

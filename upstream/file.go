@@ -166,7 +166,7 @@ func (t *Transport) closeRetired(old, set *profileSet) {
 	}
 	for _, p := range old.all {
 		if !current[p] {
-			p.defaultRT.CloseIdleConnections()
+			p.retire()
 		}
 	}
 	t.pools.drop(func(p *profile) bool { return current[p] })

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/caddy-mtls/caddy-mtls/keystore"
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
 // Profile is the SSL profile of the upstreams whose dial address matches one
@@ -52,6 +54,10 @@ type Profile struct {
 
 	// The lowest TLS version: `tls1.2` or `tls1.3`. Default: `tls1.2`.
 	MinVersion string `json:"min_version,omitempty"`
+
+	// Checking the upstream's certificate chain against its issuers' CRLs;
+	// a revoked backend fails that handshake. Default: none.
+	Revocation *revocation.Config `json:"revocation,omitempty"`
 
 	// Skip verifying the upstream's certificate. Insecure: for tests only.
 	// Default: `false`.
@@ -100,6 +106,10 @@ type profile struct {
 	// request; the default identity serves otherwise and for health checks.
 	aliasTemplate string
 	defaultCerts  []tls.Certificate
+	// revocation checks the backend's chain, when configured; its CRL
+	// watcher stops when the profile retires.
+	revocation *revocation.Checker
+	stop       context.CancelFunc
 	// trust holds the certificates of its own trust pool, when known.
 	trust []*x509.Certificate
 	// keyPair, when set, is the stored key pair the profile presents; the
@@ -217,7 +227,29 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		out.base.MinVersion = v
 	}
 	out.base.InsecureSkipVerify = p.InsecureSkipVerify
+	if p.Revocation != nil {
+		var err error
+		if out.revocation, err = revocation.New(*p.Revocation, ctx.Logger()); err != nil {
+			return nil, err
+		}
+		if out.revocation != nil {
+			watchCtx, cancel := context.WithCancel(ctx)
+			out.stop = cancel
+			go out.revocation.Watch(watchCtx)
+		}
+	}
 	return out, nil
+}
+
+// retire closes what the profile holds open: idle connections, watchers.
+// Requests in flight finish.
+func (p *profile) retire() {
+	if p.defaultRT != nil {
+		p.defaultRT.CloseIdleConnections()
+	}
+	if p.stop != nil {
+		p.stop()
+	}
 }
 
 func allCerts(st *keystore.Store) []tls.Certificate {

@@ -253,7 +253,7 @@ func (t *Transport) buildProfile(p *Profile, loadCA func(*Profile) (caddytls.CA,
 	if built.base.InsecureSkipVerify {
 		t.logger.Warn("TLS verification of upstreams is OFF for this profile: anyone on the path can impersonate them", zap.Strings("servers", p.Servers))
 	}
-	if built.defaultRT, err = t.newRoundTripper(built, built.defaultCerts); err != nil {
+	if built.defaultRT, err = t.newRoundTripper(built, defaultIdentity, built.defaultCerts); err != nil {
 		return nil, err
 	}
 	return built, nil
@@ -278,7 +278,7 @@ func (t *Transport) merge(fileSet []*profile) (*profileSet, error) {
 // newRoundTripper builds an *http.Transport for profile p presenting certs,
 // from the base config, so it has every base setting (timeouts, keep-alive,
 // HTTP versions, dialing) and its own connection pool.
-func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.Transport, error) {
+func (t *Transport) newRoundTripper(p *profile, identity string, certs []tls.Certificate) (*http.Transport, error) {
 	var ht reverseproxy.HTTPTransport
 	if err := json.Unmarshal(t.baseJSON, &ht); err != nil {
 		return nil, fmt.Errorf("decoding base transport: %w", err)
@@ -318,9 +318,15 @@ func (t *Transport) newRoundTripper(p *profile, certs []tls.Certificate) (*http.
 	}
 	// Count the handshakes that succeed here; failed ones surface as
 	// round trip errors (see RoundTrip).
-	name := p.name
+	name, checker := p.name, p.revocation
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		metrics.Handshake(name, true)
+		if checker != nil && len(cs.VerifiedChains) > 0 {
+			if reason, _ := checker.Check(cs.VerifiedChains[0], time.Now()); reason != "" {
+				metrics.Handshake(name, identity, false)
+				return fmt.Errorf("backend certificate refused: %s (revocation status %s)", certName(cs.PeerCertificates[0]), reason)
+			}
+		}
+		metrics.Handshake(name, identity, true)
 		if len(cs.PeerCertificates) > 0 {
 			metrics.SetOneExpiry(t, metrics.KindBackend, name, cs.PeerCertificates[0].NotAfter)
 		}
@@ -340,7 +346,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if p == nil {
 		return t.HTTPTransport.RoundTrip(req)
 	}
-	rt, err := t.roundTripperFor(p, req)
+	rt, identity, err := t.roundTripperFor(p, req)
 	if err != nil {
 		// The request's own identity is wrong, not the upstream: answer
 		// 502 here rather than fail the round trip, which would count
@@ -354,7 +360,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		if isHandshakeError(err) {
-			metrics.Handshake(p.name, false)
+			metrics.Handshake(p.name, identity, false)
 		}
 		return nil, profileError{profile: p.name, err: err}
 	}
@@ -409,10 +415,10 @@ func (e profileError) Timeout() bool {
 func (e profileError) Temporary() bool { return false }
 
 // roundTripperFor returns the connection pool for req's client identity
-// in profile p.
-func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transport, error) {
+// in profile p, and the identity's name (an alias, or "default").
+func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transport, string, error) {
 	if p.aliasTemplate == "" || isHealthCheck(req) {
-		return p.defaultRT, nil
+		return p.defaultRT, defaultIdentity, nil
 	}
 	repl, _ := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	alias := ""
@@ -420,16 +426,20 @@ func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transp
 		alias = repl.ReplaceKnown(p.aliasTemplate, "")
 	}
 	if alias == "" {
-		return nil, fmt.Errorf("client alias %s is empty for this request", p.aliasTemplate)
+		return nil, "", fmt.Errorf("client alias %s is empty for this request", p.aliasTemplate)
 	}
 	kp, ok := p.keyPairs.KeyPair(alias)
 	if !ok {
-		return nil, fmt.Errorf("no client key pair %.64q in the keystore", alias)
+		return nil, "", fmt.Errorf("no client key pair %.64q in the keystore", alias)
 	}
-	return t.pools.get(poolKey{p: p, alias: kp.Alias}, func() (*http.Transport, error) {
-		return t.newRoundTripper(p, []tls.Certificate{kp.Certificate})
+	rt, err := t.pools.get(poolKey{p: p, alias: kp.Alias}, func() (*http.Transport, error) {
+		return t.newRoundTripper(p, kp.Alias, []tls.Certificate{kp.Certificate})
 	})
+	return rt, kp.Alias, err
 }
+
+// defaultIdentity names a profile's default client identity in metrics.
+const defaultIdentity = "default"
 
 // isHealthCheck reports whether req is one of reverse_proxy's active health
 // checks: they carry no request variables.
@@ -447,7 +457,7 @@ func (t *Transport) Cleanup() error {
 	}
 	if set := t.profiles.Load(); set != nil {
 		for _, p := range set.all {
-			p.defaultRT.CloseIdleConnections()
+			p.retire()
 		}
 	}
 	if t.pools != nil {

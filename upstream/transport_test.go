@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -302,3 +303,31 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// TestRevokedBackend: a backend whose certificate is on its CA's CRL fails
+// the handshake; with a clean CRL it is reached.
+func TestRevokedBackend(t *testing.T) {
+	f := newFixture(t)
+	crl := filepath.Join(f.dir, "backend-a.crl")
+	for _, tc := range []struct {
+		revoked []*testpki.Cert
+		wantErr string
+	}{
+		{nil, ""},
+		{[]*testpki.Cert{f.backendA.Server}, "backend certificate refused: localhost (revocation status revoked)"},
+	} {
+		if err := f.backendA.ServerCA.WriteCRL(crl, time.Now().Add(time.Hour), tc.revoked...); err != nil {
+			t.Fatal(err)
+		}
+		cfg := strings.Replace(f.config(""), `"client_certificate_file":"`+f.files["gwA"]+`"`,
+			`"revocation":{"mode":"strict","crl":["`+crl+`"]},"client_certificate_file":"`+f.files["gwA"]+`"`, 1)
+		tr := mustTransport(t, cfg)
+		got, err := proxy(tr, f.backendA.Addr, nil)
+		switch {
+		case tc.wantErr == "" && (err != nil || got != "a gateway-for-a"):
+			t.Fatalf("clean CRL: %q %v", got, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Fatalf("revoked backend: %q %v", got, err)
+		}
+	}
+}

@@ -22,6 +22,7 @@ type Backend struct {
 	Port     int
 	Addr     string        // localhost:<port>
 	ServerCA *testpki.Cert // the CA of its server certificate (for localhost)
+	Server   *testpki.Cert // its server certificate
 	healthCN atomic.Value
 }
 
@@ -30,6 +31,7 @@ func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
 	t.Helper()
 	b := &Backend{ServerCA: testpki.Must(testpki.NewCA(name + " server CA"))}
 	server := testpki.Must(b.ServerCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
+	b.Server = server
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cn := r.TLS.PeerCertificates[0].Subject.CommonName
 		if r.URL.Path == "/health" {
