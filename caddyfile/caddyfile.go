@@ -108,6 +108,8 @@ func PositiveDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
 //	    mode      skip | ignore_ca_error | strict
 //	    crl       <file|url> [...]
 //	    reload    <interval>
+//	    ocsp      [<responder url>]
+//	    ocsp_timeout <duration>
 //	    leaf_only
 //	}
 func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
@@ -156,14 +158,32 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 				return nil, d.ArgErr()
 			}
 			rc.LeafOnly = true
-		case "ocsp", "ocsp_timeout":
-			return nil, d.Errf("revocation '%s' is not supported yet: use crl", sub)
+		case "ocsp":
+			rc.OCSP = true
+			if d.NextArg() {
+				rc.OCSPResponder = d.Val()
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "ocsp_timeout":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			dur, err := PositiveDuration(d, "ocsp_timeout")
+			if err != nil {
+				return nil, err
+			}
+			rc.OCSPTimeout = dur
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		default:
 			return nil, d.Errf("unrecognized revocation subdirective '%s'", sub)
 		}
 	}
-	if len(rc.CRLs) == 0 && rc.Mode != "skip" {
-		return nil, d.Err("revocation needs at least one crl")
+	if len(rc.CRLs) == 0 && !rc.OCSP && rc.Mode != "skip" {
+		return nil, d.Err("revocation needs a crl or ocsp")
 	}
 	return rc, nil
 }

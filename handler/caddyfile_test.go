@@ -60,9 +60,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				crl /a.crl http://pki.example/b.crl
 				crl /c.crl
 				reload 10m
+				ocsp http://ocsp.example
+				ocsp_timeout 3s
 				leaf_only
 			}
-		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"revocation":{"mode":"strict","crl":["/a.crl","http://pki.example/b.crl","/c.crl"],"reload":600000000000,"leaf_only":true}}`},
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"revocation":{"mode":"strict","crl":["/a.crl","http://pki.example/b.crl","/c.crl"],"reload":600000000000,"ocsp":true,"ocsp_responder":"http://ocsp.example","ocsp_timeout":3000000000,"leaf_only":true}}`},
 		{"forward format only", `client_cert_auth {
 			trust_pool file /ca.pem
 			forward base64_der
@@ -129,9 +131,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"expiry_warning bad", "client_cert_auth {\n expiry_warning soon\n}", "invalid expiry_warning 'soon'"},
 		{"clients_from_storage bad word", "client_cert_auth {\n clients_from_storage every 5s\n}", "expected 'refresh <interval>'"},
 		{"clients_from_storage bad interval", "client_cert_auth {\n clients_from_storage refresh soon\n}", "invalid refresh interval 'soon'"},
-		{"revocation without crl", "client_cert_auth {\n revocation {\n mode strict\n }\n}", "revocation needs at least one crl"},
+		{"revocation without crl", "client_cert_auth {\n revocation {\n mode strict\n }\n}", "revocation needs a crl or ocsp"},
 		{"revocation bad mode", "client_cert_auth {\n revocation {\n mode hard\n crl /a\n }\n}", "invalid revocation mode 'hard'"},
-		{"revocation ocsp", "client_cert_auth {\n revocation {\n ocsp\n }\n}", "'ocsp' is not supported yet"},
+		{"revocation ocsp timeout", "client_cert_auth {\n revocation {\n ocsp\n ocsp_timeout never\n }\n}", "invalid ocsp_timeout 'never'"},
 		{"revocation unknown", "client_cert_auth {\n revocation {\n crls /a\n }\n}", "unrecognized revocation subdirective 'crls'"},
 		{"cache_size zero", "client_cert_auth {\n cache_size 0\n}", "invalid cache_size '0'"},
 		{"cache_size word", "client_cert_auth {\n cache_size lots\n}", "invalid cache_size 'lots'"},

@@ -35,9 +35,18 @@ type Config struct {
 	// `strict` | revoked certificates and unknown statuses are refused
 	Mode string `json:"mode,omitempty"`
 
-	// CRL files (PEM or DER) or http(s) URLs. Required unless the mode is
-	// `skip`.
+	// CRL files (PEM or DER) or http(s) URLs. Default: none.
 	CRLs []string `json:"crl,omitempty"`
+
+	// Ask OCSP responders about certificates whose issuer has no CRL here.
+	// Default: `false`.
+	OCSP bool `json:"ocsp,omitempty"`
+
+	// The OCSP responder to ask. Default: the certificate's own (AIA).
+	OCSPResponder string `json:"ocsp_responder,omitempty"`
+
+	// How long an OCSP query may take. Default: `2s`.
+	OCSPTimeout caddy.Duration `json:"ocsp_timeout,omitempty"`
 
 	// How often the CRLs are read again. A CRL that cannot be read keeps
 	// the last one read until its nextUpdate. Default: `1h`.
@@ -64,8 +73,9 @@ type Checker struct {
 	logger *zap.Logger
 	client *http.Client
 
-	crls atomic.Pointer[crlSet]
-	gen  atomic.Uint64
+	crls      atomic.Pointer[crlSet]
+	gen       atomic.Uint64
+	ocspCache ocspCache
 
 	verified sync.Map // crlSigKey -> bool: whether a CRL's signature verifies with an issuer
 	warned   sync.Map // string -> struct{}: issues already logged
@@ -90,10 +100,11 @@ func New(cfg Config, logger *zap.Logger) (*Checker, error) {
 	default:
 		return nil, fmt.Errorf("revocation mode %q: want skip, ignore_ca_error or strict", cfg.Mode)
 	}
-	if len(cfg.CRLs) == 0 {
-		return nil, errors.New("revocation: no crl given")
+	if len(cfg.CRLs) == 0 && !cfg.OCSP {
+		return nil, errors.New("revocation: neither crl nor ocsp given")
 	}
 	c := &Checker{cfg: cfg, strict: cfg.Mode == "strict", logger: logger, client: &http.Client{Timeout: 10 * time.Second}}
+	c.ocspCache.m = map[ocspKey]ocspAnswer{}
 	set := &crlSet{bySource: map[string]*x509.RevocationList{}}
 	for _, src := range cfg.CRLs {
 		crl, err := c.fetch(context.Background(), src)
@@ -144,6 +155,9 @@ func (c *Checker) Watch(ctx context.Context) {
 // Reload reads every CRL again; one that cannot be read keeps its last
 // version.
 func (c *Checker) Reload(ctx context.Context) {
+	if len(c.cfg.CRLs) == 0 {
+		return
+	}
 	old := c.crls.Load()
 	next := &crlSet{bySource: map[string]*x509.RevocationList{}}
 	changed := false
@@ -229,6 +243,16 @@ func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string
 	for i := 0; i < n; i++ {
 		cert, issuer := chain[i], chain[i+1]
 		crl := c.currentCRL(set, issuer, now)
+		if crl == nil && c.cfg.OCSP {
+			r, u := c.checkOCSP(cert, issuer, now)
+			if !u.IsZero() && (until.IsZero() || u.Before(until)) {
+				until = u
+			}
+			if r != "" {
+				return r, until
+			}
+			continue
+		}
 		if crl == nil {
 			c.warnOnce("no current CRL of "+issuer.Subject.String(), zap.String("issuer", issuer.Subject.String()))
 			if c.strict {

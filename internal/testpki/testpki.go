@@ -46,6 +46,8 @@ type Options struct {
 	IPAddresses []net.IP
 	URIs        []string
 	Emails      []string
+	// OCSPServer is the certificate's OCSP responder (AIA).
+	OCSPServer []string
 }
 
 // NewCA makes a self-signed root CA.
@@ -81,6 +83,7 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 		DNSNames:       opts.DNSNames,
 		IPAddresses:    opts.IPAddresses,
 		EmailAddresses: opts.Emails,
+		OCSPServer:     opts.OCSPServer,
 	}
 	if opts.Organization != "" {
 		tmpl.Subject.Organization = []string{opts.Organization}
