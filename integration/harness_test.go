@@ -133,6 +133,7 @@ func freePort(t *testing.T) int {
 // caddyProc is a running Caddy.
 type caddyProc struct {
 	admin  string // host:port of the admin endpoint
+	pid    int
 	exited <-chan struct{}
 	mu     sync.Mutex
 	logs   bytes.Buffer
@@ -196,6 +197,7 @@ func startCaddy(t *testing.T, e *env, config, adapter string, ready ...string) *
 	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
 	cmd.Stdout, cmd.Stderr = lockedWriter{c}, lockedWriter{c}
 	c.exited = runProcess(t, "caddy", cmd, c.Logs)
+	c.pid = cmd.Process.Pid
 	for _, addr := range append([]string{c.admin}, ready...) {
 		waitListening(t, addr, c.exited, c.Logs)
 	}
