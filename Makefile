@@ -29,8 +29,10 @@ test: lint
 	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
 	CADDY_BIN=$(TEST_CADDY) go test -race -count=1 ./...
 
-bench:
+# Go benchmarks, then the side-by-side load comparison (see BENCHMARKS.md).
+bench: build
 	go test -run '^$$' -bench . -benchmem ./handler ./certcodec ./upstream
+	go run ./bench/compare -caddy $(CADDY)
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./certcodec
