@@ -491,7 +491,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if v == nil {
 		if h.optional {
-			setIdentity(r, anonymous)
+			setIdentity(r, anonymous, nil)
 			return next.ServeHTTP(w, r)
 		}
 		reason := reasonNoCert
@@ -505,7 +505,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	metrics.Accepted(int(source))
-	setIdentity(r, v.placeholders[source])
+	setIdentity(r, v.identity, sourceNames[source])
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
 	}

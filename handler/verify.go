@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -60,9 +59,8 @@ type verdict struct {
 	subject     string
 	forward     string // the leaf encoded for the forward header
 
-	// placeholders holds, per source, the {http.auth.user.*} values, boxed
-	// once.
-	placeholders [2]map[string]any
+	// identity holds the {http.auth.user.*} values of an accepted chain.
+	identity *identity
 }
 
 // fromTLS returns the verdict on a TLS peer certificate chain.
@@ -217,23 +215,18 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	for i, u := range leaf.URIs {
 		uris[i] = u.String()
 	}
-	vals := map[string]any{
-		"id":          id,
-		"alias":       alias,
-		"tier":        tier,
-		"subject":     subject,
-		"issuer":      leaf.Issuer.String(),
-		"serial":      leaf.SerialNumber.String(),
-		"fingerprint": v.fingerprint,
-		"not_after":   leaf.NotAfter.UTC().Format(time.RFC3339),
-		"san_dns":     strings.Join(leaf.DNSNames, ","),
-		"san_uri":     strings.Join(uris, ","),
-		"san_email":   strings.Join(leaf.EmailAddresses, ","),
-	}
-	for _, src := range []certSource{sourceTLS, sourceHeader} {
-		withSource := maps.Clone(vals)
-		withSource["source"] = src.String()
-		v.placeholders[src] = withSource
+	v.identity = &identity{
+		id:          id,
+		alias:       alias,
+		tier:        tier,
+		subject:     subject,
+		issuer:      leaf.Issuer.String(),
+		serial:      leaf.SerialNumber.String(),
+		fingerprint: v.fingerprint,
+		notAfter:    leaf.NotAfter.UTC().Format(time.RFC3339),
+		sanDNS:      strings.Join(leaf.DNSNames, ","),
+		sanURI:      strings.Join(uris, ","),
+		sanEmail:    strings.Join(leaf.EmailAddresses, ","),
 	}
 	return v
 }

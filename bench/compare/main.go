@@ -46,6 +46,7 @@ var (
 	rounds      = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
 	concurrency = flag.Int("concurrency", 16, "concurrent client connections")
 	callers     = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
+	only        = flag.String("workloads", "keepalive,handshake,many_callers", "the workloads to run, comma-separated")
 )
 
 func main() {
@@ -430,7 +431,7 @@ https://localhost:%[1]d {
 	}`, port, p.files["server"], p.files["server-key"], p.files["client-ca"], bePort, p.files["server-ca"], p.files["gateway"], p.files["gateway-key"]), port)
 		}},
 	}
-	workloads := []string{"keepalive", "handshake", "many_callers"}
+	workloads := strings.Split(*only, ",")
 	results := map[string]map[string][]result{}
 	for _, wl := range workloads {
 		results[wl] = map[string][]result{}
