@@ -81,6 +81,18 @@ https://localhost:%[1]d {
 		return fmt.Errorf("no mtls_request_rejected event")
 	})
 
+	// The reload that added the events app re-provisioned the handler: its
+	// expiring trust pool CA (the test's, ending in a day) is an event too.
+	eventually(t, "expiry event", func() error {
+		for _, l := range logLines(c, "event") {
+			data, _ := l["data"].(map[string]any)
+			if l["name"] == "mtls_certificate_expiring" && data["kind"] == "trust" && data["name"] == "Integration Root" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no mtls_certificate_expiring event")
+	})
+
 	// Alice is revoked at runtime.
 	if err := e.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked, e.alice); err != nil {
 		t.Fatal(err)
