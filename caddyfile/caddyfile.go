@@ -123,17 +123,15 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 		seen[sub] = true
 		switch sub {
 		case "mode":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
+			mode, err := OneArg(d)
+			if err != nil {
+				return nil, err
 			}
-			switch d.Val() {
+			switch mode {
 			case "skip", "ignore_ca_error", "strict":
-				rc.Mode = d.Val()
+				rc.Mode = mode
 			default:
-				return nil, d.Errf("invalid revocation mode '%s': want skip, ignore_ca_error or strict", d.Val())
-			}
-			if d.NextArg() {
-				return nil, d.ArgErr()
+				return nil, d.Errf("invalid revocation mode '%s': want skip, ignore_ca_error or strict", mode)
 			}
 		case "crl":
 			args := d.RemainingArgs()
@@ -142,17 +140,11 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 			}
 			rc.CRLs = append(rc.CRLs, args...)
 		case "reload":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			dur, err := PositiveDuration(d, "revocation reload interval")
+			dur, err := OneDuration(d, "revocation reload interval")
 			if err != nil {
 				return nil, err
 			}
 			rc.Reload = dur
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
 		case "leaf_only":
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -167,17 +159,11 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 				return nil, d.ArgErr()
 			}
 		case "ocsp_timeout":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			dur, err := PositiveDuration(d, "ocsp_timeout")
+			dur, err := OneDuration(d, "ocsp_timeout")
 			if err != nil {
 				return nil, err
 			}
 			rc.OCSPTimeout = dur
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
 		default:
 			return nil, d.Errf("unrecognized revocation subdirective '%s'", sub)
 		}
@@ -186,4 +172,32 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 		return nil, d.Err("revocation needs a crl or ocsp")
 	}
 	return rc, nil
+}
+
+// OneArg returns the one argument of the current subdirective.
+func OneArg(d *cf.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// OneDuration returns the one argument of the current subdirective, a
+// positive duration; what names it in the error.
+func OneDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := PositiveDuration(d, what)
+	if err != nil {
+		return 0, err
+	}
+	if d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	return dur, nil
 }

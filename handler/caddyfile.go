@@ -49,16 +49,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		switch sub {
 		case "mode":
-			if !d.NextArg() {
-				return d.ArgErr()
+			mode, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
 			}
-			if v := d.Val(); v != "require" && v != "optional" {
-				return d.Errf("invalid mode '%s': want require or optional", v)
+			if mode != "require" && mode != "optional" {
+				return d.Errf("invalid mode '%s': want require or optional", mode)
 			}
-			h.Mode = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			h.Mode = mode
 
 		case "trust_pool":
 			raw, err := mtlscaddyfile.ParseTrustPool(d)
@@ -157,30 +155,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Forward = fc
 
 		case "cache_size":
-			if !d.NextArg() {
-				return d.ArgErr()
+			arg, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
 			}
-			n, err := strconv.Atoi(d.Val())
+			n, err := strconv.Atoi(arg)
 			if err != nil || n <= 0 {
-				return d.Errf("invalid cache_size '%s': want a positive number of entries", d.Val())
+				return d.Errf("invalid cache_size '%s': want a positive number of entries", arg)
 			}
 			h.CacheSize = n
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 
 		case "expiry_warning":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := mtlscaddyfile.PositiveDuration(d, "expiry_warning")
+			dur, err := mtlscaddyfile.OneDuration(d, "expiry_warning")
 			if err != nil {
 				return err
 			}
 			h.ExpiryWarning = dur
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 
 		default:
 			return d.Errf("unrecognized subdirective '%s'", sub)

@@ -218,7 +218,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if lister, ok := ca.(caddytls.CertificateProvider); ok {
 			trust := map[string]time.Time{}
 			for _, c := range lister.Certificates() {
-				trust[certName(c)] = c.NotAfter
+				trust[certcodec.Name(c)] = c.NotAfter
 			}
 			metrics.SetExpiry(h, metrics.KindTrust, trust)
 		}
@@ -349,15 +349,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Cleanup() error {
 	metrics.ForgetExpiry(h)
 	return nil
-}
-
-// certName names a certificate in metrics and logs: its subject's common
-// name, else its whole subject.
-func certName(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return c.Subject.CommonName
-	}
-	return c.Subject.String()
 }
 
 // Validate checks that the configuration can accept anything at all.
@@ -550,7 +541,7 @@ func (h *Handler) stripHeaders(r *http.Request) {
 // handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
 	metrics.Rejected(reason, int(source))
-	if h.events != nil {
+	if h.events.Enabled(metrics.EventRequestRejected) {
 		data := map[string]any{"reason": reason, "source": source.String(), "remote_addr": r.RemoteAddr}
 		if v != nil {
 			data["fingerprint"] = v.fingerprint

@@ -2,10 +2,8 @@ package handler
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -229,10 +227,7 @@ func TestPlaceholders(t *testing.T) {
 	}
 }
 
-func fingerprint(c *testpki.Cert) string {
-	sum := sha256.Sum256(c.Cert.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func fingerprint(c *testpki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
 
 func TestOptionalMode(t *testing.T) {
 	p := newPKI(t)

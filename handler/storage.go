@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
@@ -106,16 +107,9 @@ func (h *Handler) loadStoredClients(ctx caddy.Context, st *store.Store) error {
 // watchStoredClients reads the stored clients at every interval until the
 // config is unloaded; a failed reading keeps the last good one.
 func (h *Handler) watchStoredClients(ctx caddy.Context, st *store.Store, interval time.Duration) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			if err := h.loadStoredClients(ctx, st); err != nil {
-				h.logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
-			}
+	periodic.Every(ctx, interval, func() {
+		if err := h.loadStoredClients(ctx, st); err != nil {
+			h.logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
 		}
-	}
+	})
 }

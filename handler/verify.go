@@ -152,7 +152,7 @@ func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]
 func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, now time.Time) *verdict {
 	v := &verdict{
 		gen:         h.generation(),
-		fingerprint: hex.EncodeToString(fp[:]),
+		fingerprint: hex.EncodeToString(fp[:]), // certcodec.Fingerprint, from the hash made for the cache key
 		subject:     capString(leaf.Subject.String(), maxLoggedSubject),
 		expires:     now.Add(verdictTTL),
 	}

@@ -7,10 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
@@ -383,10 +382,7 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func fingerprintHex(c *testpki.Cert) string {
-	sum := sha256.Sum256(c.Cert.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func fingerprintHex(c *testpki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
 
 // loadConfig posts a config to the admin API's /load.
 func loadConfig(t *testing.T, c *caddyProc, config, contentType string) (int, []byte) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 // startNginx runs nginx (Debian's package) in the foreground with the given
@@ -26,26 +27,7 @@ func startNginx(t *testing.T, httpBody string, ready string) {
 		bin = "/usr/sbin/nginx"
 	}
 	dir := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-daemon off;
-error_log %[2]s/error.log info;
-pid %[2]s/nginx.pid;
-events { worker_connections 128; }
-http {
-	access_log off;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-%[3]s
-}
-`, user, dir, httpBody)
+	conf := testpeer.NginxConfig(dir, 1, httpBody)
 	confPath := filepath.Join(dir, "nginx.conf")
 	writeFile(t, confPath, conf)
 	cmd := exec.Command(bin, "-p", dir, "-c", confPath)

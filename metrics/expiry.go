@@ -34,27 +34,28 @@ var expiry = &expiryTracker{owners: map[any]map[string]map[string]time.Time{}}
 func SetExpiry(owner any, kind string, notAfter map[string]time.Time) {
 	expiry.mu.Lock()
 	defer expiry.mu.Unlock()
-	kinds := expiry.owners[owner]
-	if kinds == nil {
-		kinds = map[string]map[string]time.Time{}
-		expiry.owners[owner] = kinds
-	}
-	kinds[kind] = notAfter
+	expiry.kinds(owner)[kind] = notAfter
 }
 
 // SetOneExpiry sets one certificate of owner.
 func SetOneExpiry(owner any, kind, name string, notAfter time.Time) {
 	expiry.mu.Lock()
 	defer expiry.mu.Unlock()
-	kinds := expiry.owners[owner]
-	if kinds == nil {
-		kinds = map[string]map[string]time.Time{}
-		expiry.owners[owner] = kinds
-	}
+	kinds := expiry.kinds(owner)
 	if kinds[kind] == nil {
 		kinds[kind] = map[string]time.Time{}
 	}
 	kinds[kind][name] = notAfter
+}
+
+// kinds returns owner's certificates by kind, made if need be; t.mu is held.
+func (t *expiryTracker) kinds(owner any) map[string]map[string]time.Time {
+	kinds := t.owners[owner]
+	if kinds == nil {
+		kinds = map[string]map[string]time.Time{}
+		t.owners[owner] = kinds
+	}
+	return kinds
 }
 
 // ForgetExpiry drops what owner set, when it is cleaned up.

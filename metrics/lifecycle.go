@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
@@ -35,12 +36,17 @@ func NewEmitter(ctx caddy.Context) *Emitter {
 	return e
 }
 
+// Enabled reports whether anything would observe the event name, so that
+// callers build its data only then.
+func (e *Emitter) Enabled(name string) bool {
+	return e != nil && e.app != nil && e.app.ShouldEmit(name)
+}
+
 // Emit emits the event name with data.
 func (e *Emitter) Emit(name string, data map[string]any) {
-	if e == nil || e.app == nil || !e.app.ShouldEmit(name) {
-		return
+	if e.Enabled(name) {
+		e.app.Emit(e.ctx, name, data)
 	}
-	e.app.Emit(e.ctx, name, data)
 }
 
 // WarnExpiring logs, and emits as an event, every certificate of owner that
@@ -75,16 +81,5 @@ func WarnExpiring(owner any, window time.Duration, logger *zap.Logger, events *E
 // every day until ctx is done.
 func WatchExpiring(ctx caddy.Context, owner any, window time.Duration, logger *zap.Logger, events *Emitter) {
 	WarnExpiring(owner, window, logger, events)
-	go func() {
-		ticker := time.NewTicker(24 * time.Hour)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.C:
-				WarnExpiring(owner, window, logger, events)
-			}
-		}
-	}()
+	go periodic.Every(ctx, 24*time.Hour, func() { WarnExpiring(owner, window, logger, events) })
 }

@@ -225,7 +225,7 @@ func describe(w io.Writer, c *x509.Certificate) {
 	fmt.Fprintf(w, "serial:       %s\n", c.SerialNumber)
 	fmt.Fprintf(w, "not before:   %s\n", c.NotBefore.UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "not after:    %s\n", c.NotAfter.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "fingerprint:  %s (SHA-256)\n", store.Fingerprint(c.Raw))
+	fmt.Fprintf(w, "fingerprint:  %s (SHA-256)\n", certcodec.Fingerprint(c.Raw))
 	fmt.Fprintf(w, "key type:     %s\n", store.KeyTypeOf(c))
 	if len(c.DNSNames)+len(c.URIs)+len(c.EmailAddresses)+len(c.IPAddresses) > 0 {
 		var sans []string

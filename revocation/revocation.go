@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
@@ -140,16 +141,7 @@ func (c *Checker) Watch(ctx context.Context) {
 	if interval <= 0 {
 		interval = time.Hour
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			c.Reload(ctx)
-		}
-	}
+	periodic.Every(ctx, interval, func() { c.Reload(ctx) })
 }
 
 // Reload reads every CRL again; one that cannot be read keeps its last

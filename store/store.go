@@ -11,10 +11,8 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -29,6 +27,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
 )
 
@@ -105,14 +104,8 @@ func (c *Client) Info() ClientInfo {
 	return ClientInfo{
 		Alias: c.Alias, Tier: c.Tier,
 		Subject: c.cert.Subject.String(), Issuer: c.cert.Issuer.String(),
-		Fingerprint: Fingerprint(c.cert.Raw), NotAfter: c.cert.NotAfter.UTC(),
+		Fingerprint: certcodec.Fingerprint(c.cert.Raw), NotAfter: c.cert.NotAfter.UTC(),
 	}
-}
-
-// Fingerprint returns the SHA-256 of DER bytes, lower-case hex.
-func Fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
 }
 
 // maxPEM bounds a certificate or key given to the store.
@@ -208,7 +201,7 @@ func (k *KeyPair) TLSCertificate() tls.Certificate { return k.tls }
 // Info describes the key pair.
 func (k *KeyPair) Info() KeyPairInfo {
 	leaf := k.tls.Leaf
-	return KeyPairInfo{Name: k.Name, Subject: leaf.Subject.String(), Fingerprint: Fingerprint(leaf.Raw), NotAfter: leaf.NotAfter.UTC(), KeyType: KeyTypeOf(leaf)}
+	return KeyPairInfo{Name: k.Name, Subject: leaf.Subject.String(), Fingerprint: certcodec.Fingerprint(leaf.Raw), NotAfter: leaf.NotAfter.UTC(), KeyType: KeyTypeOf(leaf)}
 }
 
 // PutKeyPair stores an uploaded key pair, after checking that the key is

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
@@ -32,7 +33,7 @@ func TestClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Alias != "alice" || info.Tier != "gold" || info.Subject != "CN=alice" || info.Issuer != "CN=Store CA" || info.Fingerprint != Fingerprint(alice.Cert.Raw) {
+	if info.Alias != "alice" || info.Tier != "gold" || info.Subject != "CN=alice" || info.Issuer != "CN=Store CA" || info.Fingerprint != certcodec.Fingerprint(alice.Cert.Raw) {
 		t.Fatalf("info %+v", info)
 	}
 	if _, err := s.PutClient(ctx, "bob", "", string(bob.CertPEM())); err != nil {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -41,6 +42,13 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
+		case "profiles_file", "keypair_refresh", "expiry_warning", "max_pools":
+			if seen[sub] {
+				return d.Errf("subdirective '%s' given twice", sub)
+			}
+			seen[sub] = true
+		}
+		switch sub {
 		case "profile":
 			p, err := unmarshalProfile(d)
 			if err != nil {
@@ -49,10 +57,6 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			t.Profiles = append(t.Profiles, p)
 
 		case "profiles_file":
-			if seen[sub] {
-				return d.Errf("subdirective '%s' given twice", sub)
-			}
-			seen[sub] = true
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -72,55 +76,29 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 
 		case "keypair_refresh":
-			if seen[sub] {
-				return d.Errf("subdirective '%s' given twice", sub)
-			}
-			seen[sub] = true
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := mtlscaddyfile.PositiveDuration(d, "keypair_refresh")
+			dur, err := mtlscaddyfile.OneDuration(d, "keypair_refresh")
 			if err != nil {
 				return err
 			}
 			t.KeyPairRefresh = dur
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 
 		case "expiry_warning":
-			if seen[sub] {
-				return d.Errf("subdirective '%s' given twice", sub)
-			}
-			seen[sub] = true
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := mtlscaddyfile.PositiveDuration(d, "expiry_warning")
+			dur, err := mtlscaddyfile.OneDuration(d, "expiry_warning")
 			if err != nil {
 				return err
 			}
 			t.ExpiryWarning = dur
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 
 		case "max_pools":
-			if seen[sub] {
-				return d.Errf("subdirective '%s' given twice", sub)
+			arg, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
 			}
-			seen[sub] = true
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
+			n, err := strconv.Atoi(arg)
 			if err != nil || n <= 0 {
-				return d.Errf("invalid max_pools '%s': want a positive count", d.Val())
+				return d.Errf("invalid max_pools '%s': want a positive count", arg)
 			}
 			t.MaxPools = n
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 
 		default:
 			base = append(base, d.NextSegment()...)
@@ -204,34 +182,28 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 			p.ClientKeystore = ks
 
 		case "tls_client_keypair":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
+			name, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return nil, err
 			}
-			p.ClientKeyPair = d.Val()
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.ClientKeyPair = name
 
 		case "tls_server_name":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
+			name, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return nil, err
 			}
-			p.ServerName = d.Val()
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.ServerName = name
 
 		case "tls_min_version":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
+			version, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return nil, err
 			}
-			if v, ok := caddytls.SupportedProtocols[d.Val()]; !ok || v < 0x0303 {
-				return nil, d.Errf("invalid tls_min_version '%s': want tls1.2 or tls1.3", d.Val())
+			if v, ok := caddytls.SupportedProtocols[version]; !ok || v < tls.VersionTLS12 {
+				return nil, d.Errf("invalid tls_min_version '%s': want tls1.2 or tls1.3", version)
 			}
-			p.MinVersion = d.Val()
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.MinVersion = version
 
 		case "revocation":
 			if d.NextArg() {

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -13,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -25,16 +25,15 @@ import (
 
 // profilesFile is the state of a watched profiles file.
 type profilesFile struct {
-	path string
-	done chan struct{} // closed to stop watching
+	path   string
+	cancel context.CancelFunc // stops watching
 
-	mu       sync.Mutex        // serializes attempts, guards the fields below
-	state    [sha256.Size]byte // of the file and the files it names, as last tried
-	deps     []string          // the files the profiles of the last attempt name
-	lastErr  string            // the last error logged, so as not to repeat it
-	modules  []caddy.Module    // trust pool modules of the profiles in force
-	stopped  bool
-	stopOnce sync.Once
+	mu      sync.Mutex        // serializes attempts, guards the fields below
+	state   [sha256.Size]byte // of the file and the files it names, as last tried
+	deps    []string          // the files the profiles of the last attempt name
+	lastErr string            // the last error logged, so as not to repeat it
+	modules []caddy.Module    // trust pool modules of the profiles in force
+	stopped bool
 }
 
 // maxProfilesFile bounds the size of a profiles file.
@@ -100,29 +99,14 @@ func (f *profilesFile) attempt(t *Transport, data []byte) (int, error) {
 }
 
 func (f *profilesFile) stop() {
-	f.stopOnce.Do(func() { close(f.done) })
+	if f.cancel != nil {
+		f.cancel()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopped = true
 	cleanupModules(f.modules)
 	f.modules = nil
-}
-
-// watch re-reads the profiles file at interval until the transport is
-// cleaned up or its config unloaded.
-func (t *Transport) watch(interval time.Duration) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-t.file.done:
-			return
-		case <-t.ctx.Done():
-			return
-		case <-ticker.C:
-			t.reload()
-		}
-	}
 }
 
 // reload puts the file's profiles in force if it changed and is good; a

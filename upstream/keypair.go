@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -51,37 +53,34 @@ const DefaultKeyPairRefresh = 30 * time.Second
 // is presented on new connections within that time.
 func (t *Transport) watchKeyPairs(interval time.Duration) {
 	st := store.New(t.ctx.Storage(), t.logger)
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-t.ctx.Done():
-			return
-		case <-ticker.C:
+	periodic.Every(t.ctx, interval, func() { t.refreshKeyPairs(st) })
+}
+
+// refreshKeyPairs reads the stored key pairs of the profiles in force and
+// swaps in those that changed.
+func (t *Transport) refreshKeyPairs(st *store.Store) {
+	for _, p := range t.profiles.Load().all {
+		if p.keyPair == nil {
+			continue
 		}
-		for _, p := range t.profiles.Load().all {
-			if p.keyPair == nil {
-				continue
-			}
-			readCtx, cancel := context.WithTimeout(t.ctx, storageTimeout)
-			kp, err := st.KeyPair(readCtx, p.keyPair.name)
-			cancel()
-			if err != nil {
-				t.logger.Error("reading stored key pair; the last one read stays in use",
-					zap.String("profile", p.name), zap.String("keypair", p.keyPair.name), zap.Error(err))
-				continue
-			}
-			cert := kp.TLSCertificate()
-			if old := p.keyPair.current.Load(); old != nil && string(old.Certificate[0]) == string(cert.Certificate[0]) {
-				continue
-			}
-			p.keyPair.current.Store(&cert)
-			t.trackExpiry(t.profiles.Load())
-			// Pooled connections were made with the old key pair: close
-			// the idle ones, so it stops being presented.
-			p.defaultRT.CloseIdleConnections()
-			t.logger.Info("stored key pair changed", zap.String("profile", p.name), zap.String("keypair", p.keyPair.name),
-				zap.String("fingerprint", store.Fingerprint(cert.Certificate[0])))
+		readCtx, cancel := context.WithTimeout(t.ctx, storageTimeout)
+		kp, err := st.KeyPair(readCtx, p.keyPair.name)
+		cancel()
+		if err != nil {
+			t.logger.Error("reading stored key pair; the last one read stays in use",
+				zap.String("profile", p.name), zap.String("keypair", p.keyPair.name), zap.Error(err))
+			continue
 		}
+		cert := kp.TLSCertificate()
+		if old := p.keyPair.current.Load(); old != nil && string(old.Certificate[0]) == string(cert.Certificate[0]) {
+			continue
+		}
+		p.keyPair.current.Store(&cert)
+		t.trackExpiry(t.profiles.Load())
+		// Pooled connections were made with the old key pair: close
+		// the idle ones, so it stops being presented.
+		p.defaultRT.CloseIdleConnections()
+		t.logger.Info("stored key pair changed", zap.String("profile", p.name), zap.String("keypair", p.keyPair.name),
+			zap.String("fingerprint", certcodec.Fingerprint(cert.Certificate[0])))
 	}
 }

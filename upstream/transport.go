@@ -6,8 +6,8 @@ package upstream
 
 import (
 	"container/list"
+	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +27,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
@@ -160,7 +162,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.profiles.Store(set)
 	t.trackExpiry(set)
 	if t.ProfilesFile != "" {
-		t.file = &profilesFile{path: t.ProfilesFile, done: make(chan struct{})}
+		t.file = &profilesFile{path: t.ProfilesFile}
 		data, err := readBounded(t.ProfilesFile)
 		if err != nil {
 			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
@@ -175,7 +177,10 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		if interval == 0 {
 			interval = time.Minute
 		}
-		go t.watch(interval)
+		// Re-read until the config is unloaded or the transport cleaned up.
+		var watchCtx context.Context
+		watchCtx, t.file.cancel = context.WithCancel(t.ctx)
+		go periodic.Every(watchCtx, interval, t.reload)
 	}
 	t.watchKeyPairsIfUsed(t.profiles.Load())
 	window := time.Duration(t.ExpiryWarning)
@@ -192,7 +197,7 @@ func (t *Transport) trackExpiry(set *profileSet) {
 	trust, keyPairs := map[string]time.Time{}, map[string]time.Time{}
 	for _, p := range set.all {
 		for _, c := range p.trust {
-			trust[p.name+" "+certName(c)] = c.NotAfter
+			trust[p.name+" "+certcodec.Name(c)] = c.NotAfter
 		}
 		certs := p.defaultCerts
 		if p.keyPairs != nil {
@@ -203,21 +208,12 @@ func (t *Transport) trackExpiry(set *profileSet) {
 		}
 		for _, c := range certs {
 			if c.Leaf != nil {
-				keyPairs[p.name+" "+certName(c.Leaf)] = c.Leaf.NotAfter
+				keyPairs[p.name+" "+certcodec.Name(c.Leaf)] = c.Leaf.NotAfter
 			}
 		}
 	}
 	metrics.SetExpiry(t, metrics.KindTrust, trust)
 	metrics.SetExpiry(t, metrics.KindKeyPair, keyPairs)
-}
-
-// certName names a certificate in metrics: its subject's common name, else
-// its whole subject.
-func certName(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return c.Subject.CommonName
-	}
-	return c.Subject.String()
 }
 
 // watchKeyPairsIfUsed starts watching the stored key pairs, once, when a
@@ -323,7 +319,7 @@ func (t *Transport) newRoundTripper(p *profile, identity string, certs []tls.Cer
 		if checker != nil && len(cs.VerifiedChains) > 0 {
 			if reason, _ := checker.Check(cs.VerifiedChains[0], time.Now()); reason != "" {
 				metrics.Handshake(name, identity, false)
-				return fmt.Errorf("backend certificate refused: %s (revocation status %s)", certName(cs.PeerCertificates[0]), reason)
+				return fmt.Errorf("backend certificate refused: %s (revocation status %s)", certcodec.Name(cs.PeerCertificates[0]), reason)
 			}
 		}
 		metrics.Handshake(name, identity, true)

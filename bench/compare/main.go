@@ -36,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
@@ -145,26 +146,7 @@ func startNginx(dir, name, httpBody string, port int) (*proc, error) {
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
 		return nil, err
 	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 2;
-daemon off;
-error_log %[2]s/error.log warn;
-pid %[2]s/nginx.pid;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-%[3]s
-}
-`, user, pdir, httpBody)
+	conf := testpeer.NginxConfig(pdir, 2, httpBody)
 	confPath := filepath.Join(pdir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
