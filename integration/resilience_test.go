@@ -29,16 +29,25 @@ func openFDs(t *testing.T, pid int) int {
 // goroutines counts the goroutines of a Caddy through its admin endpoint.
 func goroutines(t *testing.T, c *caddyProc) int {
 	t.Helper()
-	resp, err := http.Get("http://" + c.admin + "/debug/pprof/goroutine?debug=1")
+	n, err := goroutineCount(c)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// goroutineCount reads the goroutine count from Caddy's pprof endpoint.
+func goroutineCount(c *caddyProc) (int, error) {
+	resp, err := http.Get("http://" + c.admin + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, err
 	}
 	defer resp.Body.Close()
 	var n int
 	if _, err := fmt.Fscanf(resp.Body, "goroutine profile: total %d", &n); err != nil {
-		t.Fatalf("goroutine profile: %v", err)
+		return 0, fmt.Errorf("goroutine profile: %w", err)
 	}
-	return n
+	return n, nil
 }
 
 // TestResilience: config reloads through the admin API during a steady load

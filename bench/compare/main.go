@@ -8,304 +8,85 @@
 //
 // The backend is nginx requiring the gateway's client certificate. The load
 // generator is this program: Go's TLS client, presenting client
-// certificates. Workloads: keepalive (connections reused), handshake (a new
-// TLS connection per request, no session resumption), many_callers (a new
-// connection per request, each with one of -callers distinct certificates).
+// certificates. Workloads:
 //
-// Usage: go run ./bench/compare -caddy ./caddy [-duration 8s] [-rounds 3]
+//	keepalive     connections reused
+//	handshake     a new TLS connection per request, no session resumption
+//	many_callers  a new connection per request, each with one of -callers distinct certificates
+//	header        keep-alive through an nginx load balancer that ends TLS and passes the
+//	              certificate in a header (the plugin's header path; vanilla Caddy proxies
+//	              without any check, to show what the check costs; nginx does not run it)
+//	memory        -memory-callers distinct callers, one new connection each, once per
+//	              Caddy system: RSS and Go heap every tenth of the way
+//
+// With -pin (the default on 2 or more cores) the gateway runs alone on CPU 1
+// and everything else (this program, the backend, the load balancer) on the
+// other CPUs, so that the gateway's own ceiling shows.
+//
+// Usage: go run ./bench/compare -caddy ./caddy [-duration 8s] [-rounds 3] [-pprof dir]
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 var (
-	caddyBin    = flag.String("caddy", "./caddy", "Caddy built with this plugin")
-	nginxBin    = flag.String("nginx", "nginx", "nginx binary")
-	duration    = flag.Duration("duration", 8*time.Second, "measured time of one run")
-	rounds      = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
-	concurrency = flag.Int("concurrency", 16, "concurrent client connections")
-	callers     = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
-	only        = flag.String("workloads", "keepalive,handshake,many_callers", "the workloads to run, comma-separated")
+	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
+	nginxBin      = flag.String("nginx", "nginx", "nginx binary")
+	duration      = flag.Duration("duration", 8*time.Second, "measured time of one run")
+	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
+	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
+	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
+	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
+	only          = flag.String("workloads", "keepalive,handshake,many_callers,header,memory", "the workloads to run, comma-separated")
+	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
+	pprofDir      = flag.String("pprof", "", "save CPU profiles of the Caddy gateways' keepalive and header runs (round 1) here")
 )
+
+// pinnedEnv marks the process re-executed under taskset.
+const pinnedEnv = "CADDY_MTLS_BENCH_PINNED"
 
 func main() {
 	flag.Parse()
+	if *pin && os.Getenv(pinnedEnv) == "" {
+		// Move this program (and so the peers it starts) off the
+		// gateway's CPU; the Go runtime sizes itself to the CPUs it sees at
+		// start, hence a new process rather than an affinity call.
+		taskset, err := exec.LookPath("taskset")
+		if err == nil {
+			err = syscall.Exec(taskset, append([]string{"taskset", "-c", peerCPUs()}, os.Args...), append(os.Environ(), pinnedEnv+"=1"))
+		}
+		fmt.Fprintln(os.Stderr, "compare: pinning:", err)
+		os.Exit(1)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
 	}
 }
 
-type pki struct {
-	dir                      string
-	clientCA, serverCA, beCA *testpki.Cert
-	callers                  []tls.Certificate
-	files                    map[string]string
-}
+// gatewayCPU is the CPU the gateway runs on with -pin.
+const gatewayCPU = 1
 
-func makePKI(dir string, n int) (*pki, error) {
-	p := &pki{dir: dir, files: map[string]string{}}
-	var err error
-	if p.clientCA, err = testpki.NewCA("Bench Clients"); err != nil {
-		return nil, err
-	}
-	if p.serverCA, err = testpki.NewCA("Bench Server CA"); err != nil {
-		return nil, err
-	}
-	if p.beCA, err = testpki.NewCA("Bench Backend CA"); err != nil {
-		return nil, err
-	}
-	server, err := p.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}})
-	if err != nil {
-		return nil, err
-	}
-	gw, err := p.beCA.Issue(testpki.Options{CommonName: "gateway"})
-	if err != nil {
-		return nil, err
-	}
-	for name, c := range map[string]*testpki.Cert{"client-ca": p.clientCA, "server-ca": p.serverCA, "backend-ca": p.beCA, "server": server, "gateway": gw} {
-		cert, key, err := c.WriteFiles(dir, name)
-		if err != nil {
-			return nil, err
-		}
-		p.files[name], p.files[name+"-key"] = cert, key
-	}
-	for i := 0; i < n; i++ {
-		c, err := p.clientCA.Issue(testpki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
-		if err != nil {
-			return nil, err
-		}
-		p.callers = append(p.callers, c.TLSCertificate())
-	}
-	return p, nil
-}
-
-// proc is a started gateway or backend.
-type proc struct {
-	cmd  *exec.Cmd
-	pids func() []int
-}
-
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitPort(port int) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("port %d not listening", port)
-}
-
-func startNginx(dir, name, httpBody string, port int) (*proc, error) {
-	pdir := filepath.Join(dir, name)
-	if err := os.MkdirAll(pdir, 0o755); err != nil {
-		return nil, err
-	}
-	conf := testpeer.NginxConfig(pdir, 2, httpBody)
-	confPath := filepath.Join(pdir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(*nginxBin, "-p", pdir, "-c", confPath)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, pids: func() []int { return append([]int{cmd.Process.Pid}, children(cmd.Process.Pid)...) }}
-	if err := waitPort(port); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return p, nil
-}
-
-func startCaddy(dir, name, caddyfile string, port int) (*proc, error) {
-	pdir := filepath.Join(dir, name)
-	if err := os.MkdirAll(pdir, 0o755); err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(pdir, "Caddyfile")
-	if err := os.WriteFile(cfg, []byte(caddyfile), 0o644); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(*caddyBin, "run", "--config", cfg, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+pdir, "XDG_DATA_HOME="+pdir, "XDG_CONFIG_HOME="+pdir)
-	logf, err := os.Create(filepath.Join(pdir, "caddy.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, pids: func() []int { return []int{cmd.Process.Pid} }}
-	if err := waitPort(port); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("%s: %w (see %s)", name, err, logf.Name())
-	}
-	return p, nil
-}
-
-// children lists the child processes of pid (nginx's workers).
-func children(pid int) []int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, f := range strings.Fields(string(data)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			out = append(out, n)
+// peerCPUs lists every CPU but the gateway's, for taskset -c.
+func peerCPUs() string {
+	var cpus []string
+	for i := 0; i < cpuCount(); i++ {
+		if i != gatewayCPU {
+			cpus = append(cpus, strconv.Itoa(i))
 		}
 	}
-	return out
-}
-
-// cpuTicks sums user and system clock ticks of pids.
-func cpuTicks(pids []int) int64 {
-	var total int64
-	for _, pid := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		utime, _ := strconv.ParseInt(fields[11], 10, 64)
-		stime, _ := strconv.ParseInt(fields[12], 10, 64)
-		total += utime + stime
-	}
-	return total
-}
-
-// peakRSS sums VmHWM (kB) of pids.
-func peakRSS(pids []int) int64 {
-	var total int64
-	for _, pid := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				total += kb
-			}
-		}
-	}
-	return total
-}
-
-type result struct {
-	rps, p50, p99, cpu float64 // cpu in cores
-	rssMB              float64
-	errors             int64
-}
-
-// load runs one workload against url for d.
-func load(url string, p *pki, workload string, d time.Duration) result {
-	roots := x509.NewCertPool()
-	roots.AddCert(p.serverCA.Cert)
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		lat     []time.Duration
-		errs    atomic.Int64
-		counter atomic.Int64
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for w := 0; w < *concurrency; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			var mine []time.Duration
-			cfg := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{p.callers[w%len(p.callers)]}}
-			tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 1, DisableKeepAlives: workload != "keepalive"}
-			if workload == "many_callers" {
-				cfg.Certificates = nil
-				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-					return &p.callers[int(counter.Add(1))%len(p.callers)], nil
-				}
-			}
-			client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			defer tr.CloseIdleConnections()
-			for ctx.Err() == nil {
-				start := time.Now()
-				resp, err := client.Get(url)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					if ctx.Err() == nil {
-						errs.Add(1)
-					}
-					continue
-				}
-				mine = append(mine, time.Since(start))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		}(w)
-	}
-	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	r := result{rps: float64(len(lat)) / d.Seconds(), errors: errs.Load()}
-	if len(lat) > 0 {
-		r.p50 = float64(lat[len(lat)/2].Microseconds()) / 1000
-		r.p99 = float64(lat[len(lat)*99/100].Microseconds()) / 1000
-	}
-	return r
+	return strings.Join(cpus, ",")
 }
 
 func run() error {
@@ -314,13 +95,23 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintf(os.Stderr, "making %d caller certificates...\n", *callers)
-	p, err := makePKI(dir, *callers)
+	if *pprofDir != "" {
+		if err := os.MkdirAll(*pprofDir, 0o755); err != nil {
+			return err
+		}
+	}
+	gwCPUs, gwWorkers, peerWorkers := "", runtime.NumCPU(), runtime.NumCPU()
+	if *pin {
+		// runtime.NumCPU is the peers' share here: the process is pinned.
+		gwCPUs, gwWorkers = strconv.Itoa(gatewayCPU), 1
+	}
+	fmt.Fprintf(os.Stderr, "making %d caller certificates...\n", *callerCount)
+	p, err := makePKI(dir, *callerCount)
 	if err != nil {
 		return err
 	}
 	bePort := freePort()
-	backend, err := startNginx(dir, "backend", fmt.Sprintf(`
+	backend, err := startNginx(dir, "backend", "", peerWorkers, fmt.Sprintf(`
 	server {
 		listen 127.0.0.1:%d ssl;
 		ssl_certificate %s;
@@ -334,86 +125,17 @@ func run() error {
 		return err
 	}
 	defer backend.stop()
+	systems := systems(p, dir, gwCPUs, gwWorkers, bePort)
 
-	systems := []struct {
-		name  string
-		start func(port int) (*proc, error)
-	}{
-		{"plugin", func(port int) (*proc, error) {
-			return startCaddy(dir, "plugin", fmt.Sprintf(`{
-	admin off
-	auto_https off
-}
-https://localhost:%[1]d {
-	tls %[2]s %[3]s {
-		client_auth {
-			mode request
+	var workloads []string
+	memory := false
+	for _, wl := range strings.Split(*only, ",") {
+		if wl == "memory" {
+			memory = true
+		} else {
+			workloads = append(workloads, wl)
 		}
 	}
-	client_cert_auth {
-		trust_pool file %[4]s
-	}
-	reverse_proxy https://localhost:%[5]d {
-		transport ssl_profiles {
-			profile localhost:%[5]d {
-				tls_trust_pool file %[6]s
-				tls_client_auth %[7]s %[8]s
-			}
-		}
-	}
-}`, port, p.files["server"], p.files["server-key"], p.files["client-ca"], bePort, p.files["server-ca"], p.files["gateway"], p.files["gateway-key"]), port)
-		}},
-		{"vanilla_caddy", func(port int) (*proc, error) {
-			return startCaddy(dir, "vanilla", fmt.Sprintf(`{
-	admin off
-	auto_https off
-}
-https://localhost:%[1]d {
-	tls %[2]s %[3]s {
-		client_auth {
-			mode require_and_verify
-			trust_pool file %[4]s
-		}
-	}
-	reverse_proxy https://localhost:%[5]d {
-		transport http {
-			tls_trust_pool file %[6]s
-			tls_client_auth %[7]s %[8]s
-		}
-	}
-}`, port, p.files["server"], p.files["server-key"], p.files["client-ca"], bePort, p.files["server-ca"], p.files["gateway"], p.files["gateway-key"]), port)
-		}},
-		{"nginx", func(port int) (*proc, error) {
-			return startNginx(dir, "gateway", fmt.Sprintf(`
-	upstream backend {
-		server 127.0.0.1:%[5]d;
-		keepalive 32;
-	}
-	server {
-		listen 127.0.0.1:%[1]d ssl;
-		ssl_certificate %[2]s;
-		ssl_certificate_key %[3]s;
-		ssl_client_certificate %[4]s;
-		ssl_verify_client on;
-		ssl_session_cache off;
-		ssl_session_tickets off;
-		keepalive_requests 100000;
-		location / {
-			proxy_pass https://backend;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-			proxy_ssl_server_name on;
-			proxy_ssl_name localhost;
-			proxy_ssl_verify on;
-			proxy_ssl_trusted_certificate %[6]s;
-			proxy_ssl_certificate %[7]s;
-			proxy_ssl_certificate_key %[8]s;
-			proxy_ssl_session_reuse on;
-		}
-	}`, port, p.files["server"], p.files["server-key"], p.files["client-ca"], bePort, p.files["server-ca"], p.files["gateway"], p.files["gateway-key"]), port)
-		}},
-	}
-	workloads := strings.Split(*only, ",")
 	results := map[string]map[string][]result{}
 	for _, wl := range workloads {
 		results[wl] = map[string][]result{}
@@ -421,61 +143,186 @@ https://localhost:%[1]d {
 	for r := 1; r <= *rounds; r++ {
 		for _, wl := range workloads {
 			for _, sys := range systems {
-				port := freePort()
-				pr, err := sys.start(port)
+				res, ran, err := measure(p, dir, sys, wl, peerWorkers, r == 1)
 				if err != nil {
 					return err
 				}
-				url := fmt.Sprintf("https://localhost:%d/", port)
-				load(url, p, wl, time.Second) // warm-up
-				pids := pr.pids()
-				before := cpuTicks(pids)
-				res := load(url, p, wl, *duration)
-				res.cpu = float64(cpuTicks(pids)-before) / 100 / duration.Seconds() // USER_HZ is 100 on Linux
-				res.rssMB = float64(peakRSS(pids)) / 1024
-				pr.stop()
+				if !ran {
+					continue
+				}
 				results[wl][sys.name] = append(results[wl][sys.name], res)
-				fmt.Fprintf(os.Stderr, "round %d %-12s %-13s %8.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %.2f rss %.0f MB errors %d\n",
-					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.rssMB, res.errors)
+				fmt.Fprintf(os.Stderr, "round %d %-12s %-13s %8.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %.2f (%.0f µs/req) rss %.0f MB errors %d\n",
+					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.cpuPerRequest(), res.rssMB, res.errors)
 			}
 		}
 	}
 
-	fmt.Printf("Machine: %d cores, %s/%s, Go %s; %d rounds of %s per system and workload, %d connections.\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), *rounds, *duration, *concurrency)
-	fmt.Println("| workload | system | req/s | p50 ms | p99 ms | CPU cores | peak RSS MB | errors | req/s vs vanilla Caddy | req/s vs nginx |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
-	for _, wl := range workloads {
-		med := map[string]result{}
-		for _, sys := range systems {
-			med[sys.name] = median(results[wl][sys.name])
-		}
-		for _, sys := range systems {
-			m := med[sys.name]
-			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %d | %.3f | %.3f |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu, m.rssMB, m.errors,
-				m.rps/med["vanilla_caddy"].rps, m.rps/med["nginx"].rps)
-		}
+	pinning := "not pinned"
+	if *pin {
+		pinning = fmt.Sprintf("gateway pinned to CPU %s, load generator, backend and load balancer to CPU %s", gwCPUs, peerCPUs())
+	}
+	fmt.Printf("Machine: %d cores, %s/%s, Go %s; %s; %d rounds of %s per system and workload, %d connections.\n\n",
+		cpuCount(), runtime.GOOS, runtime.GOARCH, runtime.Version(), pinning, *rounds, *duration, *concurrency)
+	if len(workloads) > 0 {
+		printResults(workloads, systems, results)
+	}
+	if memory {
+		return memoryRun(p, dir, systems)
 	}
 	return nil
 }
 
-// median returns the per-field medians of rs.
-func median(rs []result) result {
-	pick := func(f func(result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
+// cpuCount is the machine's CPU count (runtime.NumCPU is this process's
+// share once pinned).
+func cpuCount() int {
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for _, part := range strings.Split(strings.TrimSpace(string(data)), ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, _ := strconv.Atoi(lo)
+		b := a
+		if found {
+			b, _ = strconv.Atoi(hi)
 		}
-		sort.Float64s(v)
-		return v[len(v)/2]
+		n += b - a + 1
 	}
-	var errs int64
-	for _, r := range rs {
-		errs += r.errors
+	return n
+}
+
+// measure runs workload wl against sys once, after a warm-up, and reports
+// whether the system does that workload at all.
+func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile bool) (result, bool, error) {
+	port := freePort()
+	pr, err := sys.start(wl, port)
+	if err != nil || pr == nil {
+		return result{}, false, err
 	}
-	return result{
-		rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
-		p99: pick(func(r result) float64 { return r.p99 }), cpu: pick(func(r result) float64 { return r.cpu }),
-		rssMB: pick(func(r result) float64 { return r.rssMB }), errors: errs,
+	defer pr.stop()
+	url := fmt.Sprintf("https://localhost:%d/", port)
+	if wl == "header" {
+		lbPort := freePort()
+		lb, err := startLB(p, dir, lbWorkers, lbPort, port)
+		if err != nil {
+			return result{}, false, err
+		}
+		defer lb.stop()
+		url = fmt.Sprintf("https://localhost:%d/", lbPort)
 	}
+	load(url, p, wl, time.Second) // warm-up
+	var profiled chan error
+	if profile && *pprofDir != "" && pr.admin != 0 && (wl == "keepalive" || wl == "header") {
+		profiled = make(chan error, 1)
+		path := filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.pprof", sys.name, wl))
+		go func() { profiled <- saveCPUProfile(pr.admin, int(duration.Seconds())-1, path) }()
+	}
+	pids := pr.pids()
+	before := cpuTicks(pids)
+	res := load(url, p, wl, *duration)
+	res.cpu = float64(cpuTicks(pids)-before) / 100 / duration.Seconds() // USER_HZ is 100 on Linux
+	res.rssMB = float64(statusKB(pids, "VmHWM")) / 1024
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			return result{}, false, fmt.Errorf("cpu profile of %s %s: %w", sys.name, wl, err)
+		}
+	}
+	return res, true, nil
+}
+
+func printResults(workloads []string, systems []system, results map[string]map[string][]result) {
+	fmt.Println("| workload | system | req/s | p50 ms | p99 ms | CPU cores | CPU µs/req | peak RSS MB | errors | req/s vs vanilla Caddy | req/s vs nginx |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	ratio := func(a, b result) string {
+		if b.rps == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", a.rps/b.rps)
+	}
+	med := map[string]map[string]result{}
+	for _, wl := range workloads {
+		med[wl] = map[string]result{}
+		for _, sys := range systems {
+			if rs := results[wl][sys.name]; len(rs) > 0 {
+				med[wl][sys.name] = median(rs)
+			}
+		}
+		for _, sys := range systems {
+			m, ok := med[wl][sys.name]
+			if !ok {
+				continue
+			}
+			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %s | %s |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu,
+				m.cpuPerRequest(), m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
+		}
+	}
+	if slices.Contains(workloads, "header") && slices.Contains(workloads, "keepalive") {
+		h, t := med["header"]["plugin"], med["keepalive"]["plugin"]
+		fmt.Printf("\nPlugin, header path (header) vs TLS path (keepalive): req/s %s; gateway CPU per request %.0f µs vs %.0f µs (%.3f).\n",
+			ratio(h, t), h.cpuPerRequest(), t.cpuPerRequest(), t.cpuPerRequest()/h.cpuPerRequest())
+	}
+}
+
+// memoryRun sends -memory-callers distinct callers, one new connection
+// each, to each Caddy system, and prints its RSS and Go heap every tenth of
+// the way.
+func memoryRun(p *pki, dir string, systems []system) error {
+	n := *memoryCallers
+	step := max(n/10, 1)
+	type sample struct{ rssMB, heapMB float64 }
+	var names []string
+	samples := map[string][]sample{}
+	for _, sys := range systems {
+		port := freePort()
+		pr, err := sys.start("memory", port)
+		if err != nil {
+			return err
+		}
+		if pr.admin == 0 {
+			pr.stop()
+			continue
+		}
+		names = append(names, sys.name)
+		addr := fmt.Sprintf("localhost:%d", port)
+		start := time.Now()
+		for done := 0; ; done += step {
+			if done > 0 {
+				failed, err := callers(p, addr, done-step, done)
+				if failed > 0 {
+					pr.stop()
+					return fmt.Errorf("memory %s: %d of %d calls failed; first: %w", sys.name, failed, step, err)
+				}
+			}
+			heap, err := heapInuse(pr.admin)
+			if err != nil {
+				pr.stop()
+				return fmt.Errorf("memory %s: %w", sys.name, err)
+			}
+			s := sample{float64(statusKB(pr.pids(), "VmRSS")) / 1024, float64(heap) / (1 << 20)}
+			samples[sys.name] = append(samples[sys.name], s)
+			fmt.Fprintf(os.Stderr, "memory %-13s %7d callers rss %.0f MB heap %.0f MB (%s)\n", sys.name, done, s.rssMB, s.heapMB, time.Since(start).Round(time.Second))
+			if done+step > n {
+				break
+			}
+		}
+		pr.stop()
+	}
+	fmt.Printf("\nMemory: %d distinct callers, one new connection each, %d at a time; RSS and Go heap in use (MB) after each step.\n\n", n, *concurrency)
+	head, rule := "| callers |", "|---|"
+	for _, name := range names {
+		head += fmt.Sprintf(" %s RSS | %s heap |", name, name)
+		rule += "---|---|"
+	}
+	fmt.Println(head)
+	fmt.Println(rule)
+	for i := range samples[names[0]] {
+		row := fmt.Sprintf("| %d |", i*step)
+		for _, name := range names {
+			s := samples[name][i]
+			row += fmt.Sprintf(" %.0f | %.0f |", s.rssMB, s.heapMB)
+		}
+		fmt.Println(row)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ type Backend struct {
 	ServerCA *testpki.Cert // the CA of its server certificate (for localhost)
 	Server   *testpki.Cert // its server certificate
 	healthCN atomic.Value
+	open     atomic.Int64 // connections open now
 }
 
 // StartBackend starts a backend for the test; it stops when the test ends.
@@ -45,6 +46,14 @@ func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    testpki.Pool(clientCA),
 	}
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			b.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			b.open.Add(-1)
+		}
+	}
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -52,6 +61,9 @@ func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
 	b.Addr = net.JoinHostPort("localhost", strconv.Itoa(b.Port))
 	return b
 }
+
+// OpenConns returns how many client connections are open now.
+func (b *Backend) OpenConns() int { return int(b.open.Load()) }
 
 // HealthCN returns the client common name of the last request to /health.
 func (b *Backend) HealthCN() string {

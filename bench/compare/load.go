@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+type pki struct {
+	dir                      string
+	clientCA, serverCA, beCA *testpki.Cert
+	callers                  []tls.Certificate
+	files                    map[string]string
+}
+
+func makePKI(dir string, n int) (*pki, error) {
+	p := &pki{dir: dir, files: map[string]string{}}
+	var err error
+	if p.clientCA, err = testpki.NewCA("Bench Clients"); err != nil {
+		return nil, err
+	}
+	if p.serverCA, err = testpki.NewCA("Bench Server CA"); err != nil {
+		return nil, err
+	}
+	if p.beCA, err = testpki.NewCA("Bench Backend CA"); err != nil {
+		return nil, err
+	}
+	server, err := p.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}})
+	if err != nil {
+		return nil, err
+	}
+	gw, err := p.beCA.Issue(testpki.Options{CommonName: "gateway"})
+	if err != nil {
+		return nil, err
+	}
+	for name, c := range map[string]*testpki.Cert{"client-ca": p.clientCA, "server-ca": p.serverCA, "backend-ca": p.beCA, "server": server, "gateway": gw} {
+		cert, key, err := c.WriteFiles(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		p.files[name], p.files[name+"-key"] = cert, key
+	}
+	for i := 0; i < n; i++ {
+		c, err := p.caller(i)
+		if err != nil {
+			return nil, err
+		}
+		p.callers = append(p.callers, c)
+	}
+	return p, nil
+}
+
+// caller issues the certificate of the i-th distinct caller.
+func (p *pki) caller(i int) (tls.Certificate, error) {
+	c, err := p.clientCA.Issue(testpki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return c.TLSCertificate(), nil
+}
+
+func (p *pki) clientConfig() *tls.Config {
+	roots := x509.NewCertPool()
+	roots.AddCert(p.serverCA.Cert)
+	return &tls.Config{RootCAs: roots, ServerName: "localhost"}
+}
+
+type result struct {
+	rps, p50, p99, cpu float64 // cpu in cores
+	rssMB              float64
+	errors             int64
+}
+
+// cpuPerRequest returns the gateway's CPU time per request in µs.
+func (r result) cpuPerRequest() float64 {
+	if r.rps == 0 {
+		return 0
+	}
+	return r.cpu / r.rps * 1e6
+}
+
+// load runs one workload against url for d: keepalive and header reuse
+// connections, handshake and many_callers make a new one per request.
+func load(url string, p *pki, workload string, d time.Duration) result {
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		lat     []time.Duration
+		errs    atomic.Int64
+		counter atomic.Int64
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	newConns := workload == "handshake" || workload == "many_callers"
+	for w := 0; w < *concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var mine []time.Duration
+			cfg := p.clientConfig()
+			cfg.Certificates = []tls.Certificate{p.callers[w%len(p.callers)]}
+			if workload == "many_callers" {
+				cfg.Certificates = nil
+				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					return &p.callers[int(counter.Add(1))%len(p.callers)], nil
+				}
+			}
+			tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 1, DisableKeepAlives: newConns}
+			client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			defer tr.CloseIdleConnections()
+			for ctx.Err() == nil {
+				start := time.Now()
+				resp, err := client.Get(url)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
+					continue
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r := result{rps: float64(len(lat)) / d.Seconds(), errors: errs.Load()}
+	if len(lat) > 0 {
+		r.p50 = float64(lat[len(lat)/2].Microseconds()) / 1000
+		r.p99 = float64(lat[len(lat)*99/100].Microseconds()) / 1000
+	}
+	return r
+}
+
+// callOnce makes one request from caller i on a new TLS connection to addr.
+func callOnce(p *pki, addr string, i int) error {
+	cert, err := p.caller(i)
+	if err != nil {
+		return err
+	}
+	cfg := p.clientConfig()
+	cfg.Certificates = []tls.Certificate{cert}
+	cfg.ClientSessionCache = nil
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("caller %d: status %d", i, resp.StatusCode)
+	}
+	return nil
+}
+
+// callers makes one request from each caller in [from, to), *concurrency at
+// a time, and returns how many failed and the first failure.
+func callers(p *pki, addr string, from, to int) (int64, error) {
+	var (
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		mu     sync.Mutex
+		failed int64
+		first  error
+	)
+	next.Store(int64(from))
+	for w := 0; w < *concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= to {
+					return
+				}
+				if err := callOnce(p, addr, i); err != nil {
+					mu.Lock()
+					if failed++; first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return failed, first
+}
+
+// median returns the per-field medians of rs.
+func median(rs []result) result {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	var errs int64
+	for _, r := range rs {
+		errs += r.errors
+	}
+	return result{
+		rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
+		p99: pick(func(r result) float64 { return r.p99 }), cpu: pick(func(r result) float64 { return r.cpu }),
+		rssMB: pick(func(r result) float64 { return r.rssMB }), errors: errs,
+	}
+}

@@ -1,0 +1,131 @@
+package main
+
+import "fmt"
+
+// system is one way of doing the gateway's job. start returns nil, nil for a
+// workload the system has no way to do.
+type system struct {
+	name  string
+	start func(wl string, port int) (*proc, error)
+}
+
+// systems returns the three gateways, all proxying to the mTLS backend on
+// bePort and pinned to cpus (empty: not pinned), workers nginx workers.
+func systems(p *pki, dir, cpus string, workers, bePort int) []system {
+	f := p.files
+	// The TLS path: the gateway terminates the callers' TLS itself.
+	caddyTLS := func(name, clientAuth, transport string, port int) (*proc, error) {
+		return startCaddy(dir, name, cpus, fmt.Sprintf(`https://localhost:%d {
+	tls %s %s {
+		client_auth {
+			%s
+		}
+	}
+	%s
+}`, port, f["server"], f["server-key"], clientAuth, transport), port)
+	}
+	// The header path: TLS ends at the load balancer in front, which passes
+	// the caller's certificate in X-Client-Cert (URL-encoded PEM).
+	caddyHeader := func(name, auth, transport string, port int) (*proc, error) {
+		return startCaddy(dir, name, cpus, fmt.Sprintf(`http://:%d {
+	bind 127.0.0.1
+	%s
+	%s
+}`, port, auth, transport), port)
+	}
+	pluginProxy := fmt.Sprintf(`reverse_proxy https://localhost:%[1]d {
+		transport ssl_profiles {
+			profile localhost:%[1]d {
+				tls_trust_pool file %[2]s
+				tls_client_auth %[3]s %[4]s
+			}
+		}
+	}`, bePort, f["server-ca"], f["gateway"], f["gateway-key"])
+	vanillaProxy := fmt.Sprintf(`reverse_proxy https://localhost:%[1]d {
+		transport http {
+			tls_trust_pool file %[2]s
+			tls_client_auth %[3]s %[4]s
+		}
+	}`, bePort, f["server-ca"], f["gateway"], f["gateway-key"])
+
+	return []system{
+		{"plugin", func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				return caddyHeader("plugin-header", fmt.Sprintf(`client_cert_auth {
+		trust_pool file %s
+		header X-Client-Cert {
+			format url_pem
+			from 127.0.0.1/32
+		}
+	}`, f["client-ca"]), pluginProxy, port)
+			}
+			return caddyTLS("plugin", "mode request", fmt.Sprintf("client_cert_auth {\n\t\ttrust_pool file %s\n\t}\n\t%s", f["client-ca"], pluginProxy), port)
+		}},
+		{"vanilla_caddy", func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				// Caddy cannot verify a certificate from a header: the same
+				// proxy without any check, to show what the check costs.
+				return caddyHeader("vanilla-header", "", vanillaProxy, port)
+			}
+			return caddyTLS("vanilla", "mode require_and_verify\n\t\t\ttrust_pool file "+f["client-ca"], vanillaProxy, port)
+		}},
+		{"nginx", func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				return nil, nil
+			}
+			return startNginx(dir, "gateway", cpus, workers, fmt.Sprintf(`
+	upstream backend {
+		server 127.0.0.1:%[5]d;
+		keepalive 32;
+	}
+	server {
+		listen 127.0.0.1:%[1]d ssl;
+		ssl_certificate %[2]s;
+		ssl_certificate_key %[3]s;
+		ssl_client_certificate %[4]s;
+		ssl_verify_client on;
+		ssl_session_cache off;
+		ssl_session_tickets off;
+		keepalive_requests 100000;
+		location / {
+			proxy_pass https://backend;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_ssl_server_name on;
+			proxy_ssl_name localhost;
+			proxy_ssl_verify on;
+			proxy_ssl_trusted_certificate %[6]s;
+			proxy_ssl_certificate %[7]s;
+			proxy_ssl_certificate_key %[8]s;
+			proxy_ssl_session_reuse on;
+		}
+	}`, port, f["server"], f["server-key"], f["client-ca"], bePort, f["server-ca"], f["gateway"], f["gateway-key"]), port)
+		}},
+	}
+}
+
+// startLB starts the nginx load balancer of the header workload on lbPort,
+// on the load generator's CPUs: it terminates the callers' TLS, asks for a client certificate
+// without checking it (the gateway does), and passes it on in X-Client-Cert
+// over kept-alive connections to the gateway on gwPort.
+func startLB(p *pki, dir string, workers, lbPort, gwPort int) (*proc, error) {
+	return startNginx(dir, "lb", "", workers, fmt.Sprintf(`
+	upstream gateway {
+		server 127.0.0.1:%[2]d;
+		keepalive 32;
+	}
+	server {
+		listen 127.0.0.1:%[1]d ssl;
+		ssl_certificate %[3]s;
+		ssl_certificate_key %[4]s;
+		ssl_client_certificate %[5]s;
+		ssl_verify_client optional_no_ca;
+		keepalive_requests 100000;
+		location / {
+			proxy_pass http://gateway;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+		}
+	}`, lbPort, gwPort, p.files["server"], p.files["server-key"], p.files["client-ca"]), lbPort)
+}
