@@ -50,7 +50,7 @@ var (
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
 	only          = flag.String("workloads", "keepalive,handshake,many_callers,header,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
-	pprofDir      = flag.String("pprof", "", "save CPU profiles of the Caddy gateways' keepalive and header runs (round 1) here")
+	pprofDir      = flag.String("pprof", "", "save CPU profiles of the Caddy gateways' runs of round 1 here")
 )
 
 // pinnedEnv marks the process re-executed under taskset.
@@ -213,7 +213,7 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 	}
 	load(url, p, wl, time.Second) // warm-up
 	var profiled chan error
-	if profile && *pprofDir != "" && pr.admin != 0 && (wl == "keepalive" || wl == "header") {
+	if profile && *pprofDir != "" && pr.admin != 0 {
 		profiled = make(chan error, 1)
 		path := filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.pprof", sys.name, wl))
 		go func() { profiled <- saveCPUProfile(pr.admin, int(duration.Seconds())-1, path) }()
