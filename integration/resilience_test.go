@@ -142,58 +142,41 @@ http://:%[1]d {
 	baseGoroutines, baseFDs := goroutines(t, c), openFDs(t, c.pid)
 
 	t.Run("reloads under load", func(t *testing.T) {
-		var ok, failed, resets atomic.Int64
-		var firstErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < 4; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
-				defer client.CloseIdleConnections()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					res := doRawE(client, base+"/good/")
-					if res.err != nil {
-						// A connection closed under the request as the
-						// listener passes from the old server to the new
-						// (Caddy's own reload, with or without this plugin):
-						// the request never reached a handler. Clients and
-						// load balancers retry such GETs; so does this one,
-						// once. Every answer the gateway gives must be right.
-						resets.Add(1)
-						res = doRawE(client, base+"/good/")
-					}
-					if res.err != nil || res.status != 200 || res.body != "good gateway" {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", res.status, res.body, res.err))
-					} else {
-						ok.Add(1)
-					}
-				}
-			}()
+		ok, resets := reloadsUnderLoad(t, c, base+"/good/", "good gateway", site)
+		t.Logf("%d requests, %d connections closed under a request and retried", ok, resets)
+	})
+
+	t.Run("the same reloads through vanilla Caddy", func(t *testing.T) {
+		// The same load and reloads with Caddy's own http transport and no
+		// module of this plugin, for comparison of the connections closed
+		// under a request (see above).
+		vport := freePort(t)
+		vanilla := func(version int) string {
+			return fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+	servers {
+		timeouts {
+			idle 2s
 		}
-		for i := 1; i <= 20; i++ {
-			cfg := strings.ReplaceAll(site(i), "{admin}", c.admin)
-			if status, body := loadConfig(t, c, cfg, "text/caddyfile"); status != 200 {
-				t.Errorf("reload %d: %d %s", i, status, body)
-			}
-			time.Sleep(50 * time.Millisecond)
+	}
+}
+http://:%[1]d {
+	bind 127.0.0.1
+	reverse_proxy https://localhost:%[2]d {
+		header_up X-Config-Version %[6]d
+		transport http {
+			keepalive 2s
+			tls_trust_pool file %[3]s
+			tls_client_auth %[4]s %[5]s
 		}
-		close(stop)
-		wg.Wait()
-		if failed.Load() != 0 {
-			t.Fatalf("%d of %d requests failed during 20 reloads; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr.Load())
+	}
+}
+`, vport, good.Port, goodCA, gwCert, gwKey, version)
 		}
-		if ok.Load() < 100 {
-			t.Fatalf("only %d requests ran", ok.Load())
-		}
-		t.Logf("%d requests, %d connections closed under a request and retried", ok.Load(), resets.Load())
+		vc := startCaddy(t, e, vanilla(0), "caddyfile", fmt.Sprintf("127.0.0.1:%d", vport))
+		ok, resets := reloadsUnderLoad(t, vc, fmt.Sprintf("http://127.0.0.1:%d/", vport), "good gateway", vanilla)
+		t.Logf("vanilla Caddy: %d requests, %d connections closed under a request and retried", ok, resets)
 	})
 
 	t.Run("stalled and dropping backends", func(t *testing.T) {
@@ -235,6 +218,66 @@ http://:%[1]d {
 			return nil
 		})
 	})
+}
+
+// reloadsUnderLoad loads config(1) to config(20) into c through the admin
+// API while 4 keep-alive clients GET url, and fails the test unless every
+// answer is 200 with body want. It returns how many requests were answered
+// and how many met a connection closed under them and were retried.
+func reloadsUnderLoad(t *testing.T, c *caddyProc, url, want string, config func(version int) string) (ok, resets int64) {
+	t.Helper()
+	var okN, failed, resetN atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res := doRawE(client, url)
+				if res.err != nil {
+					// A connection closed under the request as the listener
+					// passes from the old server to the new (Caddy's own
+					// reload, with or without this plugin): the request
+					// never reached a handler. Clients and load balancers
+					// retry such GETs; so does this one, once. Every answer
+					// the gateway gives must be right.
+					resetN.Add(1)
+					res = doRawE(client, url)
+				}
+				if res.err != nil || res.status != 200 || res.body != want {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", res.status, res.body, res.err))
+				} else {
+					okN.Add(1)
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 20; i++ {
+		cfg := strings.ReplaceAll(config(i), "{admin}", c.admin)
+		if status, body := loadConfig(t, c, cfg, "text/caddyfile"); status != 200 {
+			t.Errorf("reload %d: %d %s", i, status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed during 20 reloads; first: %v", failed.Load(), failed.Load()+okN.Load(), firstErr.Load())
+	}
+	if okN.Load() < 100 {
+		t.Fatalf("only %d requests ran", okN.Load())
+	}
+	return okN.Load(), resetN.Load()
 }
 
 // listenBlackhole listens on loopback; it returns the port. Connections are

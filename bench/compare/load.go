@@ -19,7 +19,8 @@ import (
 type pki struct {
 	dir                      string
 	clientCA, serverCA, beCA *testpki.Cert
-	callers                  []tls.Certificate
+	callers                  []tls.Certificate // issued by clientCA
+	chainCallers             []tls.Certificate // issued by an intermediate of clientCA, sent with it
 	files                    map[string]string
 }
 
@@ -57,6 +58,17 @@ func makePKI(dir string, n int) (*pki, error) {
 		}
 		p.callers = append(p.callers, c)
 	}
+	inter, err := p.clientCA.Issue(testpki.Options{CommonName: "Bench Clients Intermediate", IsCA: true})
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < *concurrency; i++ {
+		c, err := inter.Issue(testpki.Options{CommonName: fmt.Sprintf("chain-caller-%d", i)})
+		if err != nil {
+			return nil, err
+		}
+		p.chainCallers = append(p.chainCallers, c.TLSCertificate())
+	}
 	return p, nil
 }
 
@@ -90,7 +102,7 @@ func (r result) cpuPerRequest() float64 {
 }
 
 // load runs one workload against url for d: keepalive and header reuse
-// connections, handshake and many_callers make a new one per request.
+// connections, the others make a new one per request.
 func load(url string, p *pki, workload string, d time.Duration) result {
 	var (
 		wg      sync.WaitGroup
@@ -101,7 +113,7 @@ func load(url string, p *pki, workload string, d time.Duration) result {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	newConns := workload == "handshake" || workload == "many_callers"
+	newConns := workload != "keepalive" && workload != "header"
 	for w := 0; w < *concurrency; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -109,7 +121,10 @@ func load(url string, p *pki, workload string, d time.Duration) result {
 			var mine []time.Duration
 			cfg := p.clientConfig()
 			cfg.Certificates = []tls.Certificate{p.callers[w%len(p.callers)]}
-			if workload == "many_callers" {
+			switch workload {
+			case "handshake_chain":
+				cfg.Certificates = []tls.Certificate{p.chainCallers[w%len(p.chainCallers)]}
+			case "many_callers":
 				cfg.Certificates = nil
 				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 					return &p.callers[int(counter.Add(1))%len(p.callers)], nil

@@ -12,6 +12,7 @@
 //
 //	keepalive     connections reused
 //	handshake     a new TLS connection per request, no session resumption
+//	handshake_chain  as handshake, with callers issued by an intermediate CA that they send along
 //	many_callers  a new connection per request, each with one of -callers distinct certificates
 //	header        keep-alive through an nginx load balancer that ends TLS and passes the
 //	              certificate in a header (the plugin's header path; vanilla Caddy proxies
@@ -23,7 +24,7 @@
 // and everything else (this program, the backend, the load balancer) on the
 // other CPUs, so that the gateway's own ceiling shows.
 //
-// Usage: go run ./bench/compare -caddy ./caddy [-duration 8s] [-rounds 3] [-pprof dir]
+// Usage: go run ./bench/compare -caddy ./caddy [-duration 7s] [-rounds 3] [-pprof dir]
 package main
 
 import (
@@ -43,14 +44,14 @@ import (
 var (
 	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
 	nginxBin      = flag.String("nginx", "nginx", "nginx binary")
-	duration      = flag.Duration("duration", 8*time.Second, "measured time of one run")
+	duration      = flag.Duration("duration", 7*time.Second, "measured time of one run")
 	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
-	only          = flag.String("workloads", "keepalive,handshake,many_callers,header,memory", "the workloads to run, comma-separated")
+	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
-	pprofDir      = flag.String("pprof", "", "save CPU profiles of the Caddy gateways' runs of round 1 here")
+	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
 )
 
 // pinnedEnv marks the process re-executed under taskset.
@@ -142,7 +143,10 @@ func run() error {
 	}
 	for r := 1; r <= *rounds; r++ {
 		for _, wl := range workloads {
-			for _, sys := range systems {
+			// Each round starts with the next system, so that none always
+			// runs first (or right after a given other one).
+			for i := range systems {
+				sys := systems[(i+r-1)%len(systems)]
 				res, ran, err := measure(p, dir, sys, wl, peerWorkers, r == 1)
 				if err != nil {
 					return err
@@ -216,7 +220,9 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 	if profile && *pprofDir != "" && pr.admin != 0 {
 		profiled = make(chan error, 1)
 		path := filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.pprof", sys.name, wl))
-		go func() { profiled <- saveCPUProfile(pr.admin, int(duration.Seconds())-1, path) }()
+		go func() {
+			profiled <- saveProfile(pr.admin, fmt.Sprintf("profile?seconds=%d", int(duration.Seconds())-1), path)
+		}()
 	}
 	pids := pr.pids()
 	before := cpuTicks(pids)
@@ -224,8 +230,12 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 	res.cpu = float64(cpuTicks(pids)-before) / 100 / duration.Seconds() // USER_HZ is 100 on Linux
 	res.rssMB = float64(statusKB(pids, "VmHWM")) / 1024
 	if profiled != nil {
-		if err := <-profiled; err != nil {
-			return result{}, false, fmt.Errorf("cpu profile of %s %s: %w", sys.name, wl, err)
+		err := <-profiled
+		if err == nil {
+			err = saveProfile(pr.admin, "allocs", filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.allocs.pprof", sys.name, wl)))
+		}
+		if err != nil {
+			return result{}, false, fmt.Errorf("profiles of %s %s: %w", sys.name, wl, err)
 		}
 	}
 	return res, true, nil

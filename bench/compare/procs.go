@@ -188,10 +188,10 @@ func heapInuse(admin int) (uint64, error) {
 	return vars.Memstats.HeapInuse, nil
 }
 
-// saveCPUProfile fetches a CPU profile of seconds from Caddy's admin
-// endpoint into path.
-func saveCPUProfile(admin, seconds int, path string) error {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", admin, seconds))
+// saveProfile fetches a profile from Caddy's admin endpoint into path:
+// "profile?seconds=N" (CPU), "allocs" (allocations since the start).
+func saveProfile(admin int, profile, path string) error {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", admin, profile))
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,7 @@ func systems(p *pki, dir, cpus string, workers, bePort int) []system {
 		ssl_certificate_key %[3]s;
 		ssl_client_certificate %[4]s;
 		ssl_verify_client on;
+		ssl_verify_depth 2;
 		ssl_session_cache off;
 		ssl_session_tickets off;
 		keepalive_requests 100000;
