@@ -90,6 +90,8 @@ func (p *pki) clientConfig() *tls.Config {
 type result struct {
 	rps, p50, p99, cpu float64 // cpu in cores
 	rssMB              float64
+	allocs             float64 // Go allocations per request (Caddy only)
+	ioCalls            float64 // read and write system calls per request
 	errors             int64
 }
 
@@ -250,6 +252,7 @@ func median(rs []result) result {
 	return result{
 		rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
 		p99: pick(func(r result) float64 { return r.p99 }), cpu: pick(func(r result) float64 { return r.cpu }),
-		rssMB: pick(func(r result) float64 { return r.rssMB }), errors: errs,
+		rssMB: pick(func(r result) float64 { return r.rssMB }), allocs: pick(func(r result) float64 { return r.allocs }),
+		ioCalls: pick(func(r result) float64 { return r.ioCalls }), errors: errs,
 	}
 }

@@ -155,8 +155,8 @@ func run() error {
 					continue
 				}
 				results[wl][sys.name] = append(results[wl][sys.name], res)
-				fmt.Fprintf(os.Stderr, "round %d %-12s %-13s %8.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %.2f (%.0f µs/req) rss %.0f MB errors %d\n",
-					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.cpuPerRequest(), res.rssMB, res.errors)
+				fmt.Fprintf(os.Stderr, "round %d %-15s %-13s %8.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %.2f (%.0f µs/req, %.0f allocs/req, %.1f reads+writes/req) rss %.0f MB errors %d\n",
+					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.cpuPerRequest(), res.allocs, res.ioCalls, res.rssMB, res.errors)
 			}
 		}
 	}
@@ -225,10 +225,26 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 		}()
 	}
 	pids := pr.pids()
-	before := cpuTicks(pids)
+	var msBefore memStats
+	if pr.admin != 0 {
+		if msBefore, err = readMemStats(pr.admin); err != nil {
+			return result{}, false, err
+		}
+	}
+	before, callsBefore := cpuTicks(pids), ioCalls(pids)
 	res := load(url, p, wl, *duration)
 	res.cpu = float64(cpuTicks(pids)-before) / 100 / duration.Seconds() // USER_HZ is 100 on Linux
+	if res.rps > 0 {
+		res.ioCalls = float64(ioCalls(pids)-callsBefore) / (res.rps * duration.Seconds())
+	}
 	res.rssMB = float64(statusKB(pids, "VmHWM")) / 1024
+	if pr.admin != 0 && res.rps > 0 {
+		msAfter, err := readMemStats(pr.admin)
+		if err != nil {
+			return result{}, false, err
+		}
+		res.allocs = float64(msAfter.Mallocs-msBefore.Mallocs) / (res.rps * duration.Seconds())
+	}
 	if profiled != nil {
 		err := <-profiled
 		if err == nil {
@@ -242,8 +258,8 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 }
 
 func printResults(workloads []string, systems []system, results map[string]map[string][]result) {
-	fmt.Println("| workload | system | req/s | p50 ms | p99 ms | CPU cores | CPU µs/req | peak RSS MB | errors | req/s vs vanilla Caddy | req/s vs nginx |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| workload | system | req/s | p50 ms | p99 ms | CPU cores | CPU µs/req | allocs/req | reads+writes/req | peak RSS MB | errors | req/s vs vanilla Caddy | req/s vs nginx |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	ratio := func(a, b result) string {
 		if b.rps == 0 {
 			return "-"
@@ -263,8 +279,12 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 			if !ok {
 				continue
 			}
-			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %s | %s |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu,
-				m.cpuPerRequest(), m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
+			allocs := "-" // nginx: not a Go program
+			if m.allocs > 0 {
+				allocs = fmt.Sprintf("%.0f", m.allocs)
+			}
+			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %.1f | %.0f | %d | %s | %s |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu,
+				m.cpuPerRequest(), allocs, m.ioCalls, m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
 		}
 	}
 	if slices.Contains(workloads, "header") && slices.Contains(workloads, "keepalive") {
@@ -304,12 +324,12 @@ func memoryRun(p *pki, dir string, systems []system) error {
 					return fmt.Errorf("memory %s: %d of %d calls failed; first: %w", sys.name, failed, step, err)
 				}
 			}
-			heap, err := heapInuse(pr.admin)
+			ms, err := readMemStats(pr.admin)
 			if err != nil {
 				pr.stop()
 				return fmt.Errorf("memory %s: %w", sys.name, err)
 			}
-			s := sample{float64(statusKB(pr.pids(), "VmRSS")) / 1024, float64(heap) / (1 << 20)}
+			s := sample{float64(statusKB(pr.pids(), "VmRSS")) / 1024, float64(ms.HeapInuse) / (1 << 20)}
 			samples[sys.name] = append(samples[sys.name], s)
 			fmt.Fprintf(os.Stderr, "memory %-13s %7d callers rss %.0f MB heap %.0f MB (%s)\n", sys.name, done, s.rssMB, s.heapMB, time.Since(start).Round(time.Second))
 			if done+step > n {

@@ -153,6 +153,26 @@ func cpuTicks(pids []int) int64 {
 	return total
 }
 
+// ioCalls sums the read and write system calls (syscr, syscw of
+// /proc/<pid>/io) of pids.
+func ioCalls(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			name, value, _ := strings.Cut(line, ": ")
+			if name == "syscr" || name == "syscw" {
+				n, _ := strconv.ParseInt(value, 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
 // statusKB sums a kB field of /proc/<pid>/status (VmHWM: peak RSS, VmRSS:
 // current RSS) over pids.
 func statusKB(pids []int, field string) int64 {
@@ -172,20 +192,28 @@ func statusKB(pids []int, field string) int64 {
 	return total
 }
 
-// heapInuse reads the Go heap in use (bytes) from Caddy's admin /debug/vars.
-func heapInuse(admin int) (uint64, error) {
+// memStats is what the load comparison reads of a Go program's memory
+// statistics.
+type memStats struct {
+	HeapInuse uint64 // bytes of heap in use
+	Mallocs   uint64 // allocations since the start
+}
+
+// readMemStats reads Caddy's Go memory statistics from its admin
+// /debug/vars.
+func readMemStats(admin int) (memStats, error) {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/vars", admin))
 	if err != nil {
-		return 0, err
+		return memStats{}, err
 	}
 	defer resp.Body.Close()
 	var vars struct {
-		Memstats struct{ HeapInuse uint64 } `json:"memstats"`
+		Memstats memStats `json:"memstats"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
-		return 0, fmt.Errorf("decoding /debug/vars: %w", err)
+		return memStats{}, fmt.Errorf("decoding /debug/vars: %w", err)
 	}
-	return vars.Memstats.HeapInuse, nil
+	return vars.Memstats, nil
 }
 
 // saveProfile fetches a profile from Caddy's admin endpoint into path:
