@@ -49,6 +49,7 @@ var (
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
+	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only)")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
@@ -126,7 +127,12 @@ func run() error {
 		return err
 	}
 	defer backend.stop()
-	systems := systems(p, dir, gwCPUs, gwWorkers, bePort)
+	var systems []system
+	for _, sys := range allSystems(p, dir, gwCPUs, gwWorkers, bePort) {
+		if slices.Contains(strings.Split(*systemNames, ","), sys.name) {
+			systems = append(systems, sys)
+		}
+	}
 
 	var workloads []string
 	memory := false

@@ -9,9 +9,14 @@ type system struct {
 	start func(wl string, port int) (*proc, error)
 }
 
-// systems returns the three gateways, all proxying to the mTLS backend on
-// bePort and pinned to cpus (empty: not pinned), workers nginx workers.
-func systems(p *pki, dir, cpus string, workers, bePort int) []system {
+// allSystems returns the gateways, all proxying to the mTLS backend on bePort
+// and pinned to cpus (empty: not pinned), workers nginx workers: the three
+// compared, then, only when named in -systems, vanilla_copy (vanilla_caddy
+// again, to see the spread between two processes of one config) and two
+// halves of the plugin for finding where a difference comes from
+// (client_cert_auth with the http transport, and vanilla Caddy's site with
+// ssl_profiles).
+func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	f := p.files
 	// The TLS path: the gateway terminates the callers' TLS itself.
 	caddyTLS := func(name, clientAuth, transport string, port int) (*proc, error) {
@@ -48,6 +53,8 @@ func systems(p *pki, dir, cpus string, workers, bePort int) []system {
 		}
 	}`, bePort, f["server-ca"], f["gateway"], f["gateway-key"])
 
+	handler := fmt.Sprintf("client_cert_auth {\n\t\ttrust_pool file %s\n\t}", f["client-ca"])
+	verifyingSite := "mode require_and_verify\n\t\t\ttrust_pool file " + f["client-ca"]
 	return []system{
 		{"plugin", func(wl string, port int) (*proc, error) {
 			if wl == "header" {
@@ -59,7 +66,7 @@ func systems(p *pki, dir, cpus string, workers, bePort int) []system {
 		}
 	}`, f["client-ca"]), pluginProxy, port)
 			}
-			return caddyTLS("plugin", "mode request", fmt.Sprintf("client_cert_auth {\n\t\ttrust_pool file %s\n\t}\n\t%s", f["client-ca"], pluginProxy), port)
+			return caddyTLS("plugin", "mode request", handler+"\n\t"+pluginProxy, port)
 		}},
 		{"vanilla_caddy", func(wl string, port int) (*proc, error) {
 			if wl == "header" {
@@ -67,7 +74,7 @@ func systems(p *pki, dir, cpus string, workers, bePort int) []system {
 				// proxy without any check, to show what the check costs.
 				return caddyHeader("vanilla-header", "", vanillaProxy, port)
 			}
-			return caddyTLS("vanilla", "mode require_and_verify\n\t\t\ttrust_pool file "+f["client-ca"], vanillaProxy, port)
+			return caddyTLS("vanilla", verifyingSite, vanillaProxy, port)
 		}},
 		{"nginx", func(wl string, port int) (*proc, error) {
 			if wl == "header" {
@@ -101,6 +108,25 @@ func systems(p *pki, dir, cpus string, workers, bePort int) []system {
 			proxy_ssl_session_reuse on;
 		}
 	}`, port, f["server"], f["server-key"], f["client-ca"], bePort, f["server-ca"], f["gateway"], f["gateway-key"]), port)
+		}},
+		{"handler_only", func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				return nil, nil
+			}
+			return caddyTLS("handler-only", "mode request", handler+"\n\t"+vanillaProxy, port)
+		}},
+		{"vanilla_copy", func(wl string, port int) (*proc, error) {
+			// An A/A control: vanilla_caddy again, in a process of its own.
+			if wl == "header" {
+				return nil, nil
+			}
+			return caddyTLS("vanilla-copy", verifyingSite, vanillaProxy, port)
+		}},
+		{"transport_only", func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				return nil, nil
+			}
+			return caddyTLS("transport-only", verifyingSite, pluginProxy, port)
 		}},
 	}
 }
