@@ -17,6 +17,8 @@
 //	header        keep-alive through an nginx load balancer that ends TLS and passes the
 //	              certificate in a header (the plugin's header path; vanilla Caddy proxies
 //	              without any check, to show what the check costs; nginx does not run it)
+//	same_process  keep-alive to the sites of the two -pair systems (default the plugin's and
+//	              vanilla Caddy's) in one Caddy process, alternating 1 s slices (once)
 //	memory        -memory-callers distinct callers, one new connection each, once per
 //	              Caddy system: RSS and Go heap every tenth of the way
 //
@@ -50,7 +52,8 @@ var (
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only)")
-	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,memory", "the workloads to run, comma-separated")
+	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process workload")
+	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
 )
@@ -127,19 +130,23 @@ func run() error {
 		return err
 	}
 	defer backend.stop()
+	all := allSystems(p, dir, gwCPUs, gwWorkers, bePort)
 	var systems []system
-	for _, sys := range allSystems(p, dir, gwCPUs, gwWorkers, bePort) {
+	for _, sys := range all {
 		if slices.Contains(strings.Split(*systemNames, ","), sys.name) {
 			systems = append(systems, sys)
 		}
 	}
 
 	var workloads []string
-	memory := false
+	memory, sameProcess := false, false
 	for _, wl := range strings.Split(*only, ",") {
-		if wl == "memory" {
+		switch wl {
+		case "memory":
 			memory = true
-		} else {
+		case "same_process":
+			sameProcess = true
+		default:
 			workloads = append(workloads, wl)
 		}
 	}
@@ -176,9 +183,69 @@ func run() error {
 	if len(workloads) > 0 {
 		printResults(workloads, systems, results)
 	}
+	if sameProcess {
+		if err := sameProcessRun(p, dir, gwCPUs, all); err != nil {
+			return err
+		}
+	}
 	if memory {
 		return memoryRun(p, dir, systems)
 	}
+	return nil
+}
+
+// sameProcessRun serves the sites of the two -pair systems from one Caddy
+// process on cpus and alternates keep-alive load between them in slices of
+// one second: the per-process spread (see vanilla_copy) drops out of the
+// ratio.
+func sameProcessRun(p *pki, dir, cpus string, all []system) error {
+	const pairs = 10
+	names := strings.Split(*pair, ",")
+	var sites []system
+	for _, name := range names {
+		for _, sys := range all {
+			if sys.name == name && sys.site != nil {
+				sites = append(sites, sys)
+			}
+		}
+	}
+	if len(names) != 2 || len(sites) != 2 {
+		return fmt.Errorf("-pair %q: want two Caddy systems", *pair)
+	}
+	port, port2 := freePort(), freePort()
+	pr, err := startCaddy(dir, "same-process", cpus, sites[0].site(port)+sites[1].site(port2), port)
+	if err != nil {
+		return err
+	}
+	defer pr.stop()
+	if err := waitPort(port2); err != nil {
+		return err
+	}
+	plugin, vanilla := fmt.Sprintf("https://localhost:%d/", port), fmt.Sprintf("https://localhost:%d/", port2)
+	load(plugin, p, "keepalive", time.Second) // warm-up
+	load(vanilla, p, "keepalive", time.Second)
+	var ratios []float64
+	var text []string
+	for i := 0; i < pairs; i++ {
+		a, b := plugin, vanilla
+		if i%2 == 1 {
+			a, b = vanilla, plugin // alternate which goes first
+		}
+		ra, rb := load(a, p, "keepalive", time.Second), load(b, p, "keepalive", time.Second)
+		if ra.errors+rb.errors > 0 {
+			return fmt.Errorf("same_process: %d errors", ra.errors+rb.errors)
+		}
+		if i%2 == 1 {
+			ra, rb = rb, ra
+		}
+		ratios = append(ratios, ra.rps/rb.rps)
+		text = append(text, fmt.Sprintf("%.3f", ra.rps/rb.rps))
+		fmt.Fprintf(os.Stderr, "same_process pair %d: %s %.0f req/s, %s %.0f req/s\n", i+1, names[0], ra.rps, names[1], rb.rps)
+	}
+	sorted := slices.Clone(ratios)
+	slices.Sort(sorted)
+	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices: req/s ratio %s; median %.3f.\n",
+		names[0], names[1], pairs, strings.Join(text, ", "), (sorted[pairs/2-1]+sorted[pairs/2])/2)
 	return nil
 }
 

@@ -7,28 +7,20 @@ import "fmt"
 type system struct {
 	name  string
 	start func(wl string, port int) (*proc, error)
+	// site is a Caddy system's site block for the TLS path (nil for nginx),
+	// for serving two systems from one process.
+	site func(port int) string
 }
 
 // allSystems returns the gateways, all proxying to the mTLS backend on bePort
 // and pinned to cpus (empty: not pinned), workers nginx workers: the three
-// compared, then, only when named in -systems, vanilla_copy (vanilla_caddy
-// again, to see the spread between two processes of one config) and two
-// halves of the plugin for finding where a difference comes from
-// (client_cert_auth with the http transport, and vanilla Caddy's site with
-// ssl_profiles).
+// compared, then, only when named in -systems or -pair, vanilla_copy
+// (vanilla_caddy again, to see the spread between two processes of one
+// config) and two halves of the plugin for finding where a difference comes
+// from (client_cert_auth with the http transport, and vanilla Caddy's site
+// with ssl_profiles).
 func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	f := p.files
-	// The TLS path: the gateway terminates the callers' TLS itself.
-	caddyTLS := func(name, clientAuth, transport string, port int) (*proc, error) {
-		return startCaddy(dir, name, cpus, fmt.Sprintf(`https://localhost:%d {
-	tls %s %s {
-		client_auth {
-			%s
-		}
-	}
-	%s
-}`, port, f["server"], f["server-key"], clientAuth, transport), port)
-	}
 	// The header path: TLS ends at the load balancer in front, which passes
 	// the caller's certificate in X-Client-Cert (URL-encoded PEM).
 	caddyHeader := func(name, auth, transport string, port int) (*proc, error) {
@@ -37,6 +29,31 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	%s
 	%s
 }`, port, auth, transport), port)
+	}
+	// A Caddy system: on the TLS path the gateway terminates the callers'
+	// TLS itself with the site's client_auth; header (nil: not run) starts
+	// it for the header workload.
+	caddySystem := func(name, clientAuth, body string, header func(port int) (*proc, error)) system {
+		site := func(port int) string {
+			return fmt.Sprintf(`https://localhost:%d {
+	tls %s %s {
+		client_auth {
+			%s
+		}
+	}
+	%s
+}
+`, port, f["server"], f["server-key"], clientAuth, body)
+		}
+		return system{name: name, site: site, start: func(wl string, port int) (*proc, error) {
+			if wl == "header" {
+				if header == nil {
+					return nil, nil
+				}
+				return header(port)
+			}
+			return startCaddy(dir, name, cpus, site(port), port)
+		}}
 	}
 	pluginProxy := fmt.Sprintf(`reverse_proxy https://localhost:%[1]d {
 		transport ssl_profiles {
@@ -52,31 +69,26 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 			tls_client_auth %[3]s %[4]s
 		}
 	}`, bePort, f["server-ca"], f["gateway"], f["gateway-key"])
-
 	handler := fmt.Sprintf("client_cert_auth {\n\t\ttrust_pool file %s\n\t}", f["client-ca"])
+	requestingSite := "mode request" // the site asks for a certificate, client_cert_auth verifies it
 	verifyingSite := "mode require_and_verify\n\t\t\ttrust_pool file " + f["client-ca"]
+
 	return []system{
-		{"plugin", func(wl string, port int) (*proc, error) {
-			if wl == "header" {
-				return caddyHeader("plugin-header", fmt.Sprintf(`client_cert_auth {
+		caddySystem("plugin", requestingSite, handler+"\n\t"+pluginProxy, func(port int) (*proc, error) {
+			return caddyHeader("plugin-header", fmt.Sprintf(`client_cert_auth {
 		trust_pool file %s
 		header X-Client-Cert {
 			format url_pem
 			from 127.0.0.1/32
 		}
 	}`, f["client-ca"]), pluginProxy, port)
-			}
-			return caddyTLS("plugin", "mode request", handler+"\n\t"+pluginProxy, port)
-		}},
-		{"vanilla_caddy", func(wl string, port int) (*proc, error) {
-			if wl == "header" {
-				// Caddy cannot verify a certificate from a header: the same
-				// proxy without any check, to show what the check costs.
-				return caddyHeader("vanilla-header", "", vanillaProxy, port)
-			}
-			return caddyTLS("vanilla", verifyingSite, vanillaProxy, port)
-		}},
-		{"nginx", func(wl string, port int) (*proc, error) {
+		}),
+		caddySystem("vanilla_caddy", verifyingSite, vanillaProxy, func(port int) (*proc, error) {
+			// Caddy cannot verify a certificate from a header: the same
+			// proxy without any check, to show what the check costs.
+			return caddyHeader("vanilla-header", "", vanillaProxy, port)
+		}),
+		{name: "nginx", start: func(wl string, port int) (*proc, error) {
 			if wl == "header" {
 				return nil, nil
 			}
@@ -109,25 +121,9 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 		}
 	}`, port, f["server"], f["server-key"], f["client-ca"], bePort, f["server-ca"], f["gateway"], f["gateway-key"]), port)
 		}},
-		{"handler_only", func(wl string, port int) (*proc, error) {
-			if wl == "header" {
-				return nil, nil
-			}
-			return caddyTLS("handler-only", "mode request", handler+"\n\t"+vanillaProxy, port)
-		}},
-		{"vanilla_copy", func(wl string, port int) (*proc, error) {
-			// An A/A control: vanilla_caddy again, in a process of its own.
-			if wl == "header" {
-				return nil, nil
-			}
-			return caddyTLS("vanilla-copy", verifyingSite, vanillaProxy, port)
-		}},
-		{"transport_only", func(wl string, port int) (*proc, error) {
-			if wl == "header" {
-				return nil, nil
-			}
-			return caddyTLS("transport-only", verifyingSite, pluginProxy, port)
-		}},
+		caddySystem("vanilla_copy", verifyingSite, vanillaProxy, nil), // an A/A control
+		caddySystem("handler_only", requestingSite, handler+"\n\t"+vanillaProxy, nil),
+		caddySystem("transport_only", verifyingSite, pluginProxy, nil),
 	}
 }
 
