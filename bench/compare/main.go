@@ -51,7 +51,7 @@ var (
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
-	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only)")
+	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site)")
 	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process workload")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")

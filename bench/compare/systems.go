@@ -17,8 +17,8 @@ type system struct {
 // compared, then, only when named in -systems or -pair, vanilla_copy
 // (vanilla_caddy again, to see the spread between two processes of one
 // config) and two halves of the plugin for finding where a difference comes
-// from (client_cert_auth with the http transport, and vanilla Caddy's site
-// with ssl_profiles).
+// from (client_cert_auth with the http transport, vanilla Caddy's site with
+// ssl_profiles, and vanilla Caddy with the plugin's site mode request).
 func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	f := p.files
 	// The header path: TLS ends at the load balancer in front, which passes
@@ -124,6 +124,7 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 		caddySystem("vanilla_copy", verifyingSite, vanillaProxy, nil), // an A/A control
 		caddySystem("handler_only", requestingSite, handler+"\n\t"+vanillaProxy, nil),
 		caddySystem("transport_only", verifyingSite, pluginProxy, nil),
+		caddySystem("request_site", requestingSite, vanillaProxy, nil), // vanilla with the plugin's site mode
 	}
 }
 
