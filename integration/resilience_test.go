@@ -70,16 +70,7 @@ func TestResilience(t *testing.T) {
 	stall, drop := listenBlackhole(t, false), listenBlackhole(t, true)
 	port := freePort(t)
 	site := func(version int) string {
-		return fmt.Sprintf(`{
-	admin {admin}
-	auto_https off
-	servers {
-		timeouts {
-			idle 2s
-		}
-	}
-}
-http://:%[1]d {
+		return reloadGlobals + fmt.Sprintf(`http://:%[1]d {
 	bind 127.0.0.1
 	client_cert_auth {
 		mode optional
@@ -152,16 +143,7 @@ http://:%[1]d {
 		// under a request (see above).
 		vport := freePort(t)
 		vanilla := func(version int) string {
-			return fmt.Sprintf(`{
-	admin {admin}
-	auto_https off
-	servers {
-		timeouts {
-			idle 2s
-		}
-	}
-}
-http://:%[1]d {
+			return reloadGlobals + fmt.Sprintf(`http://:%[1]d {
 	bind 127.0.0.1
 	reverse_proxy https://localhost:%[2]d {
 		header_up X-Config-Version %[6]d
@@ -219,6 +201,19 @@ http://:%[1]d {
 		})
 	})
 }
+
+// reloadGlobals are the global options of the configs reloaded under load:
+// idle connections close after 2s on the client side too (see keepalive).
+const reloadGlobals = `{
+	admin {admin}
+	auto_https off
+	servers {
+		timeouts {
+			idle 2s
+		}
+	}
+}
+`
 
 // reloadsUnderLoad loads config(1) to config(20) into c through the admin
 // API while 4 keep-alive clients GET url, and fails the test unless every
