@@ -27,7 +27,7 @@ lint:
 # openssl, redis-server).
 test: lint
 	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
-	CADDY_BIN=$(TEST_CADDY) go test -race -count=1 ./...
+	CADDY_BIN=$(TEST_CADDY) go test -race -count=1 -timeout 20m ./...
 
 # Go benchmarks, then the side-by-side load comparison (see BENCHMARKS.md).
 bench: build

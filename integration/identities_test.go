@@ -63,7 +63,7 @@ http://:%[1]d {
 	baseGoroutines, baseFDs := goroutines(t, c), openFDs(t, c.pid)
 
 	// Sample while the load runs: the bound must hold throughout.
-	var peakGoroutines, peakConns atomic.Int64
+	var peakGoroutines, peakConns atomic.Int64 // written by the sampler, read after it ends
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -89,11 +89,12 @@ http://:%[1]d {
 		mu       sync.Mutex
 		firstBad error
 	)
+	started := time.Now()
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client := &http.Client{Timeout: 10 * time.Second}
+			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
 			defer client.CloseIdleConnections()
 			// Every identity twice, the second pass after the pools of the
 			// first were evicted.
@@ -111,6 +112,7 @@ http://:%[1]d {
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(started)
 	close(stop)
 	<-sampled
 	if wrong.Load() > 0 {
@@ -118,16 +120,19 @@ http://:%[1]d {
 	}
 	// Each pool holds its connections (HTTP/2 here: one reading goroutine
 	// each, two for HTTP/1.1); in-flight requests may hold a connection of
-	// a pool just evicted. Without the bound there would be ~1000 of each.
-	maxConns := int64(maxPools + 2*concurrency)
+	// a pool just evicted, and the backend counts a close only once its own
+	// goroutine has seen it (slow under -race on a busy machine): slack of
+	// half the bound. Without the bound, every identity's connection would
+	// stay open for the keep-alive time (idle): 1000 when the load takes less.
+	maxConns := int64(maxPools + maxPools/2)
 	if peak := peakConns.Load(); peak > maxConns {
 		t.Errorf("backend saw %d connections open at once, bound %d", peak, maxConns)
 	}
 	if peak := peakGoroutines.Load(); peak > int64(baseGoroutines)+2*maxConns+concurrency*4 {
 		t.Errorf("gateway peaked at %d goroutines (baseline %d), bound %d", peak, baseGoroutines, int64(baseGoroutines)+2*maxConns+concurrency*4)
 	}
-	t.Logf("%d identities, %d requests: peak %d gateway goroutines (baseline %d), peak %d backend connections (max_pools %d)",
-		identities, 2*identities, peakGoroutines.Load(), baseGoroutines, peakConns.Load(), maxPools)
+	t.Logf("%d identities, %d requests in %s: peak %d gateway goroutines (baseline %d), peak %d backend connections (max_pools %d)",
+		identities, 2*identities, elapsed.Round(time.Millisecond), peakGoroutines.Load(), baseGoroutines, peakConns.Load(), maxPools)
 
 	// Idle: the connections close after the keepalive time, and with them
 	// their goroutines and descriptors.

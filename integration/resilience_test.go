@@ -203,7 +203,7 @@ func TestResilience(t *testing.T) {
 }
 
 // reloadGlobals are the global options of the configs reloaded under load:
-// idle connections close after 2s on the client side too (see keepalive).
+// the gateway closes clients' idle connections after 2s.
 const reloadGlobals = `{
 	admin {admin}
 	auto_https off
@@ -257,6 +257,9 @@ func reloadsUnderLoad(t *testing.T, c *caddyProc, url, want string, config func(
 			}
 		}()
 	}
+	var once sync.Once
+	stopLoad := func() { once.Do(func() { close(stop); wg.Wait() }) }
+	defer stopLoad() // also when a reload fails the test
 	for i := 1; i <= 20; i++ {
 		cfg := strings.ReplaceAll(config(i), "{admin}", c.admin)
 		if status, body := loadConfig(t, c, cfg, "text/caddyfile"); status != 200 {
@@ -264,8 +267,7 @@ func reloadsUnderLoad(t *testing.T, c *caddyProc, url, want string, config func(
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d requests failed during 20 reloads; first: %v", failed.Load(), failed.Load()+okN.Load(), firstErr.Load())
 	}

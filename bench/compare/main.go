@@ -132,10 +132,12 @@ func run() error {
 	defer backend.stop()
 	all := allSystems(p, dir, gwCPUs, gwWorkers, bePort)
 	var systems []system
-	for _, sys := range all {
-		if slices.Contains(strings.Split(*systemNames, ","), sys.name) {
-			systems = append(systems, sys)
+	for _, name := range strings.Split(*systemNames, ",") {
+		i := slices.IndexFunc(all, func(sys system) bool { return sys.name == name })
+		if i < 0 {
+			return fmt.Errorf("-systems: unknown system %q", name)
 		}
+		systems = append(systems, all[i])
 	}
 
 	var workloads []string
@@ -146,8 +148,10 @@ func run() error {
 			memory = true
 		case "same_process":
 			sameProcess = true
-		default:
+		case "keepalive", "handshake", "handshake_chain", "many_callers", "header":
 			workloads = append(workloads, wl)
+		default:
+			return fmt.Errorf("-workloads: unknown workload %q", wl)
 		}
 	}
 	results := map[string]map[string][]result{}
@@ -169,7 +173,7 @@ func run() error {
 				}
 				results[wl][sys.name] = append(results[wl][sys.name], res)
 				fmt.Fprintf(os.Stderr, "round %d %-15s %-13s %8.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %.2f (%.0f µs/req, %.0f allocs/req, %.1f reads+writes/req) rss %.0f MB errors %d\n",
-					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.cpuPerRequest(), res.allocs, res.ioCalls, res.rssMB, res.errors)
+					r, wl, sys.name, res.rps, res.p50, res.p99, res.cpu, res.cpuPerReq, res.allocs, res.ioCalls, res.rssMB, res.errors)
 			}
 		}
 	}
@@ -221,15 +225,15 @@ func sameProcessRun(p *pki, dir, cpus string, all []system) error {
 	if err := waitPort(port2); err != nil {
 		return err
 	}
-	plugin, vanilla := fmt.Sprintf("https://localhost:%d/", port), fmt.Sprintf("https://localhost:%d/", port2)
-	load(plugin, p, "keepalive", time.Second) // warm-up
-	load(vanilla, p, "keepalive", time.Second)
+	first, second := fmt.Sprintf("https://localhost:%d/", port), fmt.Sprintf("https://localhost:%d/", port2)
+	load(first, p, "keepalive", time.Second) // warm-up
+	load(second, p, "keepalive", time.Second)
 	var ratios []float64
 	var text []string
 	for i := 0; i < pairs; i++ {
-		a, b := plugin, vanilla
+		a, b := first, second
 		if i%2 == 1 {
-			a, b = vanilla, plugin // alternate which goes first
+			a, b = second, first // alternate which goes first
 		}
 		ra, rb := load(a, p, "keepalive", time.Second), load(b, p, "keepalive", time.Second)
 		if ra.errors+rb.errors > 0 {
@@ -242,10 +246,8 @@ func sameProcessRun(p *pki, dir, cpus string, all []system) error {
 		text = append(text, fmt.Sprintf("%.3f", ra.rps/rb.rps))
 		fmt.Fprintf(os.Stderr, "same_process pair %d: %s %.0f req/s, %s %.0f req/s\n", i+1, names[0], ra.rps, names[1], rb.rps)
 	}
-	sorted := slices.Clone(ratios)
-	slices.Sort(sorted)
 	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices: req/s ratio %s; median %.3f.\n",
-		names[0], names[1], pairs, strings.Join(text, ", "), (sorted[pairs/2-1]+sorted[pairs/2])/2)
+		names[0], names[1], pairs, strings.Join(text, ", "), medianOf(ratios))
 	return nil
 }
 
@@ -294,7 +296,7 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 		profiled = make(chan error, 1)
 		path := filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.pprof", sys.name, wl))
 		go func() {
-			profiled <- saveProfile(pr.admin, fmt.Sprintf("profile?seconds=%d", int(duration.Seconds())-1), path)
+			profiled <- saveProfile(pr.admin, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
 		}()
 	}
 	pids := pr.pids()
@@ -308,6 +310,7 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 	res := load(url, p, wl, *duration)
 	res.cpu = float64(cpuTicks(pids)-before) / 100 / duration.Seconds() // USER_HZ is 100 on Linux
 	if res.rps > 0 {
+		res.cpuPerReq = res.cpu / res.rps * 1e6
 		res.ioCalls = float64(ioCalls(pids)-callsBefore) / (res.rps * duration.Seconds())
 	}
 	res.rssMB = float64(statusKB(pids, "VmHWM")) / 1024
@@ -357,13 +360,14 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 				allocs = fmt.Sprintf("%.0f", m.allocs)
 			}
 			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %.1f | %.0f | %d | %s | %s |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu,
-				m.cpuPerRequest(), allocs, m.ioCalls, m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
+				m.cpuPerReq, allocs, m.ioCalls, m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
 		}
 	}
-	if slices.Contains(workloads, "header") && slices.Contains(workloads, "keepalive") {
-		h, t := med["header"]["plugin"], med["keepalive"]["plugin"]
+	h, okH := med["header"]["plugin"]
+	t, okT := med["keepalive"]["plugin"]
+	if okH && okT {
 		fmt.Printf("\nPlugin, header path (header) vs TLS path (keepalive): req/s %s; gateway CPU per request %.0f µs vs %.0f µs (%.3f).\n",
-			ratio(h, t), h.cpuPerRequest(), t.cpuPerRequest(), t.cpuPerRequest()/h.cpuPerRequest())
+			ratio(h, t), h.cpuPerReq, t.cpuPerReq, t.cpuPerReq/h.cpuPerReq)
 	}
 }
 
@@ -409,6 +413,9 @@ func memoryRun(p *pki, dir string, systems []system) error {
 			}
 		}
 		pr.stop()
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("memory: no Caddy system among -systems")
 	}
 	fmt.Printf("\nMemory: %d distinct callers, one new connection each, %d at a time; RSS and Go heap in use (MB) after each step.\n\n", n, *concurrency)
 	head, rule := "| callers |", "|---|"

@@ -39,10 +39,13 @@ func (p *proc) stop() {
 // command runs name with args, on the given CPUs when cpus is not empty
 // (taskset execs the program, so the process keeps taskset's pid).
 func command(cpus, name string, args ...string) *exec.Cmd {
-	if cpus == "" {
-		return exec.Command(name, args...)
+	cmd := exec.Command(name, args...)
+	if cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, name}, args...)...)
 	}
-	return exec.Command("taskset", append([]string{"-c", cpus, name}, args...)...)
+	// Stopped with this program, however it ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return cmd
 }
 
 func freePort() int {
@@ -110,7 +113,9 @@ func startCaddy(dir, name, cpus, caddyfile string, port int) (*proc, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	logf.Close() // the child has its own
+	if err != nil {
 		return nil, err
 	}
 	p := &proc{cmd: cmd, pids: func() []int { return []int{cmd.Process.Pid} }, admin: admin}
