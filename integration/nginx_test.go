@@ -19,12 +19,9 @@ import (
 // http-block body, and stops it when the test ends.
 func startNginx(t *testing.T, httpBody string, ready string) {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
+	bin, err := testpeer.NginxBin()
 	if err != nil {
-		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
-			t.Fatalf("nginx is not installed (apt-get install -y nginx; .ci/run does): %v", err)
-		}
-		bin = "/usr/sbin/nginx"
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	conf := testpeer.NginxConfig(dir, 1, httpBody)

@@ -41,11 +41,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 var (
 	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
-	nginxBin      = flag.String("nginx", "nginx", "nginx binary")
+	nginxBin      = flag.String("nginx", "", "nginx binary (default: on PATH, else /usr/sbin/nginx)")
 	duration      = flag.Duration("duration", 7*time.Second, "measured time of one run")
 	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
@@ -95,6 +97,13 @@ func peerCPUs() string {
 }
 
 func run() error {
+	if *nginxBin == "" {
+		bin, err := testpeer.NginxBin()
+		if err != nil {
+			return err
+		}
+		*nginxBin = bin
+	}
 	dir, err := os.MkdirTemp("", "caddy-mtls-bench")
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package testpeer
 import (
 	"fmt"
 	"os"
+	"os/exec"
 )
 
 // NginxConfig returns an nginx.conf that runs in the foreground with every
@@ -30,4 +31,17 @@ http {
 %[4]s
 }
 `, user, workers, dir, httpBody)
+}
+
+// NginxBin returns the nginx binary: the one on PATH, else Debian's
+// /usr/sbin/nginx (not on a non-root user's PATH).
+func NginxBin() (string, error) {
+	bin, err := exec.LookPath("nginx")
+	if err == nil {
+		return bin, nil
+	}
+	if _, statErr := os.Stat("/usr/sbin/nginx"); statErr == nil {
+		return "/usr/sbin/nginx", nil
+	}
+	return "", fmt.Errorf("nginx is not installed (apt-get install -y nginx; .ci/run does): %w", err)
 }
