@@ -41,6 +41,9 @@ func TestManyIdentities(t *testing.T) {
 	serverCA := filepath.Join(e.dir, "ids-server-ca.pem")
 	writeFile(t, serverCA, string(backend.ServerCA.CertPEM()))
 
+	// The identity comes from a request header here only to drive 1000 of
+	// them from the test; a gateway takes it from the verified caller
+	// ({http.auth.user.alias}), never from a header the caller sets.
 	port := freePort(t)
 	c := startCaddy(t, e, fmt.Sprintf(`{
 	admin {admin}

@@ -129,9 +129,9 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 }
 
 // startLB starts the nginx load balancer of the header workload on lbPort,
-// on the load generator's CPUs: it terminates the callers' TLS, asks for a client certificate
-// without checking it (the gateway does), and passes it on in X-Client-Cert
-// over kept-alive connections to the gateway on gwPort.
+// on the load generator's CPUs: it terminates the callers' TLS, asks for a
+// client certificate without checking it (the gateway does), and passes it
+// on in X-Client-Cert over kept-alive connections to the gateway on gwPort.
 func startLB(p *pki, dir string, workers, lbPort, gwPort int) (*proc, error) {
 	return startNginx(dir, "lb", "", workers, fmt.Sprintf(`
 	upstream gateway {
