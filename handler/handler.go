@@ -449,12 +449,13 @@ func containsString(list []string, s string) bool {
 // ServeHTTP authenticates the request and passes it on, or refuses it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	now := time.Now()
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	var (
 		v       *verdict
 		source  = sourceTLS
 		spoofed bool
 	)
-	if h.headerField != "" && h.allowedSource(r) {
+	if h.headerField != "" && h.allowedSource(r, vars) {
 		// The request comes through a proxy in front: only the header can
 		// name the caller. The proxy's own TLS certificate is not the
 		// caller's, and an empty or absent header means no certificate
@@ -482,7 +483,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if v == nil {
 		if h.optional {
-			setIdentity(r, anonymous, nil)
+			setIdentity(r, vars, anonymous)
 			return next.ServeHTTP(w, r)
 		}
 		reason := reasonNoCert
@@ -496,7 +497,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	metrics.Accepted(int(source))
-	setIdentity(r, v.identity, sourceNames[source])
+	setIdentity(r, vars, v.identity)
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
 	}
@@ -508,11 +509,11 @@ func isBlank(values []string) bool {
 	return len(values) == 0 || len(values) == 1 && strings.Trim(values[0], " \t") == ""
 }
 
-// allowedSource reports whether the request comes from a client allowed to
-// set the certificate header.
-func (h *Handler) allowedSource(r *http.Request) bool {
+// allowedSource reports whether the request (with its vars) comes from a
+// client allowed to set the certificate header.
+func (h *Handler) allowedSource(r *http.Request, vars map[string]any) bool {
 	if len(h.from) == 0 {
-		trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+		trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool)
 		return trusted
 	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)

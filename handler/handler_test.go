@@ -1,7 +1,9 @@
 package handler
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -429,20 +431,25 @@ func TestCacheBoundAndExpiry(t *testing.T) {
 	c := newVerdictCache(4)
 	now := time.Now()
 	for i := 0; i < 100; i++ {
-		c.put(strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
-		if len(c.m) > 4 {
-			t.Fatalf("cache grew to %d entries, bound 4", len(c.m))
+		// TLS and header entries share the bound, whichever comes.
+		src := certSource(i / 3 % 2)
+		c.put(src, strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
+		if n := len(c.m[sourceTLS]) + len(c.m[sourceHeader]); n > 4 {
+			t.Fatalf("cache grew to %d entries, bound 4", n)
 		}
 	}
 	k := "key"
-	c.put(k, &verdict{expires: now.Add(time.Second)})
-	if c.get(k, now, 0) == nil {
+	c.put(sourceHeader, k, &verdict{expires: now.Add(time.Second)})
+	if c.get(sourceHeader, k, now, 0) == nil {
 		t.Fatal("fresh entry not found")
 	}
-	if c.get(k, now.Add(time.Second), 0) != nil {
+	if c.get(sourceTLS, k, now, 0) != nil {
+		t.Fatal("header entry served for the same TLS key")
+	}
+	if c.get(sourceHeader, k, now.Add(time.Second), 0) != nil {
 		t.Fatal("entry served at its expiry")
 	}
-	if c.get(k, now, 1) != nil {
+	if c.get(sourceHeader, k, now, 1) != nil {
 		t.Fatal("entry of another generation of stored clients served")
 	}
 }
@@ -507,9 +514,53 @@ func TestLongHeaderValue(t *testing.T) {
 			t.Fatalf("round %d: status %d (%v)", round, res.status, res.err)
 		}
 	}
-	for key := range h.cache.m {
+	for key := range h.cache.m[sourceHeader] {
 		if len(key) > maxValueKey {
 			t.Fatalf("cache key of %d bytes", len(key))
+		}
+	}
+}
+
+// TestChainKey: a TLS verdict is keyed by the leaf, and serves only the
+// chain it was made with; a chain too long to keep is keyed by its hash.
+func TestChainKey(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, p.trustConfig())
+	leaf, mid, other := p.viaMid.Cert, p.mid.Cert, p.wrongCA.Cert
+	now := time.Now()
+	steps := []struct {
+		chain  []*x509.Certificate
+		accept bool
+	}{
+		{[]*x509.Certificate{leaf}, false},            // the intermediate missing
+		{[]*x509.Certificate{leaf, mid}, true},        // the same leaf, now verifiable
+		{[]*x509.Certificate{leaf}, false},            // not the verdict with mid
+		{[]*x509.Certificate{leaf, mid, other}, true}, // an extra certificate is ignored by Verify
+		{[]*x509.Certificate{leaf, other}, false},     // not mid, though as long as the one before
+		{[]*x509.Certificate{leaf, mid}, true},
+	}
+	for i, s := range steps {
+		for round := 0; round < 2; round++ { // evaluated, then cached
+			if v := h.fromTLS(s.chain, now); v.accepted != s.accept {
+				t.Fatalf("step %d round %d: accepted %v (%s), want %v", i, round, v.accepted, v.reason, s.accept)
+			}
+		}
+	}
+	if key, whole := tlsKey([]*x509.Certificate{leaf, mid}); whole || !bytes.Equal(key, leaf.Raw) {
+		t.Fatalf("short chain keyed by %d bytes (whole chain %v), want the leaf", len(key), whole)
+	}
+
+	long := []*x509.Certificate{leaf}
+	for len(long) < 1+maxValueKey/len(mid.Raw)+1 {
+		long = append(long, mid)
+	}
+	key, whole := tlsKey(long)
+	if !whole || len(key) != sha256.Size || key[0] != 0 {
+		t.Fatalf("long chain keyed by %d bytes (whole chain %v), want a hash", len(key), whole)
+	}
+	for round := 0; round < 2; round++ {
+		if v := h.fromTLS(long, now); !v.accepted {
+			t.Fatalf("long chain round %d: %s", round, v.reason)
 		}
 	}
 }

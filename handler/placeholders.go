@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // placeholderNames are the {http.auth.user.*} placeholders the handler sets.
@@ -15,39 +14,28 @@ var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "ser
 // (when the verdict is made), so that answering a placeholder costs no
 // allocation.
 type identity struct {
-	id, alias, tier, subject, issuer, serial, fingerprint, notAfter, sanDNS, sanURI, sanEmail any
+	id, alias, tier, subject, issuer, serial, fingerprint, notAfter, source, sanDNS, sanURI, sanEmail any
 }
 
 // anonymous answers every placeholder with an empty value, for requests that
 // pass without a certificate in optional mode, so that a config using them
 // gets empty values rather than the placeholders' own text.
-var anonymous = &identity{"", "", "", "", "", "", "", "", "", "", ""}
+var anonymous = &identity{"", "", "", "", "", "", "", "", "", "", "", ""}
 
-var (
-	emptySource any = ""
-	sourceNames     = [2]any{sourceTLS.String(), sourceHeader.String()}
-)
-
-// identityVarKey is the request variable that holds the request's identity
-// slot.
+// identityVarKey is the request variable that holds the request's identity.
 const identityVarKey = "client_cert_auth.identity"
 
-// identitySlot answers the {http.auth.user.*} placeholders of a request.
-// One slot is mapped into the request's replacer, by the first
-// client_cert_auth the request meets; a later one (a route's, after a
-// site-wide one) replaces what it holds, so the last handler's identity
-// is the one that counts.
-type identitySlot struct {
-	id     *identity
-	source any
-}
-
-func (s *identitySlot) lookup(key string) (any, bool) {
+// lookupIdentity answers the {http.auth.user.*} placeholders from the
+// identity in vars.
+func lookupIdentity(vars map[string]any, key string) (any, bool) {
 	name, ok := strings.CutPrefix(key, "http.auth.user.")
 	if !ok {
 		return nil, false
 	}
-	id := s.id
+	id, ok := vars[identityVarKey].(*identity)
+	if !ok {
+		return nil, false
+	}
 	switch name {
 	case "id":
 		return id.id, true
@@ -66,7 +54,7 @@ func (s *identitySlot) lookup(key string) (any, bool) {
 	case "not_after":
 		return id.notAfter, true
 	case "source":
-		return s.source, true
+		return id.source, true
 	case "san_dns":
 		return id.sanDNS, true
 	case "san_uri":
@@ -77,21 +65,20 @@ func (s *identitySlot) lookup(key string) (any, bool) {
 	return nil, false
 }
 
-// setIdentity makes id, from source (nil: none), the request's
-// {http.auth.user.*} placeholders.
-func setIdentity(r *http.Request, id *identity, source any) {
-	if source == nil {
-		source = emptySource
-	}
-	if slot, ok := caddyhttp.GetVar(r.Context(), identityVarKey).(*identitySlot); ok {
-		slot.id, slot.source = id, source
+// setIdentity makes id the {http.auth.user.*} placeholders of the request,
+// whose vars are given. The first client_cert_auth a request meets maps them
+// into its replacer; a later one (a route's, after a site-wide one) replaces
+// the identity they answer from, so the last handler's identity counts.
+func setIdentity(r *http.Request, vars map[string]any, id *identity) {
+	if vars == nil {
 		return
 	}
-	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if !ok {
+	_, mapped := vars[identityVarKey]
+	vars[identityVarKey] = id
+	if mapped {
 		return
 	}
-	slot := &identitySlot{id: id, source: source}
-	caddyhttp.SetVar(r.Context(), identityVarKey, slot)
-	repl.Map(slot.lookup)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(func(key string) (any, bool) { return lookupIdentity(vars, key) })
+	}
 }

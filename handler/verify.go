@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -58,6 +59,7 @@ type verdict struct {
 	fingerprint string
 	subject     string
 	forward     string // the leaf encoded for the forward header
+	inter       []byte // the intermediates it was made with, when its key is the leaf alone
 
 	// identity holds the {http.auth.user.*} values of an accepted chain.
 	identity *identity
@@ -65,13 +67,54 @@ type verdict struct {
 
 // fromTLS returns the verdict on a TLS peer certificate chain.
 func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
-	key, fp := chainKey(certs[0].Raw, len(certs)-1, func(i int) []byte { return certs[i+1].Raw })
-	if v := h.cache.getBytes(key[:], now, h.generation()); v != nil {
+	key, wholeChain := tlsKey(certs)
+	if v := h.cache.getBytes(sourceTLS, key, now, h.generation()); v != nil && (wholeChain || v.sentWith(certs[1:])) {
 		return v
 	}
-	v := h.evaluate(certs[0], certs[1:], fp, now)
-	h.cache.put(string(key[:]), v)
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), sourceTLS, now)
+	if !wholeChain {
+		for _, c := range certs[1:] {
+			v.inter = append(v.inter, c.Raw...)
+		}
+	}
+	h.cache.put(sourceTLS, string(key), v)
 	return v
+}
+
+// tlsKey returns the cache key of a TLS peer chain. A chain of at most
+// maxValueKey bytes is keyed by its leaf's DER as it is, so that a returning
+// caller costs no hashing, and its intermediates are compared with the ones
+// the verdict was made with; a longer chain by a SHA-256 of the whole chain
+// (wholeChain), its first byte zeroed, which no DER certificate (a SEQUENCE,
+// 0x30) starts with.
+func tlsKey(certs []*x509.Certificate) (key []byte, wholeChain bool) {
+	n := 0
+	for _, c := range certs {
+		n += len(c.Raw)
+	}
+	if n <= maxValueKey {
+		return certs[0].Raw, false
+	}
+	d := sha256.New()
+	for _, c := range certs {
+		d.Write(c.Raw) // DER is self-delimiting: the concatenation is unambiguous
+	}
+	key = d.Sum(nil)
+	key[0] = 0
+	return key, true
+}
+
+// sentWith reports whether inter are the intermediates the verdict was made
+// with (DER is self-delimiting, so their concatenation tells them apart).
+func (v *verdict) sentWith(inter []*x509.Certificate) bool {
+	rest := v.inter
+	for _, c := range inter {
+		if !bytes.HasPrefix(rest, c.Raw) {
+			return false
+		}
+		rest = rest[len(c.Raw):]
+	}
+	return len(rest) == 0
 }
 
 // fromHeader returns the verdict on the certificate in the header (and the
@@ -93,12 +136,13 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 	}
 	if len(key) > maxValueKey {
 		// Keep what one entry costs small: a long value is keyed by its
-		// hash, marked apart from the chain hashes of the TLS path.
+		// hash, its first byte 1, which header values (no control
+		// characters) do not start with.
 		sum := sha256.Sum256([]byte(key))
 		sum[0] = 1
 		key = string(sum[:])
 	}
-	if v := h.cache.get(key, now, h.generation()); v != nil {
+	if v := h.cache.get(sourceHeader, key, now, h.generation()); v != nil {
 		return v, nil
 	}
 
@@ -122,37 +166,17 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 			return nil, fmt.Errorf("parsing certificate %d of %s: %w", i+1, h.headerField, err)
 		}
 	}
-	_, fp := chainKey(ders[0], 0, nil)
-	v := h.evaluate(certs[0], certs[1:], fp, now)
-	h.cache.put(key, v)
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(ders[0]), sourceHeader, now)
+	h.cache.put(sourceHeader, key, v)
 	return v, nil
-}
-
-// chainKey returns the cache key of a chain (the leaf and n intermediates,
-// the i-th given by inter) and the leaf's SHA-256 fingerprint. The key is a
-// hash of the chain with its first byte zeroed: header values, the other
-// keys in the cache, never start with a NUL byte (nor with 1, which marks
-// hashes of long header values).
-func chainKey(leaf []byte, n int, inter func(int) []byte) (key, fp [sha256.Size]byte) {
-	fp = sha256.Sum256(leaf)
-	key = fp
-	var buf [2 * sha256.Size]byte
-	for i := 0; i < n; i++ {
-		copy(buf[:sha256.Size], key[:])
-		ih := sha256.Sum256(inter(i))
-		copy(buf[sha256.Size:], ih[:])
-		key = sha256.Sum256(buf[:])
-	}
-	key[0] = 0
-	return key, fp
 }
 
 // evaluate decides whether leaf (with the intermediates the client sent) is
 // accepted: pinned exactly, or verified to the trust pool for client auth.
-func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, now time.Time) *verdict {
+func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, source certSource, now time.Time) *verdict {
 	v := &verdict{
 		gen:         h.generation(),
-		fingerprint: hex.EncodeToString(fp[:]), // certcodec.Fingerprint, from the hash made for the cache key
+		fingerprint: hex.EncodeToString(fp[:]), // certcodec.Fingerprint, from the hash made by the caller
 		subject:     capString(leaf.Subject.String(), maxLoggedSubject),
 		expires:     now.Add(verdictTTL),
 	}
@@ -224,6 +248,7 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		serial:      leaf.SerialNumber.String(),
 		fingerprint: v.fingerprint,
 		notAfter:    leaf.NotAfter.UTC().Format(time.RFC3339),
+		source:      source.String(),
 		sanDNS:      strings.Join(leaf.DNSNames, ","),
 		sanURI:      strings.Join(uris, ","),
 		sanEmail:    strings.Join(leaf.EmailAddresses, ","),
@@ -331,14 +356,14 @@ func allowsClientAuth(c *x509.Certificate) bool {
 	return false
 }
 
-// verdictCache is a bounded map of verdicts, keyed by a chain hash (TLS) or
-// the header values (header path). When full, it makes room by dropping the
-// expired entries among a few arbitrary ones, else one of those, so a miss
-// costs the same however large the cache is. A new config makes a new
-// handler, and so a new, empty cache.
+// verdictCache is a bounded map of verdicts, one map a certSource: TLS
+// chains keyed by tlsKey, header values by themselves. When full, it makes
+// room by dropping the expired entries among a few arbitrary ones, else one
+// of those, so a miss costs the same however large the cache is. A new
+// config makes a new handler, and so a new, empty cache.
 type verdictCache struct {
 	mu  sync.RWMutex
-	m   map[string]*verdict
+	m   [2]map[string]*verdict
 	max int
 }
 
@@ -346,20 +371,20 @@ type verdictCache struct {
 const evictionSample = 8
 
 func newVerdictCache(max int) *verdictCache {
-	return &verdictCache{m: make(map[string]*verdict), max: max}
+	return &verdictCache{m: [2]map[string]*verdict{{}, {}}, max: max}
 }
 
-func (c *verdictCache) get(key string, now time.Time, gen uint64) *verdict {
+func (c *verdictCache) get(src certSource, key string, now time.Time, gen uint64) *verdict {
 	c.mu.RLock()
-	v := c.m[key]
+	v := c.m[src][key]
 	c.mu.RUnlock()
 	return fresh(v, now, gen)
 }
 
 // getBytes is get without converting (and so copying) the key.
-func (c *verdictCache) getBytes(key []byte, now time.Time, gen uint64) *verdict {
+func (c *verdictCache) getBytes(src certSource, key []byte, now time.Time, gen uint64) *verdict {
 	c.mu.RLock()
-	v := c.m[string(key)]
+	v := c.m[src][string(key)]
 	c.mu.RUnlock()
 	return fresh(v, now, gen)
 }
@@ -373,26 +398,37 @@ func fresh(v *verdict, now time.Time, gen uint64) *verdict {
 	return v
 }
 
-func (c *verdictCache) put(key string, v *verdict) {
+func (c *verdictCache) put(src certSource, key string, v *verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
-		now := time.Now()
-		seen, dropped := 0, 0
-		var victim string
-		for k, old := range c.m {
-			if !now.Before(old.expires) {
-				delete(c.m, k)
-				dropped++
-			}
-			victim = k
-			if seen++; seen == evictionSample {
-				break
-			}
-		}
-		if dropped == 0 {
-			delete(c.m, victim)
+	m := c.m[src]
+	if _, ok := m[key]; !ok && len(c.m[0])+len(c.m[1]) >= c.max {
+		if len(m) == 0 {
+			makeRoom(c.m[1-src])
+		} else {
+			makeRoom(m)
 		}
 	}
-	c.m[key] = v
+	m[key] = v
+}
+
+// makeRoom drops the expired entries among the first evictionSample of m
+// (in Go's random map order), else the last of them.
+func makeRoom(m map[string]*verdict) {
+	now := time.Now()
+	seen, dropped := 0, 0
+	var victim string
+	for k, old := range m {
+		if !now.Before(old.expires) {
+			delete(m, k)
+			dropped++
+		}
+		victim = k
+		if seen++; seen == evictionSample {
+			break
+		}
+	}
+	if dropped == 0 {
+		delete(m, victim)
+	}
 }
