@@ -18,13 +18,15 @@
 //	              certificate in a header (the plugin's header path; vanilla Caddy proxies
 //	              without any check, to show what the check costs; nginx does not run it)
 //	same_process  keep-alive to the sites of the two -pair systems (default the plugin's and
-//	              vanilla Caddy's) in one Caddy process, alternating 1 s slices (once)
+//	              vanilla Caddy's) in one Caddy process, alternating 1 s slices (once in
+//	              each order of the sites' blocks, a process each)
 //	memory        -memory-callers distinct callers, one new connection each, once per
 //	              Caddy system: RSS and Go heap every tenth of the way
 //
-// With -pin (the default on 2 or more cores) the gateway runs alone on CPU 1
-// and everything else (this program, the backend, the load balancer) on the
-// other CPUs, so that the gateway's own ceiling shows.
+// With -pin (the default on 2 or more CPUs) the gateway runs alone on the
+// last CPU this program may use and everything else (this program, the
+// backend, the load balancer) on the others, so that the gateway's own
+// ceiling shows.
 //
 // Usage: go run ./bench/compare -caddy ./caddy [-duration 7s] [-rounds 3] [-pprof dir]
 package main
@@ -42,6 +44,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
@@ -55,8 +59,9 @@ var (
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site)")
 	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process workload")
+	samePairs     = flag.Int("same-pairs", 10, "pairs of 1 s slices of the same_process workload, in each site order")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,memory", "the workloads to run, comma-separated")
-	pin           = flag.Bool("pin", cpuCount() >= 2, "run the gateway alone on CPU 1, the rest on the other CPUs")
+	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
 )
 
@@ -65,13 +70,26 @@ const pinnedEnv = "CADDY_MTLS_BENCH_PINNED"
 
 func main() {
 	flag.Parse()
-	if *pin && os.Getenv(pinnedEnv) == "" {
+	if *samePairs < 1 || *rounds < 1 || *concurrency < 1 || *callerCount < 1 || *memoryCallers < 1 || *duration <= 0 {
+		fmt.Fprintln(os.Stderr, "compare: -same-pairs, -rounds, -concurrency, -callers, -memory-callers and -duration must be positive")
+		os.Exit(2)
+	}
+	if gw := os.Getenv(pinnedEnv); gw != "" {
+		// Re-executed below: pinned to the peers' CPUs, the gateway's named.
+		*pin, gatewayCPU = true, gw
+	} else if *pin {
 		// Move this program (and so the peers it starts) off the
 		// gateway's CPU; the Go runtime sizes itself to the CPUs it sees at
 		// start, hence a new process rather than an affinity call.
+		cpus := allowedCPUs()
+		peers := make([]string, len(cpus)-1)
+		for i, c := range cpus[:len(cpus)-1] {
+			peers[i] = strconv.Itoa(c)
+		}
 		taskset, err := exec.LookPath("taskset")
 		if err == nil {
-			err = syscall.Exec(taskset, append([]string{"taskset", "-c", peerCPUs()}, os.Args...), append(os.Environ(), pinnedEnv+"=1"))
+			err = syscall.Exec(taskset, append([]string{"taskset", "-c", strings.Join(peers, ",")}, os.Args...),
+				append(os.Environ(), pinnedEnv+"="+strconv.Itoa(cpus[len(cpus)-1])))
 		}
 		fmt.Fprintln(os.Stderr, "compare: pinning:", err)
 		os.Exit(1)
@@ -83,15 +101,34 @@ func main() {
 }
 
 // gatewayCPU is the CPU the gateway runs on with -pin.
-const gatewayCPU = 1
+var gatewayCPU string
 
-// peerCPUs lists every CPU but the gateway's, for taskset -c.
+// allowedCPUs lists the CPUs this process may run on (a container's cpuset
+// need not be 0..n-1).
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	var cpus []int
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		for i := 0; i < len(set)*64; i++ {
+			if set.IsSet(i) {
+				cpus = append(cpus, i)
+			}
+		}
+	}
+	if len(cpus) == 0 {
+		for i := 0; i < runtime.NumCPU(); i++ {
+			cpus = append(cpus, i)
+		}
+	}
+	return cpus
+}
+
+// peerCPUs lists the CPUs of the load generator, backend and load balancer,
+// for taskset -c: every CPU this (pinned) program may use.
 func peerCPUs() string {
 	var cpus []string
-	for i := 0; i < cpuCount(); i++ {
-		if i != gatewayCPU {
-			cpus = append(cpus, strconv.Itoa(i))
-		}
+	for _, c := range allowedCPUs() {
+		cpus = append(cpus, strconv.Itoa(c))
 	}
 	return strings.Join(cpus, ",")
 }
@@ -117,7 +154,7 @@ func run() error {
 	gwCPUs, gwWorkers, peerWorkers := "", runtime.NumCPU(), runtime.NumCPU()
 	if *pin {
 		// runtime.NumCPU is the peers' share here: the process is pinned.
-		gwCPUs, gwWorkers = strconv.Itoa(gatewayCPU), 1
+		gwCPUs, gwWorkers = gatewayCPU, 1
 	}
 	fmt.Fprintf(os.Stderr, "making %d caller certificates...\n", *callerCount)
 	p, err := makePKI(dir, *callerCount)
@@ -210,9 +247,9 @@ func run() error {
 // sameProcessRun serves the sites of the two -pair systems from one Caddy
 // process on cpus and alternates keep-alive load between them in slices of
 // one second: the per-process spread (see vanilla_copy) drops out of the
-// ratio.
+// ratio. It runs twice, in a process with the sites in one order and in one
+// with them in the other, -same-pairs pairs each.
 func sameProcessRun(p *pki, dir, cpus string, all []system) error {
-	const pairs = 10
 	names := strings.Split(*pair, ",")
 	var sites []system
 	for _, name := range names {
@@ -225,39 +262,64 @@ func sameProcessRun(p *pki, dir, cpus string, all []system) error {
 	if len(names) != 2 || len(sites) != 2 {
 		return fmt.Errorf("-pair %q: want two Caddy systems", *pair)
 	}
-	port, port2 := freePort(), freePort()
-	pr, err := startCaddy(dir, "same-process", cpus, sites[0].site(port)+sites[1].site(port2), port)
+	var all2 []float64
+	var text []string
+	for order := 0; order < 2; order++ {
+		ratios, err := sameProcessPairs(p, dir, cpus, names, sites, order == 1)
+		if err != nil {
+			return err
+		}
+		all2 = append(all2, ratios...)
+		parts := make([]string, len(ratios))
+		for i, r := range ratios {
+			parts[i] = fmt.Sprintf("%.3f", r)
+		}
+		first := names[0]
+		if order == 1 {
+			first = names[1]
+		}
+		text = append(text, fmt.Sprintf("%s's site first: %s (median %.3f)", first, strings.Join(parts, ", "), medianOf(ratios)))
+	}
+	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes, req/s ratio %s/%s: %s; median of all %.3f.\n",
+		names[0], names[1], *samePairs, names[0], names[1], strings.Join(text, "; "), medianOf(all2))
+	return nil
+}
+
+// sameProcessPairs runs one process of sameProcessRun, with the sites'
+// blocks in the other order when swapped, and returns the ratios of the
+// first system's req/s to the second's.
+func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, swapped bool) ([]float64, error) {
+	ports := [2]int{freePort(), freePort()}
+	config := sites[0].site(ports[0]) + sites[1].site(ports[1])
+	if swapped {
+		config = sites[1].site(ports[1]) + sites[0].site(ports[0])
+	}
+	pr, err := startCaddy(dir, "same-process", cpus, config, ports[0])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer pr.stop()
-	if err := waitPort(port2); err != nil {
-		return err
+	if err := waitPort(ports[1]); err != nil {
+		return nil, err
 	}
-	first, second := fmt.Sprintf("https://localhost:%d/", port), fmt.Sprintf("https://localhost:%d/", port2)
-	load(first, p, "keepalive", time.Second) // warm-up
-	load(second, p, "keepalive", time.Second)
+	urls := [2]string{fmt.Sprintf("https://localhost:%d/", ports[0]), fmt.Sprintf("https://localhost:%d/", ports[1])}
+	load(urls[0], p, "keepalive", time.Second) // warm-up
+	load(urls[1], p, "keepalive", time.Second)
 	var ratios []float64
-	var text []string
-	for i := 0; i < pairs; i++ {
-		a, b := first, second
-		if i%2 == 1 {
-			a, b = second, first // alternate which goes first
+	for i := 0; i < *samePairs; i++ {
+		var rps [2]float64
+		for j := 0; j < 2; j++ {
+			k := (i + j) % 2 // alternate which goes first
+			res := load(urls[k], p, "keepalive", time.Second)
+			if res.errors > 0 {
+				return nil, fmt.Errorf("same_process: %d errors", res.errors)
+			}
+			rps[k] = res.rps
 		}
-		ra, rb := load(a, p, "keepalive", time.Second), load(b, p, "keepalive", time.Second)
-		if ra.errors+rb.errors > 0 {
-			return fmt.Errorf("same_process: %d errors", ra.errors+rb.errors)
-		}
-		if i%2 == 1 {
-			ra, rb = rb, ra
-		}
-		ratios = append(ratios, ra.rps/rb.rps)
-		text = append(text, fmt.Sprintf("%.3f", ra.rps/rb.rps))
-		fmt.Fprintf(os.Stderr, "same_process pair %d: %s %.0f req/s, %s %.0f req/s\n", i+1, names[0], ra.rps, names[1], rb.rps)
+		ratios = append(ratios, rps[0]/rps[1])
+		fmt.Fprintf(os.Stderr, "same_process (swapped %v) pair %d: %s %.0f req/s, %s %.0f req/s\n", swapped, i+1, names[0], rps[0], names[1], rps[1])
 	}
-	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices: req/s ratio %s; median %.3f.\n",
-		names[0], names[1], pairs, strings.Join(text, ", "), medianOf(ratios))
-	return nil
+	return ratios, nil
 }
 
 // cpuCount is the machine's CPU count (runtime.NumCPU is this process's
