@@ -262,33 +262,41 @@ func sameProcessRun(p *pki, dir, cpus string, all []system) error {
 	if len(names) != 2 || len(sites) != 2 {
 		return fmt.Errorf("-pair %q: want two Caddy systems", *pair)
 	}
-	var all2 []float64
+	var rpsAll, cpuAll []float64
 	var text []string
 	for order := 0; order < 2; order++ {
-		ratios, err := sameProcessPairs(p, dir, cpus, names, sites, order == 1)
+		rps, cpu, err := sameProcessPairs(p, dir, cpus, names, sites, order == 1)
 		if err != nil {
 			return err
 		}
-		all2 = append(all2, ratios...)
-		parts := make([]string, len(ratios))
-		for i, r := range ratios {
-			parts[i] = fmt.Sprintf("%.3f", r)
-		}
+		rpsAll, cpuAll = append(rpsAll, rps...), append(cpuAll, cpu...)
 		first := names[0]
 		if order == 1 {
 			first = names[1]
 		}
-		text = append(text, fmt.Sprintf("%s's site first: %s (median %.3f)", first, strings.Join(parts, ", "), medianOf(ratios)))
+		text = append(text, fmt.Sprintf("- %s's site first: req/s %s (median %.3f); requests per CPU second %s (median %.3f)",
+			first, ratioList(rps), medianOf(rps), ratioList(cpu), medianOf(cpu)))
 	}
-	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes, req/s ratio %s/%s: %s; median of all %.3f.\n",
-		names[0], names[1], *samePairs, names[0], names[1], strings.Join(text, "; "), medianOf(all2))
+	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes (one per order of the sites' blocks), ratios %s/%s:\n%s\n- median of all: req/s %.3f, requests per CPU second %.3f.\n",
+		names[0], names[1], *samePairs, names[0], names[1], strings.Join(text, "\n"), medianOf(rpsAll), medianOf(cpuAll))
 	return nil
 }
 
+// ratioList prints ratios to three places.
+func ratioList(ratios []float64) string {
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = fmt.Sprintf("%.3f", r)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // sameProcessPairs runs one process of sameProcessRun, with the sites'
-// blocks in the other order when swapped, and returns the ratios of the
-// first system's req/s to the second's.
-func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, swapped bool) ([]float64, error) {
+// blocks in the other order when swapped, and returns, pair by pair, the
+// ratios of the first system's req/s to the second's and of its requests per
+// CPU second of the gateway (which the peers' speed does not move) to the
+// second's.
+func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, swapped bool) (rpsRatios, cpuRatios []float64, err error) {
 	ports := [2]int{freePort(), freePort()}
 	config := sites[0].site(ports[0]) + sites[1].site(ports[1])
 	if swapped {
@@ -296,30 +304,34 @@ func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, 
 	}
 	pr, err := startCaddy(dir, "same-process", cpus, config, ports[0])
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer pr.stop()
 	if err := waitPort(ports[1]); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	pid := pr.cmd.Process.Pid
 	urls := [2]string{fmt.Sprintf("https://localhost:%d/", ports[0]), fmt.Sprintf("https://localhost:%d/", ports[1])}
 	load(urls[0], p, "keepalive", time.Second) // warm-up
 	load(urls[1], p, "keepalive", time.Second)
-	var ratios []float64
 	for i := 0; i < *samePairs; i++ {
-		var rps [2]float64
+		var rps, perCPU [2]float64
 		for j := 0; j < 2; j++ {
 			k := (i + j) % 2 // alternate which goes first
+			before := cpuNanos(pid)
 			res := load(urls[k], p, "keepalive", time.Second)
 			if res.errors > 0 {
-				return nil, fmt.Errorf("same_process: %d errors", res.errors)
+				return nil, nil, fmt.Errorf("same_process: %d errors", res.errors)
 			}
 			rps[k] = res.rps
+			perCPU[k] = res.rps / (float64(cpuNanos(pid)-before) / 1e9) // the slice is 1 s
 		}
-		ratios = append(ratios, rps[0]/rps[1])
-		fmt.Fprintf(os.Stderr, "same_process (swapped %v) pair %d: %s %.0f req/s, %s %.0f req/s\n", swapped, i+1, names[0], rps[0], names[1], rps[1])
+		rpsRatios = append(rpsRatios, rps[0]/rps[1])
+		cpuRatios = append(cpuRatios, perCPU[0]/perCPU[1])
+		fmt.Fprintf(os.Stderr, "same_process (swapped %v) pair %d: %s %.0f req/s (%.0f µs/req), %s %.0f req/s (%.0f µs/req)\n",
+			swapped, i+1, names[0], rps[0], 1e6/perCPU[0], names[1], rps[1], 1e6/perCPU[1])
 	}
-	return ratios, nil
+	return rpsRatios, cpuRatios, nil
 }
 
 // cpuCount is the machine's CPU count (runtime.NumCPU is this process's

@@ -158,6 +158,24 @@ func cpuTicks(pids []int) int64 {
 	return total
 }
 
+// cpuNanos is the CPU time of pid's threads so far, from their
+// schedstat (nanoseconds, where /proc/<pid>/stat counts 10 ms ticks).
+func cpuNanos(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += ns
+		}
+	}
+	return total
+}
+
 // ioCalls sums the read and write system calls (syscr, syscw of
 // /proc/<pid>/io) of pids.
 func ioCalls(pids []int) int64 {
