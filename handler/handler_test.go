@@ -654,6 +654,20 @@ func TestStackedHandlers(t *testing.T) {
 	if id != "alice-pinned" || tier != "gold" {
 		t.Fatalf("id %q tier %q, want the route handler's alice-pinned/gold", id, tier)
 	}
+
+	// A vars directive that took the handler's variable name first does not
+	// keep the placeholders from being mapped.
+	r = httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
+	repl = caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	caddyhttp.SetVar(r.Context(), identityVarKey, "set by a vars directive")
+	if err := route.ServeHTTP(w, r, last); err != nil {
+		t.Fatal(err)
+	}
+	if id != "alice-pinned" || tier != "gold" {
+		t.Fatalf("after a vars directive: id %q tier %q, want alice-pinned/gold", id, tier)
+	}
 }
 
 func TestRevocation(t *testing.T) {

@@ -73,7 +73,7 @@ func setIdentity(r *http.Request, vars map[string]any, id *identity) {
 	if vars == nil {
 		return
 	}
-	_, mapped := vars[identityVarKey]
+	_, mapped := vars[identityVarKey].(*identity) // not whatever a vars directive put there
 	vars[identityVarKey] = id
 	if mapped {
 		return
