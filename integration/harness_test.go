@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
@@ -121,12 +122,11 @@ func (e *env) path(name string) string {
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testpeer.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // caddyProc is a running Caddy.
@@ -231,22 +231,8 @@ func runProcess(t *testing.T, name string, cmd *exec.Cmd, logs func() string) <-
 // the process exits first or 20 seconds pass.
 func waitListening(t *testing.T, addr string, exited <-chan struct{}, logs func() string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("process exited before %s was listening:\n%s", addr, logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening after 20s:\n%s", addr, logs())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testpeer.WaitListening(addr, 20*time.Second, exited); err != nil {
+		t.Fatalf("%v:\n%s", err, logs())
 	}
 }
 

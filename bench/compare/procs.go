@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -48,25 +47,18 @@ func command(cpus, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// freePort returns a loopback port that was free a moment ago.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testpeer.FreePort()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
+// waitPort waits up to 20 s for a listener on the loopback port.
 func waitPort(port int) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("port %d not listening", port)
+	return testpeer.WaitListening(fmt.Sprintf("127.0.0.1:%d", port), 20*time.Second, nil)
 }
 
 // startNginx starts nginx with workers worker processes on cpus.
