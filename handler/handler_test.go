@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -546,22 +545,38 @@ func TestChainKey(t *testing.T) {
 			}
 		}
 	}
-	if key, whole := tlsKey([]*x509.Certificate{leaf, mid}); whole || !bytes.Equal(key, leaf.Raw) {
-		t.Fatalf("short chain keyed by %d bytes (whole chain %v), want the leaf", len(key), whole)
+	// Accepted under the leaf's DER; each refused chain under its hash.
+	countKeys := func() (byLeaf, refused, acceptedByHash int) {
+		for k, v := range h.cache.m[sourceTLS] {
+			switch {
+			case k == string(leaf.Raw) && v.accepted:
+				byLeaf++
+			case len(k) == sha256.Size && k[0] == 0 && !v.accepted:
+				refused++
+			case len(k) == sha256.Size && k[0] == 0:
+				acceptedByHash++
+			default:
+				t.Fatalf("cache key of %d bytes, accepted %v", len(k), v.accepted)
+			}
+		}
+		return
+	}
+	if byLeaf, refused, byHash := countKeys(); byLeaf != 1 || refused != 2 || byHash != 0 {
+		t.Fatalf("keys: %d by leaf, %d refused by hash, %d accepted by hash; want 1, 2, 0", byLeaf, refused, byHash)
 	}
 
+	// A chain over maxValueKey is kept under its hash, accepted or not.
 	long := []*x509.Certificate{leaf}
 	for len(long) < 1+maxValueKey/len(mid.Raw)+1 {
 		long = append(long, mid)
-	}
-	key, whole := tlsKey(long)
-	if !whole || len(key) != sha256.Size || key[0] != 0 {
-		t.Fatalf("long chain keyed by %d bytes (whole chain %v), want a hash", len(key), whole)
 	}
 	for round := 0; round < 2; round++ {
 		if v := h.fromTLS(long, now); !v.accepted {
 			t.Fatalf("long chain round %d: %s", round, v.reason)
 		}
+	}
+	if _, _, byHash := countKeys(); byHash != 1 {
+		t.Fatalf("long chain: %d accepted verdicts kept by hash, want 1", byHash)
 	}
 }
 

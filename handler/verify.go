@@ -59,49 +59,52 @@ type verdict struct {
 	fingerprint string
 	subject     string
 	forward     string // the leaf encoded for the forward header
-	inter       []byte // the intermediates it was made with, when its key is the leaf alone
+	inter       []byte // the intermediates it was made with, when its key is the leaf's DER
 
 	// identity holds the {http.auth.user.*} values of an accepted chain.
 	identity *identity
 }
 
-// fromTLS returns the verdict on a TLS peer certificate chain.
+// fromTLS returns the verdict on a TLS peer certificate chain. An accepted
+// chain of at most maxValueKey bytes is kept under its leaf's DER as it is,
+// so that a returning caller costs no hashing (its intermediates are
+// compared with the ones the verdict was made with). Any other chain, and
+// every refused one, is kept under the SHA-256 of the whole chain, its first
+// byte zeroed, which no DER certificate (a SEQUENCE, 0x30) starts with: what
+// anyone may present costs the cache 32 bytes of key, not the chain.
 func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
-	key, wholeChain := tlsKey(certs)
-	if v := h.cache.getBytes(sourceTLS, key, now, h.generation()); v != nil && (wholeChain || v.sentWith(certs[1:])) {
-		return v
-	}
-	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), sourceTLS, now)
-	if !wholeChain {
-		for _, c := range certs[1:] {
-			v.inter = append(v.inter, c.Raw...)
-		}
-	}
-	h.cache.put(sourceTLS, string(key), v)
-	return v
-}
-
-// tlsKey returns the cache key of a TLS peer chain. A chain of at most
-// maxValueKey bytes is keyed by its leaf's DER as it is, so that a returning
-// caller costs no hashing, and its intermediates are compared with the ones
-// the verdict was made with; a longer chain by a SHA-256 of the whole chain
-// (wholeChain), its first byte zeroed, which no DER certificate (a SEQUENCE,
-// 0x30) starts with.
-func tlsKey(certs []*x509.Certificate) (key []byte, wholeChain bool) {
+	gen := h.generation()
 	n := 0
 	for _, c := range certs {
 		n += len(c.Raw)
 	}
-	if n <= maxValueKey {
-		return certs[0].Raw, false
+	byLeaf := n <= maxValueKey
+	if byLeaf {
+		if v := h.cache.getBytes(sourceTLS, certs[0].Raw, now, gen); v != nil && v.sentWith(certs[1:]) {
+			return v
+		}
 	}
 	d := sha256.New()
 	for _, c := range certs {
 		d.Write(c.Raw) // DER is self-delimiting: the concatenation is unambiguous
 	}
-	key = d.Sum(nil)
-	key[0] = 0
-	return key, true
+	var hash [sha256.Size]byte
+	d.Sum(hash[:0])
+	hash[0] = 0
+	if v := h.cache.getBytes(sourceTLS, hash[:], now, gen); v != nil {
+		return v
+	}
+
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), sourceTLS, now)
+	if !v.accepted || !byLeaf {
+		h.cache.put(sourceTLS, string(hash[:]), v)
+		return v
+	}
+	for _, c := range certs[1:] {
+		v.inter = append(v.inter, c.Raw...)
+	}
+	h.cache.put(sourceTLS, string(certs[0].Raw), v)
+	return v
 }
 
 // sentWith reports whether inter are the intermediates the verdict was made
