@@ -437,6 +437,17 @@ func TestCacheBoundAndExpiry(t *testing.T) {
 			t.Fatalf("cache grew to %d entries, bound 4", n)
 		}
 	}
+	// A flood on one path leaves room for the other.
+	c = newVerdictCache(100)
+	for i := 0; i < 1000; i++ {
+		c.put(sourceTLS, "tls"+strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
+	}
+	for i := 0; i < 1000; i++ {
+		c.put(sourceHeader, "hdr"+strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
+	}
+	if n := len(c.m[sourceHeader]); n < 50 {
+		t.Fatalf("after a TLS flood, header verdicts got %d of 100 places", n)
+	}
 	k := "key"
 	c.put(sourceHeader, k, &verdict{expires: now.Add(time.Second)})
 	if c.get(sourceHeader, k, now, 0) == nil {
