@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -537,6 +538,14 @@ func TestChainKey(t *testing.T) {
 	p := newPKI(t)
 	h := provision(t, p.trustConfig())
 	leaf, mid, other := p.viaMid.Cert, p.mid.Cert, p.wrongCA.Cert
+	// mid with the last byte of its signature changed: it parses, and is
+	// as long as mid, but it is not mid.
+	raw := bytes.Clone(mid.Raw)
+	raw[len(raw)-1] ^= 1
+	tampered, err := x509.ParseCertificate(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	steps := []struct {
 		chain  []*x509.Certificate
@@ -548,6 +557,7 @@ func TestChainKey(t *testing.T) {
 		{[]*x509.Certificate{leaf, mid, other}, true}, // an extra certificate is ignored by Verify
 		{[]*x509.Certificate{leaf, other}, false},     // not mid, though as long as the one before
 		{[]*x509.Certificate{leaf, mid}, true},
+		{[]*x509.Certificate{leaf, tampered}, false}, // as long as mid, not mid
 	}
 	for i, s := range steps {
 		for round := 0; round < 2; round++ { // evaluated, then cached
@@ -572,8 +582,8 @@ func TestChainKey(t *testing.T) {
 		}
 		return
 	}
-	if byLeaf, refused, byHash := countKeys(); byLeaf != 1 || refused != 2 || byHash != 0 {
-		t.Fatalf("keys: %d by leaf, %d refused by hash, %d accepted by hash; want 1, 2, 0", byLeaf, refused, byHash)
+	if byLeaf, refused, byHash := countKeys(); byLeaf != 1 || refused != 3 || byHash != 0 {
+		t.Fatalf("keys: %d by leaf, %d refused by hash, %d accepted by hash; want 1, 3, 0", byLeaf, refused, byHash)
 	}
 
 	// A chain over maxValueKey is kept under its hash, accepted or not.
