@@ -361,7 +361,7 @@ func allowsClientAuth(c *x509.Certificate) bool {
 }
 
 // verdictCache is a bounded map of verdicts, one map a certSource: TLS
-// chains keyed by fromTLS, header values by themselves. When full, it makes
+// chains keyed as fromTLS says, header values by themselves. When full, it makes
 // room by dropping the expired entries among a few arbitrary ones, else one
 // of those, so a miss costs the same however large the cache is. A new
 // config makes a new handler, and so a new, empty cache.
@@ -406,21 +406,18 @@ func (c *verdictCache) put(src certSource, key string, v *verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.m[src]
-	if total := len(c.m[0]) + len(c.m[1]); total >= c.max {
-		if _, ok := m[key]; !ok {
+	if _, ok := m[key]; !ok {
+		if total := len(c.m[sourceTLS]) + len(c.m[sourceHeader]); total >= c.max {
 			// Room comes from either map in proportion to its size, so
 			// that a flood on one path cannot crowd out the other.
-			makeRoom(c.m[certSource(boolInt(rand.IntN(total) >= len(c.m[0])))])
+			victims := c.m[sourceTLS]
+			if rand.IntN(total) >= len(victims) {
+				victims = c.m[sourceHeader]
+			}
+			makeRoom(victims)
 		}
 	}
 	m[key] = v
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // makeRoom drops the expired entries among the first evictionSample of m

@@ -82,6 +82,10 @@ func main() {
 		// gateway's CPU; the Go runtime sizes itself to the CPUs it sees at
 		// start, hence a new process rather than an affinity call.
 		cpus := allowedCPUs()
+		if len(cpus) < 2 {
+			fmt.Fprintln(os.Stderr, "compare: -pin needs 2 CPUs or more")
+			os.Exit(2)
+		}
 		peers := make([]string, len(cpus)-1)
 		for i, c := range cpus[:len(cpus)-1] {
 			peers[i] = strconv.Itoa(c)
@@ -312,19 +316,30 @@ func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, 
 	}
 	pid := pr.cmd.Process.Pid
 	urls := [2]string{fmt.Sprintf("https://localhost:%d/", ports[0]), fmt.Sprintf("https://localhost:%d/", ports[1])}
-	load(urls[0], p, "keepalive", time.Second) // warm-up
-	load(urls[1], p, "keepalive", time.Second)
+	const slice = time.Second
+	load(urls[0], p, "keepalive", slice) // warm-up
+	load(urls[1], p, "keepalive", slice)
 	for i := 0; i < *samePairs; i++ {
 		var rps, perCPU [2]float64
 		for j := 0; j < 2; j++ {
 			k := (i + j) % 2 // alternate which goes first
-			before := cpuNanos(pid)
-			res := load(urls[k], p, "keepalive", time.Second)
+			before, err := cpuNanos(pid)
+			if err != nil {
+				return nil, nil, err
+			}
+			res := load(urls[k], p, "keepalive", slice)
 			if res.errors > 0 {
 				return nil, nil, fmt.Errorf("same_process: %d errors", res.errors)
 			}
+			after, err := cpuNanos(pid)
+			if err != nil {
+				return nil, nil, err
+			}
+			if after <= before || res.rps == 0 {
+				return nil, nil, fmt.Errorf("same_process: no CPU time or no requests in a slice")
+			}
 			rps[k] = res.rps
-			perCPU[k] = res.rps / (float64(cpuNanos(pid)-before) / 1e9) // the slice is 1 s
+			perCPU[k] = res.rps * slice.Seconds() / (float64(after-before) / 1e9)
 		}
 		rpsRatios = append(rpsRatios, rps[0]/rps[1])
 		cpuRatios = append(cpuRatios, perCPU[0]/perCPU[1])

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
@@ -150,22 +152,16 @@ func cpuTicks(pids []int) int64 {
 	return total
 }
 
-// cpuNanos is the CPU time of pid's threads so far, from their
-// schedstat (nanoseconds, where /proc/<pid>/stat counts 10 ms ticks).
-func cpuNanos(pid int) int64 {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var total int64
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue // the thread ended
-		}
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			ns, _ := strconv.ParseInt(f[0], 10, 64)
-			total += ns
-		}
+// cpuNanos is the CPU time pid has used so far, in nanoseconds (where
+// /proc/<pid>/stat counts 10 ms ticks): its process CPU clock, which also
+// counts threads that have ended.
+func cpuNanos(pid int) (int64, error) {
+	var ts unix.Timespec
+	// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) of the kernel's posix-timers.h
+	if err := unix.ClockGettime(int32(^pid<<3|2), &ts); err != nil {
+		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, err)
 	}
-	return total
+	return ts.Nano(), nil
 }
 
 // ioCalls sums the read and write system calls (syscr, syscw of
