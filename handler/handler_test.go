@@ -704,6 +704,21 @@ func TestStackedHandlers(t *testing.T) {
 	if id != "alice-pinned" || tier != "gold" {
 		t.Fatalf("after a vars directive: id %q tier %q, want alice-pinned/gold", id, tier)
 	}
+
+	// An earlier authenticator's static values (basic_auth sets
+	// http.auth.user.id and its metadata) would otherwise answer first.
+	r = httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
+	repl = caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	repl.Set("http.auth.user.id", "mallory")
+	repl.Set("http.auth.user.tier", "platinum")
+	if err := route.ServeHTTP(w, r, last); err != nil {
+		t.Fatal(err)
+	}
+	if id != "alice-pinned" || tier != "gold" {
+		t.Fatalf("after basic_auth's values: id %q tier %q, want alice-pinned/gold", id, tier)
+	}
 }
 
 func TestRevocation(t *testing.T) {

@@ -68,17 +68,24 @@ func lookupIdentity(vars map[string]any, key string) (any, bool) {
 // setIdentity makes id the {http.auth.user.*} placeholders of the request,
 // whose vars are given. The first client_cert_auth a request meets maps them
 // into its replacer; a later one (a route's, after a site-wide one) replaces
-// the identity they answer from, so the last handler's identity counts.
+// the identity they answer from, so the last handler's identity counts. An
+// accepted caller also clears the static values an earlier authenticator set
+// under the same names (basic_auth's http.auth.user.id), which the replacer
+// would answer first: they would name someone else.
 func setIdentity(r *http.Request, vars map[string]any, id *identity) {
 	if vars == nil {
 		return
 	}
 	_, mapped := vars[identityVarKey].(*identity) // not whatever a vars directive put there
 	vars[identityVarKey] = id
-	if mapped {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
 		return
 	}
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+	if id != anonymous {
+		repl.DeleteByPrefix("http.auth.user.")
+	}
+	if !mapped {
 		repl.Map(func(key string) (any, bool) { return lookupIdentity(vars, key) })
 	}
 }
