@@ -107,6 +107,48 @@ type result struct {
 // load runs one workload against url for d: keepalive and header reuse
 // connections, the others make a new one per request.
 func load(url string, p *pki, workload string, d time.Duration) result {
+	l := newLoader(p, workload)
+	defer l.close()
+	return l.run(url, d)
+}
+
+// loader is the load generator's *concurrency clients, one a connection,
+// kept from one run to the next (same_process's slices), so that a run of
+// keep-alive load does not start with new handshakes.
+type loader struct {
+	clients []*http.Client
+}
+
+func newLoader(p *pki, workload string) *loader {
+	newConns := workload != "keepalive" && workload != "header"
+	l := &loader{}
+	for w := 0; w < *concurrency; w++ {
+		cfg := p.clientConfig()
+		cfg.Certificates = []tls.Certificate{p.callers[w%len(p.callers)]}
+		switch workload {
+		case "handshake_chain":
+			cfg.Certificates = []tls.Certificate{p.chainCallers[w%len(p.chainCallers)]}
+		case "many_callers":
+			cfg.Certificates = nil
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return &p.callers[int(p.nextCaller.Add(1))%len(p.callers)], nil
+			}
+		}
+		tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 1, DisableKeepAlives: newConns}
+		l.clients = append(l.clients, &http.Client{Transport: tr, Timeout: 10 * time.Second})
+	}
+	return l
+}
+
+// close closes the clients' idle connections.
+func (l *loader) close() {
+	for _, c := range l.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// run sends requests to url from every client for d.
+func (l *loader) run(url string, d time.Duration) result {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -115,26 +157,11 @@ func load(url string, p *pki, workload string, d time.Duration) result {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	newConns := workload != "keepalive" && workload != "header"
-	for w := 0; w < *concurrency; w++ {
+	for _, client := range l.clients {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
 			var mine []time.Duration
-			cfg := p.clientConfig()
-			cfg.Certificates = []tls.Certificate{p.callers[w%len(p.callers)]}
-			switch workload {
-			case "handshake_chain":
-				cfg.Certificates = []tls.Certificate{p.chainCallers[w%len(p.chainCallers)]}
-			case "many_callers":
-				cfg.Certificates = nil
-				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-					return &p.callers[int(p.nextCaller.Add(1))%len(p.callers)], nil
-				}
-			}
-			tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 1, DisableKeepAlives: newConns}
-			client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			defer tr.CloseIdleConnections()
 			for ctx.Err() == nil {
 				start := time.Now()
 				resp, err := client.Get(url)
@@ -156,7 +183,7 @@ func load(url string, p *pki, workload string, d time.Duration) result {
 			mu.Lock()
 			lat = append(lat, mine...)
 			mu.Unlock()
-		}(w)
+		}()
 	}
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
