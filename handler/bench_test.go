@@ -2,10 +2,15 @@ package handler
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -105,5 +110,52 @@ func BenchmarkServeHTTP(b *testing.B) {
 				run(b, miss, func(c *testpki.Cert) benchCase { return benchCase{header: encoded[c]} })
 			})
 		}
+	}
+}
+
+// BenchmarkCacheEntry reports the Go heap one accepted caller's verdict
+// takes in the cache (B/entry, live heap after a GC): callers issued by the
+// root, and callers under an intermediate that they send along (the
+// intermediate's DER is kept with the verdict, to compare).
+func BenchmarkCacheEntry(b *testing.B) {
+	p := newPKI(b)
+	const n = 500
+	for _, tc := range []struct {
+		name   string
+		issuer *testpki.Cert
+		chain  []*x509.Certificate
+	}{
+		{"root_issued", p.root, nil},
+		{"with_intermediate", p.mid, []*x509.Certificate{p.mid.Cert}},
+	} {
+		chains := make([][]*x509.Certificate, n)
+		for i := range chains {
+			leaf, err := tc.issuer.Issue(testpki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			chains[i] = append([]*x509.Certificate{leaf.Cert}, tc.chain...)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			var grown uint64
+			var ms runtime.MemStats
+			for b.Loop() {
+				h := provision(b, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},"cache_size":`+strconv.Itoa(n)+`,"expiry_warning":1}`)
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				before := ms.HeapAlloc
+				now := time.Now()
+				for _, c := range chains {
+					if v := h.fromTLS(c, now); !v.accepted {
+						b.Fatalf("%s: refused: %s", c[0].Subject.CommonName, v.reason)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				grown += ms.HeapAlloc - before
+				runtime.KeepAlive(h)
+			}
+			b.ReportMetric(float64(grown)/float64(b.N*n), "B/entry")
+		})
 	}
 }
