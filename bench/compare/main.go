@@ -11,7 +11,8 @@
 // certificates. Workloads:
 //
 //	keepalive     connections reused
-//	handshake     a new TLS connection per request, no session resumption
+//	handshake     a new TLS connection per request, no session resumption (with -floor, also
+//	              request_site: Caddy that verifies nothing, the floor of any verification cache)
 //	handshake_chain  as handshake, with callers issued by an intermediate CA that they send along
 //	many_callers  a new connection per request, each with one of -callers distinct certificates
 //	header        keep-alive through an nginx load balancer that ends TLS and passes the
@@ -62,6 +63,7 @@ var (
 	samePairs     = flag.Int("same-pairs", 10, "pairs of 1 s slices of the same_process workload, in each site order")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
+	floor         = flag.Bool("floor", true, "also run request_site in the handshake workload: Caddy whose site only requests a certificate and that verifies nothing, the floor of any verification cache")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
 )
 
@@ -103,6 +105,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// floorSystem is the system that verifies no certificate at all.
+const floorSystem = "request_site"
 
 // gatewayCPU is the CPU the gateway runs on with -pin.
 var gatewayCPU string
@@ -190,6 +195,15 @@ func run() error {
 		systems = append(systems, all[i])
 	}
 
+	// The handshake floor: the systems of the handshake workload, and of the
+	// table, take request_site too.
+	printed, handshakeSystems := systems, systems
+	if *floor && !slices.ContainsFunc(systems, func(sys system) bool { return sys.name == floorSystem }) {
+		i := slices.IndexFunc(all, func(sys system) bool { return sys.name == floorSystem })
+		printed = append(slices.Clone(systems), all[i])
+		handshakeSystems = printed
+	}
+
 	var workloads []string
 	memory, sameProcess := false, false
 	for _, wl := range strings.Split(*only, ",") {
@@ -212,8 +226,12 @@ func run() error {
 		for _, wl := range workloads {
 			// Each round starts with the next system, so that none always
 			// runs first (or right after a given other one).
-			for i := range systems {
-				sys := systems[(i+r-1)%len(systems)]
+			these := systems
+			if wl == "handshake" {
+				these = handshakeSystems
+			}
+			for i := range these {
+				sys := these[(i+r-1)%len(these)]
 				res, ran, err := measure(p, dir, sys, wl, peerWorkers, r == 1)
 				if err != nil {
 					return err
@@ -235,7 +253,7 @@ func run() error {
 	fmt.Printf("Machine: %d cores, %s/%s, Go %s; %s; %d rounds of %s per system and workload, %d connections.\n\n",
 		cpuCount(), runtime.GOOS, runtime.GOARCH, runtime.Version(), pinning, *rounds, *duration, *concurrency)
 	if len(workloads) > 0 {
-		printResults(workloads, systems, results)
+		printResults(workloads, printed, results)
 	}
 	if sameProcess {
 		if err := sameProcessRun(p, dir, gwCPUs, all); err != nil {
@@ -468,6 +486,12 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %.1f | %.0f | %d | %s | %s |\n", wl, sys.name, m.rps, m.p50, m.p99, m.cpu,
 				m.cpuPerReq, allocs, m.ioCalls, m.rssMB, m.errors, ratio(m, med[wl]["vanilla_caddy"]), ratio(m, med[wl]["nginx"]))
 		}
+	}
+	f, okF := med["handshake"][floorSystem]
+	v, okV := med["handshake"]["vanilla_caddy"]
+	if pl, okP := med["handshake"]["plugin"]; okF && okV && okP && f.cpuPerReq > 0 && pl.cpuPerReq > 0 {
+		fmt.Printf("\nHandshake floor: %s (the site only requests a certificate; nothing verifies it) %.0f µs of gateway CPU per request; vanilla Caddy spends %.3fx that, the most any verification cache can save; vanilla Caddy spends %.3fx the plugin's %.0f µs.\n",
+			floorSystem, f.cpuPerReq, v.cpuPerReq/f.cpuPerReq, v.cpuPerReq/pl.cpuPerReq, pl.cpuPerReq)
 	}
 	h, okH := med["header"]["plugin"]
 	t, okT := med["keepalive"]["plugin"]
