@@ -106,6 +106,10 @@ type profile struct {
 	// request; the default identity serves otherwise and for health checks.
 	aliasTemplate string
 	defaultCerts  []tls.Certificate
+	// inheritedGetCert is the base's automated client certificate
+	// (client_certificate_automate), for a profile without an identity of
+	// its own.
+	inheritedGetCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	// revocation checks the backend's chain, when configured; its CRL
 	// watcher stops when the profile retires.
 	revocation *revocation.Checker
@@ -130,6 +134,7 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		out.base.RootCAs = inherited.RootCAs
 		out.base.MinVersion = inherited.MinVersion
 		out.defaultCerts = inherited.Certificates
+		out.inheritedGetCert = inherited.GetClientCertificate
 	}
 	switch {
 	case p.TrustPoolRaw != nil && p.trustPool != nil:
@@ -160,6 +165,9 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		if set {
 			identities++
 		}
+	}
+	if identities > 0 {
+		out.inheritedGetCert = nil
 	}
 	switch {
 	case identities > 1:

@@ -304,9 +304,12 @@ func (t *Transport) newRoundTripper(p *profile, identity string, certs []tls.Cer
 	}
 	cfg.RootCAs = p.base.RootCAs
 	cfg.Certificates = certs
-	if p.keyPair != nil {
+	switch {
+	case p.keyPair != nil:
 		cfg.Certificates = nil
 		cfg.GetClientCertificate = p.keyPair.getClientCertificate
+	case p.inheritedGetCert != nil:
+		cfg.GetClientCertificate = p.inheritedGetCert
 	}
 	cfg.InsecureSkipVerify = p.base.InsecureSkipVerify //nolint:gosec // the user's choice, warned about
 	if p.base.MinVersion != 0 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -329,5 +330,35 @@ func TestRevokedBackend(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Fatalf("revoked backend: %q %v", got, err)
 		}
+	}
+}
+
+// TestProfileInheritanceLimits: a profile follows the base's except_ports
+// (plain HTTP there, as the http transport), but not the base's
+// insecure_skip_verify: a profile verifies its backend unless it says
+// otherwise itself.
+func TestProfileInheritanceLimits(t *testing.T) {
+	f := newFixture(t)
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "plain")
+	}))
+	t.Cleanup(plain.Close)
+	plainAddr := plain.Listener.Addr().String()
+	_, plainPort, _ := net.SplitHostPort(plainAddr)
+	cfg := `{"tls":{"insecure_skip_verify":true,"except_ports":["` + plainPort + `"]},
+		"profiles":[
+		{"servers":["` + plainAddr + `"],
+		 "trust_pool":{"provider":"file","pem_files":["` + f.files["serverCA-a"] + `"]}},
+		{"servers":["` + f.backendA.Addr + `"],
+		 "client_certificate_file":"` + f.files["gwA"] + `","client_key_file":"` + f.files["gwA-key"] + `"}]}`
+	tr := mustTransport(t, cfg)
+	if got, err := proxy(tr, plainAddr, nil); err != nil || got != "plain" {
+		t.Fatalf("except_ports: %q %v", got, err)
+	}
+	// Backend A's server CA is in no trust pool the profile has: the base's
+	// insecure_skip_verify must not let it through.
+	var unknown x509.UnknownAuthorityError
+	if got, err := proxy(tr, f.backendA.Addr, nil); !errors.As(err, &unknown) {
+		t.Fatalf("a profile under an insecure base: %q %v, want an unknown authority", got, err)
 	}
 }
