@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 func caddyCmd(t *testing.T, args ...string) (string, error) {
@@ -37,6 +38,24 @@ func TestMTLSCommand(t *testing.T) {
 		if err != nil || !strings.Contains(out, "source:       header, "+f.String()) || !strings.Contains(out, "verifies:     yes") || !strings.Contains(out, fingerprintHex(e.alice)) {
 			t.Fatalf("inspect %v header: %v\n%s", f, err, out)
 		}
+	}
+	// A caller under an intermediate, sent in the chain header.
+	mid := testpki.Must(e.root.Issue(testpki.Options{CommonName: "Integration Intermediate", IsCA: true}))
+	carol := testpki.Must(mid.Issue(testpki.Options{CommonName: "carol"}))
+	leaf := certcodec.Encode(carol.Cert.Raw, certcodec.RFC9440)
+	out, err = caddyCmd(t, "mtls", "inspect", "--ca", e.path("root"), "--header", leaf, "--chain", certcodec.Encode(mid.Cert.Raw, certcodec.RFC9440))
+	if err != nil || !strings.Contains(out, "chain:        1 more certificate(s)") || !strings.Contains(out, "verifies:     yes") {
+		t.Fatalf("inspect with a chain header: %v\n%s", err, out)
+	}
+	out, err = caddyCmd(t, "mtls", "inspect", "--ca", e.path("root"), "--header", leaf)
+	if err == nil || !strings.Contains(out, "verifies:     no (untrusted)") {
+		t.Fatalf("inspect without the chain header: %v\n%s", err, out)
+	}
+	if out, err := caddyCmd(t, "mtls", "inspect", "--header", leaf, "--chain", ":x:, :not base64!:"); err == nil || !strings.Contains(out, "chain: chain item 1") {
+		t.Fatalf("inspect with a broken chain header: %v\n%s", err, out)
+	}
+	if out, err := caddyCmd(t, "mtls", "inspect", "--chain", leaf, e.path("alice")); err == nil || !strings.Contains(out, "--chain goes with --header") {
+		t.Fatalf("inspect --chain without --header: %v\n%s", err, out)
 	}
 	out, err = caddyCmd(t, "mtls", "inspect", "--ca", e.path("root"), e.path("mallory"))
 	if err == nil || !strings.Contains(out, "verifies:     no (untrusted)") {

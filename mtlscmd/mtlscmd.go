@@ -154,19 +154,22 @@ func writeDemoPKI(dir string) error {
 
 func inspectCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "inspect [--ca <ca.pem>] (<cert.pem> | --header <value>)",
+		Use:   "inspect [--ca <ca.pem>] (<cert.pem> | --header <value> [--chain <value>])",
 		Short: "Show a certificate, from a PEM file or a header value, and verify it",
 		Long: `
 Shows the certificate in a PEM file ("-" for standard input), or in a
 header value in any format client_cert_auth reads (rfc9440, url_pem, pem,
-base64_der: the format found is shown). With --ca, also verifies it as a
-client certificate against the CA(s) in that PEM file, with the rules of
-client_cert_auth; the exit status is 1 when it does not verify.
+base64_der: the format found is shown), with --chain the value of the chain
+header (an RFC 9440 Client-Cert-Chain list, PEM blocks, or comma-separated
+base64 DER). With --ca, also verifies it as a client certificate against the
+CA(s) in that PEM file, with the rules of client_cert_auth; the exit status
+is 1 when it does not verify.
 `,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			header, _ := f.GetString("header")
+			chain, _ := f.GetString("chain")
 			caPath, _ := f.GetString("ca")
 			var (
 				ders   [][]byte
@@ -174,10 +177,19 @@ client_cert_auth; the exit status is 1 when it does not verify.
 				err    error
 			)
 			switch {
+			case chain != "" && header == "":
+				return errors.New("--chain goes with --header")
 			case header != "" && len(args) == 0:
 				var found certcodec.Format
 				ders, found, err = certcodec.Decode(header, certcodec.Auto)
 				format = "header, " + found.String()
+				if err == nil && chain != "" {
+					var rest [][]byte
+					if rest, err = certcodec.DecodeChain(chain, certcodec.Auto); err != nil {
+						err = fmt.Errorf("chain: %w", err)
+					}
+					ders = append(ders, rest...)
+				}
 			case header == "" && len(args) == 1:
 				ders, err = readPEMFile(args[0], cmd.InOrStdin())
 				format = "PEM file"
@@ -215,6 +227,7 @@ client_cert_auth; the exit status is 1 when it does not verify.
 		},
 	}
 	cmd.Flags().String("header", "", "a certificate header value")
+	cmd.Flags().String("chain", "", "the chain header's value (intermediates), with --header")
 	cmd.Flags().String("ca", "", "PEM file of the CA(s) to verify against")
 	return cmd
 }
