@@ -670,54 +670,53 @@ func TestStackedHandlers(t *testing.T) {
 	pemJSON, _ := json.Marshal(string(p.valid.CertPEM()))
 	route := provision(t, `{"clients":[{"alias":"alice-pinned","tier":"gold","certificate":`+string(pemJSON)+`}]}`)
 
-	r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
-	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
-	repl := caddy.NewReplacer()
-	w := httptest.NewRecorder()
-	r = caddyhttp.PrepareRequest(r, repl, w, nil)
-	var id, tier string
-	last := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
-		id, _ = repl.GetString("http.auth.user.id")
-		tier, _ = repl.GetString("http.auth.user.tier")
-		return nil
-	})
-	chain := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		return route.ServeHTTP(w, r, last)
-	})
-	if err := site.ServeHTTP(w, r, chain); err != nil {
-		t.Fatal(err)
+	// serve sends alice's request, after prepare, through handlers to one
+	// that reads the placeholders, and returns what they showed.
+	serve := func(prepare func(*http.Request, *caddy.Replacer), handlers ...*Handler) (id, tier string) {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
+		repl := caddy.NewReplacer()
+		w := httptest.NewRecorder()
+		r = caddyhttp.PrepareRequest(r, repl, w, nil)
+		if prepare != nil {
+			prepare(r, repl)
+		}
+		var next caddyhttp.Handler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			id, _ = repl.GetString("http.auth.user.id")
+			tier, _ = repl.GetString("http.auth.user.tier")
+			return nil
+		})
+		for i := len(handlers) - 1; i >= 0; i-- {
+			h, inner := handlers[i], next
+			next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return h.ServeHTTP(w, r, inner) })
+		}
+		if err := next.ServeHTTP(w, r); err != nil {
+			t.Fatal(err)
+		}
+		return id, tier
 	}
-	if id != "alice-pinned" || tier != "gold" {
-		t.Fatalf("id %q tier %q, want the route handler's alice-pinned/gold", id, tier)
-	}
-
-	// A vars directive that took the handler's variable name first does not
-	// keep the placeholders from being mapped.
-	r = httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
-	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
-	repl = caddy.NewReplacer()
-	r = caddyhttp.PrepareRequest(r, repl, w, nil)
-	caddyhttp.SetVar(r.Context(), identityVarKey, "set by a vars directive")
-	if err := route.ServeHTTP(w, r, last); err != nil {
-		t.Fatal(err)
-	}
-	if id != "alice-pinned" || tier != "gold" {
-		t.Fatalf("after a vars directive: id %q tier %q, want alice-pinned/gold", id, tier)
-	}
-
-	// An earlier authenticator's static values (basic_auth sets
-	// http.auth.user.id and its metadata) would otherwise answer first.
-	r = httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
-	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{p.valid.Cert}}
-	repl = caddy.NewReplacer()
-	r = caddyhttp.PrepareRequest(r, repl, w, nil)
-	repl.Set("http.auth.user.id", "mallory")
-	repl.Set("http.auth.user.tier", "platinum")
-	if err := route.ServeHTTP(w, r, last); err != nil {
-		t.Fatal(err)
-	}
-	if id != "alice-pinned" || tier != "gold" {
-		t.Fatalf("after basic_auth's values: id %q tier %q, want alice-pinned/gold", id, tier)
+	for _, tc := range []struct {
+		name     string
+		prepare  func(*http.Request, *caddy.Replacer)
+		handlers []*Handler
+	}{
+		{"site-wide, then the route's", nil, []*Handler{site, route}},
+		// A vars directive that took the handler's variable name first does
+		// not keep the placeholders from being mapped.
+		{"after a vars directive", func(r *http.Request, _ *caddy.Replacer) {
+			caddyhttp.SetVar(r.Context(), identityVarKey, "set by a vars directive")
+		}, []*Handler{route}},
+		// An earlier authenticator's static values (basic_auth sets
+		// http.auth.user.id and its metadata) would otherwise answer first.
+		{"after basic_auth's values", func(_ *http.Request, repl *caddy.Replacer) {
+			repl.Set("http.auth.user.id", "mallory")
+			repl.Set("http.auth.user.tier", "platinum")
+		}, []*Handler{route}},
+	} {
+		if id, tier := serve(tc.prepare, tc.handlers...); id != "alice-pinned" || tier != "gold" {
+			t.Errorf("%s: id %q tier %q, want the route handler's alice-pinned/gold", tc.name, id, tier)
+		}
 	}
 }
 
