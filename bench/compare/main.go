@@ -21,8 +21,12 @@
 //	same_process  keep-alive to the sites of the two -pair systems (default the plugin's and
 //	              vanilla Caddy's) in one Caddy process, alternating 1 s slices (once in
 //	              each order of the sites' blocks, a process each)
-//	memory        -memory-callers distinct callers, one new connection each, once per
-//	              Caddy system: RSS and Go heap every tenth of the way
+//	same_process_handshake  the same with a new TLS connection per request
+//	same_process_header  the plugin's header site behind the load balancer against its TLS
+//	              site, in one process, keep-alive, alternating as same_process does
+//	memory        -memory-callers distinct callers, one new connection each, to the plugin
+//	              (-memory-others to the other Caddy systems): RSS and Go heap every tenth of
+//	              the way
 //
 // With -pin (the default on 2 or more CPUs) the gateway runs alone on the
 // last CPU this program may use and everything else (this program, the
@@ -53,15 +57,17 @@ import (
 var (
 	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
 	nginxBin      = flag.String("nginx", "", "nginx binary (default: on PATH, else /usr/sbin/nginx)")
-	duration      = flag.Duration("duration", 7*time.Second, "measured time of one run")
+	duration      = flag.Duration("duration", 5*time.Second, "measured time of one run")
 	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
+	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems other than the plugin (they keep no state per caller; at most -memory-callers)")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site)")
-	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process workload")
-	samePairs     = flag.Int("same-pairs", 10, "pairs of 1 s slices of the same_process workload, in each site order")
-	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,memory", "the workloads to run, comma-separated")
+	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake workloads; in same_process, NAME:header is the system's header site behind the load balancer")
+	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header compares (plugin or vanilla_caddy)")
+	samePairs     = flag.Int("same-pairs", 10, "pairs of 1 s slices of each same_process workload, in each site order")
+	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
 	floor         = flag.Bool("floor", true, "also run request_site in the handshake workload: Caddy whose site only requests a certificate and that verifies nothing, the floor of any verification cache")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
@@ -72,8 +78,8 @@ const pinnedEnv = "CADDY_MTLS_BENCH_PINNED"
 
 func main() {
 	flag.Parse()
-	if *samePairs < 1 || *rounds < 1 || *concurrency < 1 || *callerCount < 1 || *memoryCallers < 1 || *duration <= 0 {
-		fmt.Fprintln(os.Stderr, "compare: -same-pairs, -rounds, -concurrency, -callers, -memory-callers and -duration must be positive")
+	if *samePairs < 1 || *rounds < 1 || *concurrency < 1 || *callerCount < 1 || *memoryCallers < 1 || *memoryOthers < 1 || *duration <= 0 {
+		fmt.Fprintln(os.Stderr, "compare: -same-pairs, -rounds, -concurrency, -callers, -memory-callers, -memory-others and -duration must be positive")
 		os.Exit(2)
 	}
 	if gw := os.Getenv(pinnedEnv); gw != "" {
@@ -100,10 +106,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "compare: pinning:", err)
 		os.Exit(1)
 	}
+	start := time.Now()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
 	}
+	fmt.Printf("\nThe run took %s.\n", time.Since(start).Round(time.Second))
 }
 
 // floorSystem is the system that verifies no certificate at all.
@@ -205,13 +213,14 @@ func run() error {
 	}
 
 	var workloads []string
-	memory, sameProcess := false, false
+	memory := false
+	var sameProcess []string
 	for _, wl := range strings.Split(*only, ",") {
 		switch wl {
 		case "memory":
 			memory = true
-		case "same_process":
-			sameProcess = true
+		case "same_process", "same_process_handshake", "same_process_header":
+			sameProcess = append(sameProcess, wl)
 		case "keepalive", "handshake", "handshake_chain", "many_callers", "header":
 			workloads = append(workloads, wl)
 		default:
@@ -255,8 +264,12 @@ func run() error {
 	if len(workloads) > 0 {
 		printResults(workloads, printed, results)
 	}
-	if sameProcess {
-		if err := sameProcessRun(p, dir, gwCPUs, all); err != nil {
+	for _, wl := range sameProcess {
+		sides, err := sameProcessSides(wl, all)
+		if err != nil {
+			return err
+		}
+		if err := sameProcessRun(p, dir, gwCPUs, peerWorkers, wl, sides); err != nil {
 			return err
 		}
 	}
@@ -266,41 +279,93 @@ func run() error {
 	return nil
 }
 
-// sameProcessRun serves the sites of the two -pair systems from one Caddy
-// process on cpus and alternates keep-alive load between them in slices of
-// one second: the per-process spread (see vanilla_copy) drops out of the
-// ratio. It runs twice, in a process with the sites in one order and in one
-// with them in the other, -same-pairs pairs each.
-func sameProcessRun(p *pki, dir, cpus string, all []system) error {
+// side is one half of a same_process comparison: a site of the process and
+// the load sent to it.
+type side struct {
+	name  string
+	site  func(port int) string
+	load  string // the loader's workload: keepalive or handshake
+	viaLB bool   // through the nginx load balancer, which ends TLS (the header path)
+}
+
+// sameProcessSides returns the two sides of a same_process workload: the
+// -pair systems' TLS sites (or, for a name with the suffix :header, its
+// header site behind the load balancer) with keep-alive load (same_process)
+// or a new connection per request (same_process_handshake), or the plugin's header
+// site behind the load balancer and its TLS site, keep-alive
+// (same_process_header; -header-system names another system).
+func sameProcessSides(wl string, all []system) ([2]side, error) {
+	find := func(name string) (system, bool) {
+		i := slices.IndexFunc(all, func(sys system) bool { return sys.name == name && sys.site != nil })
+		if i < 0 {
+			return system{}, false
+		}
+		return all[i], true
+	}
+	if wl == "same_process_header" {
+		sys, ok := find(*headerSystem)
+		if !ok || sys.headerSite == nil {
+			return [2]side{}, fmt.Errorf("-header-system %q: not a Caddy system with a header site", *headerSystem)
+		}
+		return [2]side{
+			{name: sys.name + "_header", site: sys.headerSite, load: "keepalive", viaLB: true},
+			{name: sys.name + "_tls", site: sys.site, load: "keepalive"},
+		}, nil
+	}
+	load := "keepalive"
+	if wl == "same_process_handshake" {
+		load = "handshake"
+	}
 	names := strings.Split(*pair, ",")
-	var sites []system
-	for _, name := range names {
-		for _, sys := range all {
-			if sys.name == name && sys.site != nil {
-				sites = append(sites, sys)
+	if len(names) != 2 {
+		return [2]side{}, fmt.Errorf("-pair %q: want two Caddy systems", *pair)
+	}
+	var sides [2]side
+	for i, name := range names {
+		sysName, header := strings.CutSuffix(name, ":header")
+		sys, ok := find(sysName)
+		if !ok {
+			return [2]side{}, fmt.Errorf("-pair %q: %q is not a Caddy system", *pair, sysName)
+		}
+		sides[i] = side{name: name, site: sys.site, load: load}
+		if header {
+			if sys.headerSite == nil || load != "keepalive" {
+				return [2]side{}, fmt.Errorf("-pair %q: %s has no header site in %s", *pair, sysName, wl)
 			}
+			sides[i] = side{name: sysName + "_header", site: sys.headerSite, load: load, viaLB: true}
 		}
 	}
-	if len(names) != 2 || len(sites) != 2 {
-		return fmt.Errorf("-pair %q: want two Caddy systems", *pair)
-	}
+	return sides, nil
+}
+
+// sameProcessTitle says what a same_process workload compares.
+var sameProcessTitle = map[string]string{
+	"same_process":           "Keep-alive",
+	"same_process_handshake": "A new TLS connection per request",
+	"same_process_header":    "Keep-alive, the header path behind the nginx load balancer against the TLS path",
+}
+
+// sameProcessRun serves the two sides' sites from one Caddy process on cpus
+// and alternates load between them in slices of one second: the
+// per-process spread (see vanilla_copy) and the machine's drift drop out of
+// the ratio. It runs twice, in a process with the sites in one order and in
+// one with them in the other, -same-pairs pairs each.
+func sameProcessRun(p *pki, dir, cpus string, lbWorkers int, wl string, sides [2]side) error {
 	var rpsAll, cpuAll []float64
 	var text []string
 	for order := 0; order < 2; order++ {
-		rps, cpu, err := sameProcessPairs(p, dir, cpus, names, sites, order == 1)
+		rps, cpu, err := sameProcessPairs(p, dir, cpus, lbWorkers, wl, sides, order == 1)
 		if err != nil {
 			return err
 		}
 		rpsAll, cpuAll = append(rpsAll, rps...), append(cpuAll, cpu...)
-		first := names[0]
-		if order == 1 {
-			first = names[1]
-		}
+		first := sides[order].name
 		text = append(text, fmt.Sprintf("- %s's site first: req/s %s (median %.3f); requests per CPU second %s (median %.3f)",
 			first, ratioList(rps), medianOf(rps), ratioList(cpu), medianOf(cpu)))
 	}
-	fmt.Printf("\nKeep-alive, %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes (one per order of the sites' blocks), ratios %s/%s:\n%s\n- median of all: req/s %.3f, requests per CPU second %.3f.\n",
-		names[0], names[1], *samePairs, names[0], names[1], strings.Join(text, "\n"), medianOf(rpsAll), medianOf(cpuAll))
+	a, b := sides[0].name, sides[1].name
+	fmt.Printf("\n%s (%s), %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes (one per order of the sites' blocks), ratios %s/%s:\n%s\n- median of all: req/s %.3f, requests per CPU second %.3f.\n",
+		sameProcessTitle[wl], wl, a, b, *samePairs, a, b, strings.Join(text, "\n"), medianOf(rpsAll), medianOf(cpuAll))
 	return nil
 }
 
@@ -315,16 +380,16 @@ func ratioList(ratios []float64) string {
 
 // sameProcessPairs runs one process of sameProcessRun, with the sites'
 // blocks in the other order when swapped, and returns, pair by pair, the
-// ratios of the first system's req/s to the second's and of its requests per
+// ratios of the first side's req/s to the second's and of its requests per
 // CPU second of the gateway (which the peers' speed does not move) to the
 // second's.
-func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, swapped bool) (rpsRatios, cpuRatios []float64, err error) {
+func sameProcessPairs(p *pki, dir, cpus string, lbWorkers int, wl string, sides [2]side, swapped bool) (rpsRatios, cpuRatios []float64, err error) {
 	ports := [2]int{freePort(), freePort()}
-	config := sites[0].site(ports[0]) + sites[1].site(ports[1])
+	config := sides[0].site(ports[0]) + sides[1].site(ports[1])
 	if swapped {
-		config = sites[1].site(ports[1]) + sites[0].site(ports[0])
+		config = sides[1].site(ports[1]) + sides[0].site(ports[0])
 	}
-	name := "same-process"
+	name := wl
 	if swapped {
 		name += "-swapped"
 	}
@@ -337,14 +402,29 @@ func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, 
 		return nil, nil, err
 	}
 	pid := pr.cmd.Process.Pid
-	urls := [2]string{fmt.Sprintf("https://localhost:%d/", ports[0]), fmt.Sprintf("https://localhost:%d/", ports[1])}
+	var urls [2]string
+	// One set of clients a side for the whole process: on keep-alive each
+	// slice measures requests on connections made in the warm-up, not
+	// handshakes.
+	var loaders [2]*loader
+	for k, sd := range sides {
+		port := ports[k]
+		if sd.viaLB {
+			port = freePort()
+			lb, err := startLB(p, filepath.Join(dir, name), lbWorkers, port, ports[k])
+			if err != nil {
+				return nil, nil, err
+			}
+			defer lb.stop()
+		}
+		urls[k] = fmt.Sprintf("https://localhost:%d/", port)
+		loaders[k] = newLoader(p, sd.load)
+		defer loaders[k].close()
+	}
 	const slice = time.Second
-	// One set of clients for the whole process: each slice measures
-	// requests on connections made in the warm-up, not handshakes.
-	clients := newLoader(p, "keepalive")
-	defer clients.close()
-	clients.run(urls[0], slice) // warm-up
-	clients.run(urls[1], slice)
+	for k := range sides {
+		loaders[k].run(urls[k], slice) // warm-up
+	}
 	for i := 0; i < *samePairs; i++ {
 		var rps, perCPU [2]float64
 		for j := 0; j < 2; j++ {
@@ -353,24 +433,24 @@ func sameProcessPairs(p *pki, dir, cpus string, names []string, sites []system, 
 			if err != nil {
 				return nil, nil, err
 			}
-			res := clients.run(urls[k], slice)
+			res := loaders[k].run(urls[k], slice)
 			if res.errors > 0 {
-				return nil, nil, fmt.Errorf("same_process: %d errors", res.errors)
+				return nil, nil, fmt.Errorf("%s: %d errors", wl, res.errors)
 			}
 			after, err := cpuNanos(pid)
 			if err != nil {
 				return nil, nil, err
 			}
 			if after <= before || res.rps == 0 {
-				return nil, nil, fmt.Errorf("same_process: no CPU time or no requests in a slice")
+				return nil, nil, fmt.Errorf("%s: no CPU time or no requests in a slice", wl)
 			}
 			rps[k] = res.rps
 			perCPU[k] = res.rps * slice.Seconds() / (float64(after-before) / 1e9)
 		}
 		rpsRatios = append(rpsRatios, rps[0]/rps[1])
 		cpuRatios = append(cpuRatios, perCPU[0]/perCPU[1])
-		fmt.Fprintf(os.Stderr, "same_process (swapped %v) pair %d: %s %.0f req/s (%.0f µs/req), %s %.0f req/s (%.0f µs/req)\n",
-			swapped, i+1, names[0], rps[0], 1e6/perCPU[0], names[1], rps[1], 1e6/perCPU[1])
+		fmt.Fprintf(os.Stderr, "%s (swapped %v) pair %d: %s %.0f req/s (%.0f µs/req), %s %.0f req/s (%.0f µs/req)\n",
+			wl, swapped, i+1, sides[0].name, rps[0], 1e6/perCPU[0], sides[1].name, rps[1], 1e6/perCPU[1])
 	}
 	return rpsRatios, cpuRatios, nil
 }
@@ -502,8 +582,8 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 }
 
 // memoryRun sends -memory-callers distinct callers, one new connection
-// each, to each Caddy system, and prints its RSS and Go heap every tenth of
-// the way.
+// each, to the plugin (-memory-others to each other Caddy system), and
+// prints its RSS and Go heap every tenth of the way.
 func memoryRun(p *pki, dir string, systems []system) error {
 	n := *memoryCallers
 	step := max(n/10, 1)
@@ -522,6 +602,10 @@ func memoryRun(p *pki, dir string, systems []system) error {
 		names = append(names, sys.name)
 		addr := fmt.Sprintf("localhost:%d", port)
 		start := time.Now()
+		limit := n
+		if sys.name != "plugin" {
+			limit = min(*memoryOthers, n)
+		}
 		for done := 0; ; done += step {
 			if done > 0 {
 				failed, err := callers(p, addr, done-step, done)
@@ -538,7 +622,7 @@ func memoryRun(p *pki, dir string, systems []system) error {
 			s := sample{float64(statusKB(pr.pids(), "VmRSS")) / 1024, float64(ms.HeapInuse) / (1 << 20)}
 			samples[sys.name] = append(samples[sys.name], s)
 			fmt.Fprintf(os.Stderr, "memory %-13s %7d callers rss %.0f MB heap %.0f MB (%s)\n", sys.name, done, s.rssMB, s.heapMB, time.Since(start).Round(time.Second))
-			if done+step > n {
+			if done+step > limit {
 				break
 			}
 		}
@@ -555,9 +639,17 @@ func memoryRun(p *pki, dir string, systems []system) error {
 	}
 	fmt.Println(head)
 	fmt.Println(rule)
-	for i := range samples[names[0]] {
+	rows := 0
+	for _, name := range names {
+		rows = max(rows, len(samples[name]))
+	}
+	for i := range rows {
 		row := fmt.Sprintf("| %d |", i*step)
 		for _, name := range names {
+			if i >= len(samples[name]) {
+				row += " - | - |" // a system without state per caller, run for fewer callers
+				continue
+			}
 			s := samples[name][i]
 			row += fmt.Sprintf(" %.0f | %.0f |", s.rssMB, s.heapMB)
 		}

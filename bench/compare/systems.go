@@ -10,6 +10,9 @@ type system struct {
 	// site is a Caddy system's site block for the TLS path (nil for nginx),
 	// for serving two systems from one process.
 	site func(port int) string
+	// headerSite is its site block for the header path, behind the load
+	// balancer (nil: the system has none).
+	headerSite func(port int) string
 }
 
 // allSystems returns the gateways, all proxying to the mTLS backend on bePort
@@ -23,17 +26,20 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	f := p.files
 	// The header path: TLS ends at the load balancer in front, which passes
 	// the caller's certificate in X-Client-Cert (URL-encoded PEM).
-	caddyHeader := func(name, auth, transport string, port int) (*proc, error) {
-		return startCaddy(dir, name, cpus, fmt.Sprintf(`http://:%d {
+	headerSite := func(auth, transport string) func(port int) string {
+		return func(port int) string {
+			return fmt.Sprintf(`http://:%d {
 	bind 127.0.0.1
 	%s
 	%s
-}`, port, auth, transport), port)
+}
+`, port, auth, transport)
+		}
 	}
 	// A Caddy system: on the TLS path the gateway terminates the callers'
-	// TLS itself with the site's client_auth; header (nil: not run) starts
-	// it for the header workload.
-	caddySystem := func(name, clientAuth, body string, header func(port int) (*proc, error)) system {
+	// TLS itself with the site's client_auth; header (nil: not run) is its
+	// site for the header workload.
+	caddySystem := func(name, clientAuth, body string, header func(port int) string) system {
 		site := func(port int) string {
 			return fmt.Sprintf(`https://localhost:%d {
 	tls %s %s {
@@ -45,12 +51,12 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 }
 `, port, f["server"], f["server-key"], clientAuth, body)
 		}
-		return system{name: name, site: site, start: func(wl string, port int) (*proc, error) {
+		return system{name: name, site: site, headerSite: header, start: func(wl string, port int) (*proc, error) {
 			if wl == "header" {
 				if header == nil {
 					return nil, nil
 				}
-				return header(port)
+				return startCaddy(dir, name+"-header", cpus, header(port), port)
 			}
 			return startCaddy(dir, name, cpus, site(port), port)
 		}}
@@ -74,20 +80,16 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	verifyingSite := "mode require_and_verify\n\t\t\ttrust_pool file " + f["client-ca"]
 
 	return []system{
-		caddySystem("plugin", requestingSite, handler+"\n\t"+pluginProxy, func(port int) (*proc, error) {
-			return caddyHeader("plugin-header", fmt.Sprintf(`client_cert_auth {
+		caddySystem("plugin", requestingSite, handler+"\n\t"+pluginProxy, headerSite(fmt.Sprintf(`client_cert_auth {
 		trust_pool file %s
 		header X-Client-Cert {
 			format url_pem
 			from 127.0.0.1/32
 		}
-	}`, f["client-ca"]), pluginProxy, port)
-		}),
-		caddySystem("vanilla_caddy", verifyingSite, vanillaProxy, func(port int) (*proc, error) {
-			// Caddy cannot verify a certificate from a header: the same
-			// proxy without any check, to show what the check costs.
-			return caddyHeader("vanilla-header", "", vanillaProxy, port)
-		}),
+	}`, f["client-ca"]), pluginProxy)),
+		// Caddy cannot verify a certificate from a header: its header site
+		// is the same proxy without any check, to show what the check costs.
+		caddySystem("vanilla_caddy", verifyingSite, vanillaProxy, headerSite("", vanillaProxy)),
 		{name: "nginx", start: func(wl string, port int) (*proc, error) {
 			if wl == "header" {
 				return nil, nil
