@@ -19,7 +19,7 @@
 //	              certificate in a header (the plugin's header path; vanilla Caddy proxies
 //	              without any check, to show what the check costs; nginx does not run it)
 //	same_process  keep-alive to the sites of the two -pair systems (default the plugin's and
-//	              vanilla Caddy's) in one Caddy process, alternating 1 s slices (once in
+//	              vanilla Caddy's) in one Caddy process, alternating -slice slices (once in
 //	              each order of the sites' blocks, a process each)
 //	same_process_handshake  the same with a new TLS connection per request
 //	same_process_header  the plugin's header site behind the load balancer against its TLS
@@ -63,10 +63,11 @@ var (
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
 	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems other than the plugin (they keep no state per caller; at most -memory-callers)")
-	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site)")
+	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site, vars_handler)")
 	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake workloads; in same_process, NAME:header is the system's header site behind the load balancer")
 	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header compares (plugin or vanilla_caddy)")
-	samePairs     = flag.Int("same-pairs", 10, "pairs of 1 s slices of each same_process workload, in each site order")
+	samePairs     = flag.Int("same-pairs", 20, "pairs of slices of each same_process workload, in each site order")
+	sliceLen      = flag.Duration("slice", 500*time.Millisecond, "the length of a same_process slice: short, so that the two of a pair meet the machine in the same state")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,memory", "the workloads to run, comma-separated")
 	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
 	floor         = flag.Bool("floor", true, "also run request_site in the handshake workload: Caddy whose site only requests a certificate and that verifies nothing, the floor of any verification cache")
@@ -78,8 +79,8 @@ const pinnedEnv = "CADDY_MTLS_BENCH_PINNED"
 
 func main() {
 	flag.Parse()
-	if *samePairs < 1 || *rounds < 1 || *concurrency < 1 || *callerCount < 1 || *memoryCallers < 1 || *memoryOthers < 1 || *duration <= 0 {
-		fmt.Fprintln(os.Stderr, "compare: -same-pairs, -rounds, -concurrency, -callers, -memory-callers, -memory-others and -duration must be positive")
+	if *samePairs < 1 || *sliceLen <= 0 || *rounds < 1 || *concurrency < 1 || *callerCount < 1 || *memoryCallers < 1 || *memoryOthers < 1 || *duration <= 0 {
+		fmt.Fprintln(os.Stderr, "compare: -same-pairs, -slice, -rounds, -concurrency, -callers, -memory-callers, -memory-others and -duration must be positive")
 		os.Exit(2)
 	}
 	if gw := os.Getenv(pinnedEnv); gw != "" {
@@ -346,7 +347,7 @@ var sameProcessTitle = map[string]string{
 }
 
 // sameProcessRun serves the two sides' sites from one Caddy process on cpus
-// and alternates load between them in slices of one second: the
+// and alternates load between them in slices of -slice: the
 // per-process spread (see vanilla_copy) and the machine's drift drop out of
 // the ratio. It runs twice, in a process with the sites in one order and in
 // one with them in the other, -same-pairs pairs each.
@@ -364,8 +365,8 @@ func sameProcessRun(p *pki, dir, cpus string, lbWorkers int, wl string, sides [2
 			first, ratioList(rps), medianOf(rps), ratioList(cpu), medianOf(cpu)))
 	}
 	a, b := sides[0].name, sides[1].name
-	fmt.Printf("\n%s (%s), %s's site and %s's served by one process, %d pairs of 1 s slices in each of two processes (one per order of the sites' blocks), ratios %s/%s:\n%s\n- median of all: req/s %.3f, requests per CPU second %.3f.\n",
-		sameProcessTitle[wl], wl, a, b, *samePairs, a, b, strings.Join(text, "\n"), medianOf(rpsAll), medianOf(cpuAll))
+	fmt.Printf("\n%s (%s), %s's site and %s's served by one process, %d pairs of %s slices in each of two processes (one per order of the sites' blocks), ratios %s/%s:\n%s\n- median of all: req/s %.3f, requests per CPU second %.3f.\n",
+		sameProcessTitle[wl], wl, a, b, *samePairs, *sliceLen, a, b, strings.Join(text, "\n"), medianOf(rpsAll), medianOf(cpuAll))
 	return nil
 }
 
@@ -421,9 +422,9 @@ func sameProcessPairs(p *pki, dir, cpus string, lbWorkers int, wl string, sides 
 		loaders[k] = newLoader(p, sd.load)
 		defer loaders[k].close()
 	}
-	const slice = time.Second
+	slice := *sliceLen
 	for k := range sides {
-		loaders[k].run(urls[k], slice) // warm-up
+		loaders[k].run(urls[k], time.Second) // warm-up
 	}
 	for i := 0; i < *samePairs; i++ {
 		var rps, perCPU [2]float64

@@ -21,7 +21,8 @@ type system struct {
 // (vanilla_caddy again, to see the spread between two processes of one
 // config) and two halves of the plugin for finding where a difference comes
 // from (client_cert_auth with the http transport, vanilla Caddy's site with
-// ssl_profiles, and vanilla Caddy with the plugin's site mode request).
+// ssl_profiles, and vanilla Caddy with the plugin's site mode request), and
+// vanilla Caddy with one of Caddy's own handlers (vars) before the proxy.
 func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	f := p.files
 	// The header path: TLS ends at the load balancer in front, which passes
@@ -127,6 +128,10 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 		caddySystem("handler_only", requestingSite, handler+"\n\t"+vanillaProxy, nil),
 		caddySystem("transport_only", verifyingSite, pluginProxy, nil),
 		caddySystem("request_site", requestingSite, vanillaProxy, nil), // vanilla with the plugin's site mode
+		// vanilla with one of Caddy's own handlers in front of the proxy
+		// (vars, which sets one request variable): what a second handler in
+		// the route costs, whatever it does.
+		caddySystem("vars_handler", verifyingSite, "vars bench 1\n\t"+vanillaProxy, nil),
 	}
 }
 
