@@ -22,6 +22,7 @@
 //	              vanilla Caddy's) in one Caddy process, alternating -slice slices (once in
 //	              each order of the sites' blocks, a process each)
 //	same_process_handshake  the same with a new TLS connection per request
+//	same_process_handshake_chain  the same with callers under an intermediate CA
 //	same_process_header  the plugin's header site behind the load balancer against its TLS
 //	              site, in one process, keep-alive, alternating as same_process does
 //	memory        -memory-callers distinct callers, one new connection each, to the plugin
@@ -62,13 +63,13 @@ var (
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
-	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems other than the plugin (they keep no state per caller; at most -memory-callers)")
+	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems that keep no state per caller (rounded down to a tenth of -memory-callers, at least that tenth)")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site, vars_handler)")
-	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake workloads; in same_process, NAME:header is the system's header site behind the load balancer")
+	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake(_chain) workloads; in same_process, NAME:header is the system's header site behind the load balancer")
 	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header compares (plugin or vanilla_caddy)")
 	samePairs     = flag.Int("same-pairs", 20, "pairs of slices of each same_process workload, in each site order")
 	sliceLen      = flag.Duration("slice", 500*time.Millisecond, "the length of a same_process slice: short, so that the two of a pair meet the machine in the same state")
-	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,memory", "the workloads to run, comma-separated")
+	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,memory", "the workloads to run, comma-separated (also: same_process_handshake_chain)")
 	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
 	floor         = flag.Bool("floor", true, "also run request_site in the handshake workload: Caddy whose site only requests a certificate and that verifies nothing, the floor of any verification cache")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
@@ -220,7 +221,10 @@ func run() error {
 		switch wl {
 		case "memory":
 			memory = true
-		case "same_process", "same_process_handshake", "same_process_header":
+		case "same_process", "same_process_handshake", "same_process_handshake_chain", "same_process_header":
+			if _, err := sameProcessSides(wl, all); err != nil {
+				return err // before any run, not after the others
+			}
 			sameProcess = append(sameProcess, wl)
 		case "keepalive", "handshake", "handshake_chain", "many_callers", "header":
 			workloads = append(workloads, wl)
@@ -314,8 +318,11 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 		}, nil
 	}
 	load := "keepalive"
-	if wl == "same_process_handshake" {
+	switch wl {
+	case "same_process_handshake":
 		load = "handshake"
+	case "same_process_handshake_chain":
+		load = "handshake_chain"
 	}
 	names := strings.Split(*pair, ",")
 	if len(names) != 2 {
@@ -330,8 +337,11 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 		}
 		sides[i] = side{name: name, site: sys.site, load: load}
 		if header {
-			if sys.headerSite == nil || load != "keepalive" {
-				return [2]side{}, fmt.Errorf("-pair %q: %s has no header site in %s", *pair, sysName, wl)
+			if load != "keepalive" {
+				return [2]side{}, fmt.Errorf("-pair %q: the header path is measured with keep-alive load only, not in %s", *pair, wl)
+			}
+			if sys.headerSite == nil {
+				return [2]side{}, fmt.Errorf("-pair %q: %s has no header site", *pair, sysName)
 			}
 			sides[i] = side{name: sysName + "_header", site: sys.headerSite, load: load, viaLB: true}
 		}
@@ -341,9 +351,10 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 
 // sameProcessTitle says what a same_process workload compares.
 var sameProcessTitle = map[string]string{
-	"same_process":           "Keep-alive",
-	"same_process_handshake": "A new TLS connection per request",
-	"same_process_header":    "Keep-alive, the header path behind the nginx load balancer against the TLS path",
+	"same_process":                 "Keep-alive",
+	"same_process_handshake":       "A new TLS connection per request",
+	"same_process_handshake_chain": "A new TLS connection per request, callers under an intermediate CA",
+	"same_process_header":          "Keep-alive, the header path behind the nginx load balancer against the TLS path",
 }
 
 // sameProcessRun serves the two sides' sites from one Caddy process on cpus
@@ -412,7 +423,7 @@ func sameProcessPairs(p *pki, dir, cpus string, lbWorkers int, wl string, sides 
 		port := ports[k]
 		if sd.viaLB {
 			port = freePort()
-			lb, err := startLB(p, filepath.Join(dir, name), lbWorkers, port, ports[k])
+			lb, err := startLB(p, filepath.Join(dir, name, strconv.Itoa(k)), lbWorkers, port, ports[k])
 			if err != nil {
 				return nil, nil, err
 			}
@@ -582,8 +593,13 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 	}
 }
 
+// keepsPerCaller reports whether a system keeps state per caller (the
+// verdict cache of client_cert_auth).
+func keepsPerCaller(name string) bool { return name == "plugin" || name == "handler_only" }
+
 // memoryRun sends -memory-callers distinct callers, one new connection
-// each, to the plugin (-memory-others to each other Caddy system), and
+// each, to the systems that keep state per caller (-memory-others, rounded
+// down to a tenth of -memory-callers, to the other Caddy systems), and
 // prints its RSS and Go heap every tenth of the way.
 func memoryRun(p *pki, dir string, systems []system) error {
 	n := *memoryCallers
@@ -604,8 +620,8 @@ func memoryRun(p *pki, dir string, systems []system) error {
 		addr := fmt.Sprintf("localhost:%d", port)
 		start := time.Now()
 		limit := n
-		if sys.name != "plugin" {
-			limit = min(*memoryOthers, n)
+		if !keepsPerCaller(sys.name) {
+			limit = max(min(*memoryOthers, n)/step*step, step)
 		}
 		for done := 0; ; done += step {
 			if done > 0 {
@@ -632,7 +648,8 @@ func memoryRun(p *pki, dir string, systems []system) error {
 	if len(names) == 0 {
 		return fmt.Errorf("memory: no Caddy system among -systems")
 	}
-	fmt.Printf("\nMemory: %d distinct callers, one new connection each, %d at a time; RSS and Go heap in use (MB) after each step.\n\n", n, *concurrency)
+	fmt.Printf("\nMemory: %d distinct callers (%d to systems without state per caller), one new connection each, %d at a time; RSS and Go heap in use (MB) after each step.\n\n",
+		n, min(max(min(*memoryOthers, n)/step*step, step), n), *concurrency)
 	head, rule := "| callers |", "|---|"
 	for _, name := range names {
 		head += fmt.Sprintf(" %s RSS | %s heap |", name, name)
@@ -648,7 +665,7 @@ func memoryRun(p *pki, dir string, systems []system) error {
 		row := fmt.Sprintf("| %d |", i*step)
 		for _, name := range names {
 			if i >= len(samples[name]) {
-				row += " - | - |" // a system without state per caller, run for fewer callers
+				row += " - | - |" // a system without state per caller, sent fewer callers
 				continue
 			}
 			s := samples[name][i]
