@@ -593,6 +593,13 @@ func printResults(workloads []string, systems []system, results map[string]map[s
 	}
 }
 
+// othersCallers is how many of n callers the memory workload sends to a
+// system without state per caller: -memory-others, rounded down to a
+// multiple of step, at least step and at most n.
+func othersCallers(n, step int) int {
+	return min(max(min(*memoryOthers, n)/step*step, step), n)
+}
+
 // keepsPerCaller reports whether a system keeps state per caller (the
 // verdict cache of client_cert_auth).
 func keepsPerCaller(name string) bool { return name == "plugin" || name == "handler_only" }
@@ -621,7 +628,7 @@ func memoryRun(p *pki, dir string, systems []system) error {
 		start := time.Now()
 		limit := n
 		if !keepsPerCaller(sys.name) {
-			limit = max(min(*memoryOthers, n)/step*step, step)
+			limit = othersCallers(n, step)
 		}
 		for done := 0; ; done += step {
 			if done > 0 {
@@ -649,7 +656,7 @@ func memoryRun(p *pki, dir string, systems []system) error {
 		return fmt.Errorf("memory: no Caddy system among -systems")
 	}
 	fmt.Printf("\nMemory: %d distinct callers (%d to systems without state per caller), one new connection each, %d at a time; RSS and Go heap in use (MB) after each step.\n\n",
-		n, min(max(min(*memoryOthers, n)/step*step, step), n), *concurrency)
+		n, othersCallers(n, step), *concurrency)
 	head, rule := "| callers |", "|---|"
 	for _, name := range names {
 		head += fmt.Sprintf(" %s RSS | %s heap |", name, name)
