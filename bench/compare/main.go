@@ -25,9 +25,9 @@
 //	same_process_handshake_chain  the same with callers under an intermediate CA
 //	same_process_header  the plugin's header site behind the load balancer against its TLS
 //	              site, in one process, keep-alive, alternating as same_process does
-//	memory        -memory-callers distinct callers, one new connection each, to the plugin
-//	              (-memory-others to the other Caddy systems): RSS and Go heap every tenth of
-//	              the way
+//	memory        -memory-callers distinct callers, one new connection each, to the Caddy
+//	              systems with state per caller (-memory-others to the others): RSS and Go
+//	              heap every tenth of the way
 //
 // With -pin (the default on 2 or more CPUs) the gateway runs alone on the
 // last CPU this program may use and everything else (this program, the
@@ -216,16 +216,21 @@ func run() error {
 
 	var workloads []string
 	memory := false
-	var sameProcess []string
+	type sameProcessRunArgs struct {
+		wl    string
+		sides [2]side
+	}
+	var sameProcess []sameProcessRunArgs
 	for _, wl := range strings.Split(*only, ",") {
 		switch wl {
 		case "memory":
 			memory = true
 		case "same_process", "same_process_handshake", "same_process_handshake_chain", "same_process_header":
-			if _, err := sameProcessSides(wl, all); err != nil {
-				return err // before any run, not after the others
+			sides, err := sameProcessSides(wl, all) // checked before any run, not after the others
+			if err != nil {
+				return err
 			}
-			sameProcess = append(sameProcess, wl)
+			sameProcess = append(sameProcess, sameProcessRunArgs{wl, sides})
 		case "keepalive", "handshake", "handshake_chain", "many_callers", "header":
 			workloads = append(workloads, wl)
 		default:
@@ -269,12 +274,8 @@ func run() error {
 	if len(workloads) > 0 {
 		printResults(workloads, printed, results)
 	}
-	for _, wl := range sameProcess {
-		sides, err := sameProcessSides(wl, all)
-		if err != nil {
-			return err
-		}
-		if err := sameProcessRun(p, dir, gwCPUs, peerWorkers, wl, sides); err != nil {
+	for _, sp := range sameProcess {
+		if err := sameProcessRun(p, dir, gwCPUs, peerWorkers, sp.wl, sp.sides); err != nil {
 			return err
 		}
 	}
@@ -289,16 +290,16 @@ func run() error {
 type side struct {
 	name  string
 	site  func(port int) string
-	load  string // the loader's workload: keepalive or handshake
+	load  string // the loader's workload: keepalive, handshake or handshake_chain
 	viaLB bool   // through the nginx load balancer, which ends TLS (the header path)
 }
 
 // sameProcessSides returns the two sides of a same_process workload: the
 // -pair systems' TLS sites (or, for a name with the suffix :header, its
 // header site behind the load balancer) with keep-alive load (same_process)
-// or a new connection per request (same_process_handshake), or the plugin's header
-// site behind the load balancer and its TLS site, keep-alive
-// (same_process_header; -header-system names another system).
+// or a new connection per request (same_process_handshake, _chain), or the
+// -header-system's header site behind the load balancer and its TLS site,
+// keep-alive (same_process_header).
 func sameProcessSides(wl string, all []system) ([2]side, error) {
 	find := func(name string) (system, bool) {
 		i := slices.IndexFunc(all, func(sys system) bool { return sys.name == name && sys.site != nil })
@@ -307,24 +308,15 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 		}
 		return all[i], true
 	}
-	if wl == "same_process_header" {
-		sys, ok := find(*headerSystem)
-		if !ok || sys.headerSite == nil {
-			return [2]side{}, fmt.Errorf("-header-system %q: not a Caddy system with a header site", *headerSystem)
-		}
-		return [2]side{
-			{name: sys.name + "_header", site: sys.headerSite, load: "keepalive", viaLB: true},
-			{name: sys.name + "_tls", site: sys.site, load: "keepalive"},
-		}, nil
-	}
-	load := "keepalive"
+	load, names, flagName := "keepalive", strings.Split(*pair, ","), "-pair"
 	switch wl {
 	case "same_process_handshake":
 		load = "handshake"
 	case "same_process_handshake_chain":
 		load = "handshake_chain"
+	case "same_process_header":
+		names, flagName = []string{*headerSystem + ":header", *headerSystem}, "-header-system"
 	}
-	names := strings.Split(*pair, ",")
 	if len(names) != 2 {
 		return [2]side{}, fmt.Errorf("-pair %q: want two Caddy systems", *pair)
 	}
@@ -333,15 +325,15 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 		sysName, header := strings.CutSuffix(name, ":header")
 		sys, ok := find(sysName)
 		if !ok {
-			return [2]side{}, fmt.Errorf("-pair %q: %q is not a Caddy system", *pair, sysName)
+			return [2]side{}, fmt.Errorf("%s: %q is not a Caddy system", flagName, sysName)
 		}
 		sides[i] = side{name: name, site: sys.site, load: load}
 		if header {
 			if load != "keepalive" {
-				return [2]side{}, fmt.Errorf("-pair %q: the header path is measured with keep-alive load only, not in %s", *pair, wl)
+				return [2]side{}, fmt.Errorf("%s: the header path is measured with keep-alive load only, not in %s", flagName, wl)
 			}
 			if sys.headerSite == nil {
-				return [2]side{}, fmt.Errorf("-pair %q: %s has no header site", *pair, sysName)
+				return [2]side{}, fmt.Errorf("%s: %s has no header site", flagName, sysName)
 			}
 			sides[i] = side{name: sysName + "_header", site: sys.headerSite, load: load, viaLB: true}
 		}
