@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
@@ -117,12 +118,26 @@ func load(url string, p *pki, workload string, d time.Duration) result {
 // keep-alive load does not start with new handshakes.
 type loader struct {
 	clients []*http.Client
+	// certHeader holds each client's certificate as the load balancer sends
+	// it (X-Client-Cert, URL-encoded PEM), for the header_direct workload.
+	certHeader []string
 }
 
+// lbCertField is the header field in which the load balancer passes the
+// caller's certificate to the gateway.
+const lbCertField = "X-Client-Cert"
+
 func newLoader(p *pki, workload string) *loader {
-	newConns := workload != "keepalive" && workload != "header"
+	newConns := workload != "keepalive" && workload != "header" && workload != "header_direct"
 	l := &loader{}
 	for w := 0; w < *concurrency; w++ {
+		if workload == "header_direct" {
+			// In the load balancer's place: plain HTTP from the loopback
+			// address, the caller's certificate in the header.
+			l.certHeader = append(l.certHeader, certcodec.Encode(p.callers[w%len(p.callers)].Certificate[0], certcodec.URLPEM))
+			l.clients = append(l.clients, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second})
+			continue
+		}
 		cfg := p.clientConfig()
 		cfg.Certificates = []tls.Certificate{p.callers[w%len(p.callers)]}
 		switch workload {
@@ -157,14 +172,21 @@ func (l *loader) run(url string, d time.Duration) result {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	for _, client := range l.clients {
+	for i, client := range l.clients {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return result{errors: 1}
+		}
+		if l.certHeader != nil {
+			req.Header.Set(lbCertField, l.certHeader[i])
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
 			for ctx.Err() == nil {
 				start := time.Now()
-				resp, err := client.Get(url)
+				resp, err := client.Do(req)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()

@@ -25,6 +25,9 @@
 //	same_process_handshake_chain  the same with callers under an intermediate CA
 //	same_process_header  the plugin's header site behind the load balancer against its TLS
 //	              site, in one process, keep-alive, alternating as same_process does
+//	same_process_header_direct  the same with the load generator in the load balancer's place:
+//	              plain HTTP from loopback with the certificate header, so that both sites
+//	              get the same generator's load and the load balancer takes no CPU
 //	memory        -memory-callers distinct callers, one new connection each, to the Caddy
 //	              systems with state per caller (-memory-others to the others): RSS and Go
 //	              heap every tenth of the way
@@ -65,11 +68,11 @@ var (
 	memoryCallers = flag.Int("memory-callers", 100000, "distinct callers of the memory workload")
 	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems that keep no state per caller (rounded down to a tenth of -memory-callers, at least that tenth)")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site, vars_handler)")
-	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake(_chain) workloads; in same_process, NAME:header is the system's header site behind the load balancer")
+	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake(_chain) workloads; in same_process, NAME:header is the system's header site behind the load balancer, NAME:header_direct the same site with the load generator in the load balancer's place")
 	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header compares (plugin or vanilla_caddy)")
 	samePairs     = flag.Int("same-pairs", 20, "pairs of slices of each same_process workload, in each site order")
 	sliceLen      = flag.Duration("slice", 500*time.Millisecond, "the length of a same_process slice: short, so that the two of a pair meet the machine in the same state")
-	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,memory", "the workloads to run, comma-separated (also: same_process_handshake_chain)")
+	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,same_process_header_direct,memory", "the workloads to run, comma-separated (also: same_process_handshake_chain)")
 	pin           = flag.Bool("pin", len(allowedCPUs()) >= 2, "run the gateway alone on the last CPU this program may use, the rest on the others")
 	floor         = flag.Bool("floor", true, "also run request_site in the handshake workload: Caddy whose site only requests a certificate and that verifies nothing, the floor of any verification cache")
 	pprofDir      = flag.String("pprof", "", "save CPU and allocation profiles of the Caddy gateways' runs of round 1 here")
@@ -225,7 +228,7 @@ func run() error {
 		switch wl {
 		case "memory":
 			memory = true
-		case "same_process", "same_process_handshake", "same_process_handshake_chain", "same_process_header":
+		case "same_process", "same_process_handshake", "same_process_handshake_chain", "same_process_header", "same_process_header_direct":
 			sides, err := sameProcessSides(wl, all) // checked before any run, not after the others
 			if err != nil {
 				return err
@@ -290,7 +293,7 @@ func run() error {
 type side struct {
 	name  string
 	site  func(port int) string
-	load  string // the loader's workload: keepalive, handshake or handshake_chain
+	load  string // the loader's workload: keepalive, header_direct, handshake or handshake_chain
 	viaLB bool   // through the nginx load balancer, which ends TLS (the header path)
 }
 
@@ -316,26 +319,34 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 		load = "handshake_chain"
 	case "same_process_header":
 		names, flagName = []string{*headerSystem + ":header", *headerSystem}, "-header-system"
+	case "same_process_header_direct":
+		names, flagName = []string{*headerSystem + ":header_direct", *headerSystem}, "-header-system"
 	}
 	if len(names) != 2 {
 		return [2]side{}, fmt.Errorf("-pair %q: want two Caddy systems", *pair)
 	}
 	var sides [2]side
 	for i, name := range names {
-		sysName, header := strings.CutSuffix(name, ":header")
+		sysName, path, header := strings.Cut(name, ":")
 		sys, ok := find(sysName)
 		if !ok {
 			return [2]side{}, fmt.Errorf("%s: %q is not a Caddy system", flagName, sysName)
 		}
 		sides[i] = side{name: name, site: sys.site, load: load}
 		if header {
+			if path != "header" && path != "header_direct" {
+				return [2]side{}, fmt.Errorf("%s: %q: a system's sites are NAME (TLS), NAME:header and NAME:header_direct", flagName, name)
+			}
 			if load != "keepalive" {
 				return [2]side{}, fmt.Errorf("%s: the header path is measured with keep-alive load only, not in %s", flagName, wl)
 			}
 			if sys.headerSite == nil {
 				return [2]side{}, fmt.Errorf("%s: %s has no header site", flagName, sysName)
 			}
-			sides[i] = side{name: sysName + "_header", site: sys.headerSite, load: load, viaLB: true}
+			sides[i] = side{name: sysName + "_" + path, site: sys.headerSite, load: "keepalive", viaLB: true}
+			if path == "header_direct" {
+				sides[i].load, sides[i].viaLB = "header_direct", false
+			}
 		}
 	}
 	return sides, nil
@@ -347,6 +358,7 @@ var sameProcessTitle = map[string]string{
 	"same_process_handshake":       "A new TLS connection per request",
 	"same_process_handshake_chain": "A new TLS connection per request, callers under an intermediate CA",
 	"same_process_header":          "Keep-alive, the header path behind the nginx load balancer against the TLS path",
+	"same_process_header_direct":   "Keep-alive, the header path with the load generator in the load balancer's place against the TLS path",
 }
 
 // sameProcessRun serves the two sides' sites from one Caddy process on cpus
@@ -422,6 +434,9 @@ func sameProcessPairs(p *pki, dir, cpus string, lbWorkers int, wl string, sides 
 			defer lb.stop()
 		}
 		urls[k] = fmt.Sprintf("https://localhost:%d/", port)
+		if sd.load == "header_direct" {
+			urls[k] = fmt.Sprintf("http://127.0.0.1:%d/", port)
+		}
 		loaders[k] = newLoader(p, sd.load)
 		defer loaders[k].close()
 	}

@@ -83,11 +83,11 @@ func allSystems(p *pki, dir, cpus string, workers, bePort int) []system {
 	return []system{
 		caddySystem("plugin", requestingSite, handler+"\n\t"+pluginProxy, headerSite(fmt.Sprintf(`client_cert_auth {
 		trust_pool file %s
-		header X-Client-Cert {
+		header %s {
 			format url_pem
 			from 127.0.0.1/32
 		}
-	}`, f["client-ca"]), pluginProxy)),
+	}`, f["client-ca"], lbCertField), pluginProxy)),
 		// Caddy cannot verify a certificate from a header: its header site
 		// is the same proxy without any check, to show what the check costs.
 		caddySystem("vanilla_caddy", verifyingSite, vanillaProxy, headerSite("", vanillaProxy)),
@@ -156,7 +156,7 @@ func startLB(p *pki, dir string, workers, lbPort, gwPort int) (*proc, error) {
 			proxy_pass http://gateway;
 			proxy_http_version 1.1;
 			proxy_set_header Connection "";
-			proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+			proxy_set_header %[6]s $ssl_client_escaped_cert;
 		}
-	}`, lbPort, gwPort, p.files["server"], p.files["server-key"], p.files["client-ca"]), lbPort)
+	}`, lbPort, gwPort, p.files["server"], p.files["server-key"], p.files["client-ca"], lbCertField), lbPort)
 }
