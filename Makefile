@@ -36,6 +36,7 @@ bench: build
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./certcodec
+	go test -run '^$$' -fuzz FuzzLoadJKS -fuzztime 30s ./keystore
 
 clean:
 	rm -f $(CADDY) $(TEST_CADDY)

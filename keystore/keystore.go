@@ -6,17 +6,20 @@ package keystore
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	jks "github.com/pavlo-v-chernykh/keystore-go/v4"
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 )
 
 // Type is a keystore file format.
@@ -86,10 +89,14 @@ func (s *Store) KeyPair(alias string) (KeyPair, bool) {
 // corrupt file: the formats cannot tell them apart).
 var ErrPassword = errors.New("wrong password or corrupt keystore")
 
+// MaxFileSize is the largest keystore file Load reads. A trust store of
+// every CA in a browser's root program is a few hundred KiB.
+const MaxFileSize = 4 << 20
+
 // Load reads a keystore file. keyPassword decrypts the private keys of a JKS
 // and defaults to password.
 func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
-	data, err := os.ReadFile(path)
+	data, err := bounded.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +119,12 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 }
 
 func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
+	// The JKS reader allocates whatever a length or count in the file says
+	// before reading it: a corrupt one would ask for gigabytes, and the Go
+	// runtime ends the whole process when it cannot have them.
+	if err := checkJKSLayout(data); err != nil {
+		return nil, fmt.Errorf("reading JKS: %w", err)
+	}
 	ks := jks.New()
 	if err := ks.Load(bytes.NewReader(data), []byte(password)); err != nil {
 		if strings.Contains(err.Error(), "digest") {
@@ -154,6 +167,95 @@ func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
 	}
 	sortKeyPairs(st)
 	return st, nil
+}
+
+// checkJKSLayout walks the layout of a JKS (magic, version, entries, the
+// digest at the end) and reports an error unless every length and count in it
+// is matched by bytes actually there, so that reading it allocates no more
+// than the file's size. It checks nothing else: the JKS reader does.
+func checkJKSLayout(data []byte) error {
+	rest := data
+	corrupt := func(what string) error {
+		return fmt.Errorf("corrupt keystore: %s at byte %d does not fit in the file's %d bytes", what, len(data)-len(rest), len(data))
+	}
+	take := func(n uint64) bool {
+		if n > uint64(len(rest)) {
+			return false
+		}
+		rest = rest[n:]
+		return true
+	}
+	u16 := func() (uint64, bool) {
+		if len(rest) < 2 {
+			return 0, false
+		}
+		v := binary.BigEndian.Uint16(rest)
+		rest = rest[2:]
+		return uint64(v), true
+	}
+	u32 := func() (uint64, bool) {
+		if len(rest) < 4 {
+			return 0, false
+		}
+		v := binary.BigEndian.Uint32(rest)
+		rest = rest[4:]
+		return uint64(v), true
+	}
+	// a 2-byte length and that many bytes (an alias, a certificate type)
+	str := func() bool { n, ok := u16(); return ok && take(n) }
+	// a certificate: its type (version 2), a 4-byte length, its bytes
+	cert := func(version uint64) bool {
+		if version == 2 && !str() {
+			return false
+		}
+		n, ok := u32()
+		return ok && take(n)
+	}
+
+	magic, ok := u32()
+	if !ok || magic != 0xFEEDFEED {
+		return errors.New("not a JKS (no FEEDFEED magic number)")
+	}
+	version, ok := u32()
+	if !ok || version != 1 && version != 2 {
+		return errors.New("unknown JKS version")
+	}
+	entries, ok := u32()
+	if !ok {
+		return corrupt("the number of entries")
+	}
+	for i := uint64(0); i < entries; i++ {
+		tag, ok := u32()
+		if !ok || !str() || !take(8) { // tag, alias, creation time
+			return corrupt(fmt.Sprintf("entry %d", i+1))
+		}
+		switch tag {
+		case 1: // a private key and its certificate chain
+			keyLen, ok := u32()
+			if !ok || !take(keyLen) {
+				return corrupt(fmt.Sprintf("the private key of entry %d", i+1))
+			}
+			certs, ok := u32()
+			if !ok {
+				return corrupt(fmt.Sprintf("the chain of entry %d", i+1))
+			}
+			for j := uint64(0); j < certs; j++ {
+				if !cert(version) {
+					return corrupt(fmt.Sprintf("certificate %d of entry %d", j+1, i+1))
+				}
+			}
+		case 2: // a trusted certificate
+			if !cert(version) {
+				return corrupt(fmt.Sprintf("the certificate of entry %d", i+1))
+			}
+		default:
+			return fmt.Errorf("corrupt keystore: entry %d has the unknown tag %d", i+1, tag)
+		}
+	}
+	if len(rest) != sha1.Size {
+		return fmt.Errorf("corrupt keystore: %d bytes after the entries where the %d-byte digest should be", len(rest), sha1.Size)
+	}
+	return nil
 }
 
 // loadPKCS12 reads a PKCS#12 file: one key pair with its chain, or a trust

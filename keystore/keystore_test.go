@@ -1,10 +1,13 @@
 package keystore
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
@@ -149,4 +152,104 @@ func TestLoadErrors(t *testing.T) {
 			t.Fatalf("ParseType(%q, %q) = %q, %v; want %q", tc.typ, tc.path, got, err, tc.want)
 		}
 	}
+}
+
+// TestJKSCorrupt: a JKS whose lengths or counts claim more than the file
+// holds is refused with a reason before anything is allocated for it (the
+// JKS reader would ask for gigabytes, and the Go runtime ends the process
+// when it cannot have them), and so is every truncation of a good one.
+func TestJKSCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.Must(testpki.NewCA("JKS CA"))
+	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
+	read := func(name string, entry testpki.JKSEntry) []byte {
+		path := filepath.Join(dir, name)
+		if err := testpki.WriteJKS(path, "storepass", "storepass", entry); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkJKSLayout(data); err != nil {
+			t.Fatalf("%s: a good keystore refused: %v", name, err)
+		}
+		return data
+	}
+	keyJKS := read("key.jks", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
+	trustJKS := read("trust.jks", testpki.JKSEntry{Alias: "ca", Cert: ca})
+
+	// The offsets of the fields in a one-entry version 2 keystore.
+	be := binary.BigEndian
+	const entryAt = 12 // magic, version, number of entries
+	aliasEnd := func(data []byte) int { return entryAt + 4 + 2 + int(be.Uint16(data[entryAt+4:])) }
+	keyLenAt := aliasEnd(keyJKS) + 8 // after the creation time
+	chainLenAt := keyLenAt + 4 + int(be.Uint32(keyJKS[keyLenAt:]))
+	certLenAt := chainLenAt + 4 + 2 + int(be.Uint16(keyJKS[chainLenAt+4:])) // after the type "X509"
+	trustedLenAt := aliasEnd(trustJKS) + 8 + 2 + int(be.Uint16(trustJKS[aliasEnd(trustJKS)+8:]))
+
+	huge := func(data []byte, at int) []byte {
+		data = bytes.Clone(data)
+		be.PutUint32(data[at:], 0xFFFFFFFF)
+		return data
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"entries", huge(keyJKS, 8), "entry 2"},
+		{"key length", huge(keyJKS, keyLenAt), "the private key of entry 1"},
+		{"chain length", huge(keyJKS, chainLenAt), "certificate 2 of entry 1"},
+		{"certificate length", huge(keyJKS, certLenAt), "certificate 1 of entry 1"},
+		{"trusted certificate length", huge(trustJKS, trustedLenAt), "the certificate of entry 1"},
+		{"unknown tag", huge(keyJKS, entryAt), "unknown tag"},
+		{"bytes after the digest", append(bytes.Clone(keyJKS), 0), "21 bytes after the entries"},
+		{"version", huge(keyJKS, 4), "unknown JKS version"},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".jks")
+		if err := os.WriteFile(path, tc.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, Auto, "storepass", "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tc.name, err, tc.want)
+		}
+	}
+	for _, data := range [][]byte{keyJKS, trustJKS} {
+		for n := 0; n < len(data); n++ {
+			if _, err := loadJKS(data[:n], "storepass", ""); err == nil {
+				t.Fatalf("the first %d of %d bytes loaded", n, len(data))
+			}
+		}
+	}
+
+	big := filepath.Join(dir, "big.jks")
+	if err := os.WriteFile(big, append(bytes.Clone(keyJKS), make([]byte, MaxFileSize)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big, JKS, "storepass", ""); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a file over MaxFileSize: %v", err)
+	}
+}
+
+// FuzzLoadJKS: every input returns, with a keystore or an error; what fails
+// is an input that makes the process ask for more memory than there is (the
+// second seed did before the layout check), which ends the whole process.
+func FuzzLoadJKS(f *testing.F) {
+	ca := testpki.Must(testpki.NewCA("JKS CA"))
+	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
+	path := filepath.Join(f.TempDir(), "seed.jks")
+	if err := testpki.WriteJKS(path, "pass", "pass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, testpki.JKSEntry{Alias: "ca", Cert: ca}); err != nil {
+		f.Fatal(err)
+	}
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0xFF, 0xFF, 0xFF, 0xFF})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = loadJKS(data, "pass", "")
+	})
 }

@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -206,7 +206,7 @@ func (c *Checker) fetch(ctx context.Context, src string) (*x509.RevocationList, 
 		}
 	} else {
 		var err error
-		if data, err = os.ReadFile(src); err != nil {
+		if data, err = bounded.ReadFile(src, maxCRL); err != nil {
 			return nil, err
 		}
 	}

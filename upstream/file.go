@@ -9,7 +9,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
@@ -38,22 +38,6 @@ type profilesFile struct {
 
 // maxProfilesFile bounds the size of a profiles file.
 const maxProfilesFile = 16 << 20
-
-func readBounded(path string) ([]byte, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, maxProfilesFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxProfilesFile {
-		return nil, fmt.Errorf("larger than %d bytes", maxProfilesFile)
-	}
-	return data, nil
-}
 
 // stateOf digests the file's content and the size and time of each file
 // its profiles name (keystores, PEM files), so that replacing a keystore
@@ -114,7 +98,7 @@ func (f *profilesFile) stop() {
 // good profiles stay.
 func (t *Transport) reload() {
 	f := t.file
-	data, err := readBounded(f.path)
+	data, err := bounded.ReadFile(f.path, maxProfilesFile)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {

@@ -116,6 +116,18 @@ func TestProfilesFileWSO2(t *testing.T) {
 			t.Fatalf("%s: error %v does not name the file", name, err)
 		}
 	}
+
+	// A key store that turns corrupt under the running transport, with a
+	// chain length of 4 billion certificates (which, read as it says, would
+	// end the process): the reload fails and the last good profiles serve.
+	corrupt := []byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0xFF, 0xFF, 0xFF, 0xFF}
+	if err := os.WriteFile(keys, corrupt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr.reload()
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("after the key store turned corrupt: %q %v", got, err)
+	}
 }
 
 func writeTemp(t *testing.T, dir, content string) string {

@@ -71,7 +71,7 @@ type Profile struct {
 
 // Keystore is a PKCS#12 or JKS file of client key pairs.
 type Keystore struct {
-	// Path of the keystore file. Required.
+	// Path of the keystore file (at most 4 MiB). Required.
 	File string `json:"file"`
 
 	// `pkcs12` or `jks`. Default: from the file's extension (.p12, .pfx,

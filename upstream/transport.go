@@ -28,6 +28,7 @@ import (
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
@@ -163,7 +164,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.trackExpiry(set)
 	if t.ProfilesFile != "" {
 		t.file = &profilesFile{path: t.ProfilesFile}
-		data, err := readBounded(t.ProfilesFile)
+		data, err := bounded.ReadFile(t.ProfilesFile, maxProfilesFile)
 		if err != nil {
 			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
 		}
