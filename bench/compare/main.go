@@ -69,7 +69,7 @@ var (
 	memoryOthers  = flag.Int("memory-others", 20000, "callers of the memory workload sent to the Caddy systems that keep no state per caller (rounded down to a tenth of -memory-callers, at least that tenth)")
 	systemNames   = flag.String("systems", "plugin,vanilla_caddy,nginx", "the systems to compare, comma-separated (also: vanilla_copy, handler_only, transport_only, request_site, vars_handler)")
 	pair          = flag.String("pair", "plugin,vanilla_caddy", "the two Caddy systems of the same_process and same_process_handshake(_chain) workloads; in same_process, NAME:header is the system's header site behind the load balancer, NAME:header_direct the same site with the load generator in the load balancer's place")
-	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header compares (plugin or vanilla_caddy)")
+	headerSystem  = flag.String("header-system", "plugin", "the Caddy system whose header site and TLS site same_process_header and same_process_header_direct compare (plugin or vanilla_caddy)")
 	samePairs     = flag.Int("same-pairs", 20, "pairs of slices of each same_process workload, in each site order")
 	sliceLen      = flag.Duration("slice", 500*time.Millisecond, "the length of a same_process slice: short, so that the two of a pair meet the machine in the same state")
 	only          = flag.String("workloads", "keepalive,handshake,handshake_chain,many_callers,header,same_process,same_process_handshake,same_process_header,same_process_header_direct,memory", "the workloads to run, comma-separated (also: same_process_handshake_chain)")
@@ -327,13 +327,13 @@ func sameProcessSides(wl string, all []system) ([2]side, error) {
 	}
 	var sides [2]side
 	for i, name := range names {
-		sysName, path, header := strings.Cut(name, ":")
+		sysName, path, hasPath := strings.Cut(name, ":")
 		sys, ok := find(sysName)
 		if !ok {
 			return [2]side{}, fmt.Errorf("%s: %q is not a Caddy system", flagName, sysName)
 		}
 		sides[i] = side{name: name, site: sys.site, load: load}
-		if header {
+		if hasPath {
 			if path != "header" && path != "header_direct" {
 				return [2]side{}, fmt.Errorf("%s: %q: a system's sites are NAME (TLS), NAME:header and NAME:header_direct", flagName, name)
 			}
