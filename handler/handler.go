@@ -16,7 +16,6 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,7 +28,6 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
-	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
 func init() {
@@ -112,7 +110,8 @@ type Handler struct {
 	forwardFmt   certcodec.Format
 	strip        []string
 	cache        *verdictCache
-	stored       *atomic.Pointer[storedClients]
+	clients      *clientsReader       // with clients_from_storage
+	clientsKey   string               // its key in clientsReaders ("": h's own)
 	pinnedExpiry map[string]time.Time // alias -> not after
 	events       *metrics.Emitter
 	revocation   *revocation.Checker
@@ -259,7 +258,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	h.stored = new(atomic.Pointer[storedClients])
 	if sc := h.ClientsFromStorage; sc != nil {
 		interval := time.Duration(sc.Refresh)
 		if interval < 0 {
@@ -268,14 +266,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if interval == 0 {
 			interval = DefaultStorageRefresh
 		}
-		st := store.New(ctx.Storage(), h.logger)
-		h.stored.Store(&storedClients{}) // none until read: fail closed
-		if err := h.loadStoredClients(ctx, st); err != nil {
-			// The storage may be down: the config still loads, and the
-			// stored clients are refused until they can be read.
-			h.logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
+		if err := h.useStoredClients(ctx.Storage(), interval); err != nil {
+			return fmt.Errorf("clients_from_storage: %w", err)
 		}
-		go h.watchStoredClients(ctx, st, interval)
 	}
 
 	h.strip = []string{DefaultField, DefaultChainField}
@@ -345,8 +338,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup forgets the certificates this handler showed the expiry of.
+// Cleanup ends the handler's use of the stored clients' reader and forgets
+// the certificates it showed the expiry of.
 func (h *Handler) Cleanup() error {
+	h.releaseStoredClients()
 	metrics.ForgetExpiry(h)
 	return nil
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
@@ -19,8 +23,9 @@ import (
 // shares the storage.
 type StorageClients struct {
 	// How often the stored clients are read again; a client added or
-	// removed on any instance is in force here within this time. Default:
-	// `30s`.
+	// removed on any instance is in force here within this time. The
+	// handlers of a config with the same interval share one reading.
+	// Default: `30s`.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 }
 
@@ -35,8 +40,170 @@ const storageTimeout = 30 * time.Second
 // content, and verdicts of another generation are not reused.
 type storedClients struct {
 	byFingerprint map[[sha256.Size]byte]*Client
+	notAfter      map[string]time.Time // alias -> not after
 	digest        [sha256.Size]byte
 	gen           uint64
+}
+
+// clientsReader reads the stored clients of one storage at one interval
+// for every handler that trusts them, so that a config with many routes
+// reads its storage once an interval, not once a route. A failed reading
+// keeps the last good one; until the first succeeds, none is trusted.
+type clientsReader struct {
+	st      *store.Store
+	current atomic.Pointer[storedClients]
+	logger  *zap.Logger
+	stop    context.CancelFunc
+
+	mu    sync.Mutex
+	users map[*Handler]bool // told of every change, for their expiry metrics
+}
+
+// clientsReaders holds the readers in use, by clientsReaderKey.
+var clientsReaders = caddy.NewUsagePool()
+
+// clientsReaderKey names the reader of storage at interval, or returns ""
+// when the storage cannot be told apart from another config's (it is not a
+// pointer), and the handler gets a reader of its own. The storage
+// instance, not its configuration, is the key: each config load makes its
+// own, and one being unloaded (its connections closed) must not serve the
+// next.
+func clientsReaderKey(storage certmagic.Storage, interval time.Duration) string {
+	if v := reflect.ValueOf(storage); v.Kind() != reflect.Pointer || v.IsNil() {
+		return ""
+	}
+	return fmt.Sprintf("%p %s", storage, interval)
+}
+
+// newClientsReader reads the stored clients once and then at every
+// interval, until it is stopped.
+func newClientsReader(storage certmagic.Storage, interval time.Duration, logger *zap.Logger) *clientsReader {
+	r := &clientsReader{st: store.New(storage, logger), logger: logger, users: map[*Handler]bool{}}
+	r.current.Store(&storedClients{}) // none until read: fail closed
+	if err := r.read(context.Background()); err != nil {
+		// The storage may be down: the config still loads, and the
+		// stored clients are refused until they can be read.
+		logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	go periodic.Every(ctx, interval, func() {
+		if err := r.read(ctx); err != nil {
+			logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
+		}
+	})
+	return r
+}
+
+// Destruct stops the reader when no handler uses it any more.
+func (r *clientsReader) Destruct() error {
+	r.stop()
+	return nil
+}
+
+// read reads the stored clients and puts them in force if they changed.
+func (r *clientsReader) read(ctx context.Context) error {
+	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
+	defer cancel()
+	clients, err := r.st.Clients(readCtx)
+	if err != nil {
+		return err
+	}
+	next := &storedClients{
+		byFingerprint: make(map[[sha256.Size]byte]*Client, len(clients)),
+		notAfter:      make(map[string]time.Time, len(clients)),
+	}
+	d := sha256.New()
+	for _, c := range clients {
+		fp := sha256.Sum256(c.Cert().Raw)
+		if other, dup := next.byFingerprint[fp]; dup {
+			r.logger.Warn("a stored certificate is there under two aliases; the first is used",
+				zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
+			continue
+		}
+		fmt.Fprintf(d, "%s\x00%s\x00%x\n", c.Alias, c.Tier, fp)
+		next.byFingerprint[fp] = &Client{Alias: c.Alias, Tier: c.Tier}
+		next.notAfter[c.Alias] = c.Cert().NotAfter
+	}
+	copy(next.digest[:], d.Sum(nil))
+	prev := r.current.Load()
+	if prev.byFingerprint != nil && prev.digest == next.digest {
+		return nil
+	}
+	next.gen = prev.gen + 1
+	r.current.Store(next)
+	if prev.byFingerprint != nil {
+		r.logger.Info("stored clients changed", zap.Int("clients", len(next.byFingerprint)))
+	}
+	// Under the lock: a handler released is not shown again (its metrics
+	// are forgotten after release).
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for h := range r.users {
+		h.showClientExpiry(next)
+	}
+	return nil
+}
+
+// use makes h a user of the reader: told of every change from now on.
+func (r *clientsReader) use(h *Handler) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.users[h] = true
+	h.showClientExpiry(r.current.Load())
+}
+
+// release ends h's use of the reader.
+func (r *clientsReader) release(h *Handler) {
+	r.mu.Lock()
+	delete(r.users, h)
+	r.mu.Unlock()
+}
+
+// useStoredClients gives h the reader of the config's stored clients at
+// interval, shared with the config's other handlers of that interval.
+func (h *Handler) useStoredClients(storage certmagic.Storage, interval time.Duration) error {
+	key := clientsReaderKey(storage, interval)
+	if key == "" {
+		h.clients = newClientsReader(storage, interval, h.logger)
+	} else {
+		v, _, err := clientsReaders.LoadOrNew(key, func() (caddy.Destructor, error) {
+			return newClientsReader(storage, interval, h.logger), nil
+		})
+		if err != nil {
+			return err
+		}
+		h.clients, h.clientsKey = v.(*clientsReader), key
+	}
+	h.clients.use(h)
+	return nil
+}
+
+// releaseStoredClients ends h's use of its reader; the last user stops it.
+func (h *Handler) releaseStoredClients() {
+	if h.clients == nil {
+		return
+	}
+	h.clients.release(h)
+	if h.clientsKey == "" {
+		_ = h.clients.Destruct()
+	} else {
+		_, _ = clientsReaders.Delete(h.clientsKey)
+	}
+	h.clients = nil
+}
+
+// showClientExpiry shows the expiry of h's pinned clients and of the stored
+// ones in sc (a pinned client's alias names the pinned one).
+func (h *Handler) showClientExpiry(sc *storedClients) {
+	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(sc.notAfter))
+	for alias, t := range sc.notAfter {
+		clientExpiry[alias] = t
+	}
+	for alias, t := range h.pinnedExpiry {
+		clientExpiry[alias] = t
+	}
+	metrics.SetExpiry(h, metrics.KindClient, clientExpiry)
 }
 
 // generation returns the generation of what verdicts depend on besides
@@ -44,72 +211,16 @@ type storedClients struct {
 // grow, so their sum changes whenever either does.
 func (h *Handler) generation() uint64 {
 	gen := h.revocation.Generation()
-	if sc := h.stored.Load(); sc != nil {
-		gen += sc.gen
+	if h.clients != nil {
+		gen += h.clients.current.Load().gen
 	}
 	return gen
 }
 
 // storedClient returns the stored client with the fingerprint, if any.
 func (h *Handler) storedClient(fp [sha256.Size]byte) *Client {
-	if sc := h.stored.Load(); sc != nil {
-		return sc.byFingerprint[fp]
+	if h.clients != nil {
+		return h.clients.current.Load().byFingerprint[fp]
 	}
 	return nil
-}
-
-// loadStoredClients reads the stored clients and puts them in force if
-// they changed.
-func (h *Handler) loadStoredClients(ctx caddy.Context, st *store.Store) error {
-	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
-	defer cancel()
-	clients, err := st.Clients(readCtx)
-	if err != nil {
-		return err
-	}
-	next := &storedClients{byFingerprint: make(map[[sha256.Size]byte]*Client, len(clients))}
-	d := sha256.New()
-	for _, c := range clients {
-		fp := sha256.Sum256(c.Cert().Raw)
-		if other, dup := next.byFingerprint[fp]; dup {
-			h.logger.Warn("a stored certificate is there under two aliases; the first is used",
-				zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
-			continue
-		}
-		fmt.Fprintf(d, "%s\x00%s\x00%x\n", c.Alias, c.Tier, fp)
-		next.byFingerprint[fp] = &Client{Alias: c.Alias, Tier: c.Tier}
-	}
-	copy(next.digest[:], d.Sum(nil))
-	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(clients))
-	for alias, t := range h.pinnedExpiry {
-		clientExpiry[alias] = t
-	}
-	for _, c := range clients {
-		if _, pinned := clientExpiry[c.Alias]; !pinned {
-			clientExpiry[c.Alias] = c.Cert().NotAfter
-		}
-	}
-	metrics.SetExpiry(h, metrics.KindClient, clientExpiry)
-	prev := h.stored.Load()
-	if prev != nil && prev.byFingerprint != nil && prev.digest == next.digest {
-		return nil
-	}
-	if prev != nil {
-		next.gen = prev.gen + 1
-	}
-	h.stored.Store(next)
-	if prev != nil && prev.byFingerprint != nil {
-		h.logger.Info("stored clients changed", zap.Int("clients", len(clients)))
-	}
-	return nil
-}
-
-// watchStoredClients reads the stored clients at every interval until the
-// config is unloaded; a failed reading keeps the last good one.
-func (h *Handler) watchStoredClients(ctx caddy.Context, st *store.Store, interval time.Duration) {
-	periodic.Every(ctx, interval, func() {
-		if err := h.loadStoredClients(ctx, st); err != nil {
-			h.logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
-		}
-	})
 }
