@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
-	"os"
 	"strings"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
@@ -99,23 +99,24 @@ type Handler struct {
 	// and the event mtls_certificate_expiring emitted. Default: `720h`.
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
-	optional     bool
-	roots        *x509.CertPool
-	pinned       map[[sha256.Size]byte]*Client
-	headerField  string
-	chainField   string
-	headerFormat certcodec.Format
-	from         []netip.Prefix
-	forwardField string
-	forwardFmt   certcodec.Format
-	strip        []string
-	cache        *verdictCache
-	clients      *clientsReader       // with clients_from_storage
-	clientsKey   string               // its key in clientsReaders ("": h's own)
-	pinnedExpiry map[string]time.Time // alias -> not after
-	events       *metrics.Emitter
-	revocation   *revocation.Checker
-	logger       *zap.Logger
+	optional        bool
+	roots           *x509.CertPool
+	pinned          map[[sha256.Size]byte]*Client
+	headerField     string
+	chainField      string
+	headerFormat    certcodec.Format
+	from            []netip.Prefix
+	forwardField    string
+	forwardFmt      certcodec.Format
+	strip           []string
+	cache           *verdictCache
+	clients         *clientsReader       // with clients_from_storage; set once, at provision
+	clientsKey      string               // its key in clientsReaders ("": h's own)
+	clientsReleased bool                 // Cleanup ended the use of clients
+	pinnedExpiry    map[string]time.Time // alias -> not after
+	events          *metrics.Emitter
+	revocation      *revocation.Checker
+	logger          *zap.Logger
 }
 
 // Client is a pinned client certificate.
@@ -266,7 +267,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if interval == 0 {
 			interval = DefaultStorageRefresh
 		}
-		if err := h.useStoredClients(ctx.Storage(), interval); err != nil {
+		if err := h.useStoredClients(ctx, ctx.Storage(), interval); err != nil {
 			return fmt.Errorf("clients_from_storage: %w", err)
 		}
 	}
@@ -361,6 +362,9 @@ func (h *Handler) addStrip(field string) {
 }
 
 // load reads and parses the client's certificate.
+// maxCertificateFile bounds a pinned client's certificate file.
+const maxCertificateFile = 1 << 20
+
 func (c *Client) load() (*x509.Certificate, error) {
 	var data []byte
 	switch {
@@ -368,7 +372,7 @@ func (c *Client) load() (*x509.Certificate, error) {
 		return nil, errors.New("certificate_file and certificate are exclusive")
 	case c.CertificateFile != "":
 		var err error
-		if data, err = os.ReadFile(c.CertificateFile); err != nil {
+		if data, err = bounded.ReadFile(c.CertificateFile, maxCertificateFile); err != nil {
 			return nil, fmt.Errorf("reading certificate: %w", err)
 		}
 	case c.Certificate != "":

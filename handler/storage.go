@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +53,7 @@ type clientsReader struct {
 	current atomic.Pointer[storedClients]
 	logger  *zap.Logger
 	stop    context.CancelFunc
+	done    <-chan struct{} // closed once stopped
 
 	mu    sync.Mutex
 	users map[*Handler]bool // told of every change, for their expiry metrics
@@ -62,31 +62,31 @@ type clientsReader struct {
 // clientsReaders holds the readers in use, by clientsReaderKey.
 var clientsReaders = caddy.NewUsagePool()
 
-// clientsReaderKey names the reader of storage at interval, or returns ""
-// when the storage cannot be told apart from another config's (it is not a
-// pointer), and the handler gets a reader of its own. The storage
-// instance, not its configuration, is the key: each config load makes its
-// own, and one being unloaded (its connections closed) must not serve the
-// next.
-func clientsReaderKey(storage certmagic.Storage, interval time.Duration) string {
-	if v := reflect.ValueOf(storage); v.Kind() != reflect.Pointer || v.IsNil() {
+// clientsReaderKey names the reader of the config whose context is ctx at
+// interval, or returns "" when the context has no end of its own (then the
+// handler gets a reader of its own). The config, not its storage, is the
+// key: configs without a storage option all share Caddy's default storage,
+// and a new config must read the stored clients anew, with its own logger.
+func clientsReaderKey(ctx context.Context, interval time.Duration) string {
+	done := ctx.Done()
+	if done == nil {
 		return ""
 	}
-	return fmt.Sprintf("%p %s", storage, interval)
+	return fmt.Sprintf("%p %s", done, interval)
 }
 
 // newClientsReader reads the stored clients once and then at every
-// interval, until it is stopped.
-func newClientsReader(storage certmagic.Storage, interval time.Duration, logger *zap.Logger) *clientsReader {
+// interval, until it is stopped or ctx (its config's) ends.
+func newClientsReader(ctx context.Context, storage certmagic.Storage, interval time.Duration, logger *zap.Logger) *clientsReader {
 	r := &clientsReader{st: store.New(storage, logger), logger: logger, users: map[*Handler]bool{}}
 	r.current.Store(&storedClients{}) // none until read: fail closed
-	if err := r.read(context.Background()); err != nil {
+	ctx, r.stop = context.WithCancel(ctx)
+	r.done = ctx.Done()
+	if err := r.read(ctx); err != nil {
 		// The storage may be down: the config still loads, and the
 		// stored clients are refused until they can be read.
 		logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	r.stop = stop
 	go periodic.Every(ctx, interval, func() {
 		if err := r.read(ctx); err != nil {
 			logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
@@ -160,15 +160,15 @@ func (r *clientsReader) release(h *Handler) {
 	r.mu.Unlock()
 }
 
-// useStoredClients gives h the reader of the config's stored clients at
+// useStoredClients gives h the reader of its config's stored clients at
 // interval, shared with the config's other handlers of that interval.
-func (h *Handler) useStoredClients(storage certmagic.Storage, interval time.Duration) error {
-	key := clientsReaderKey(storage, interval)
+func (h *Handler) useStoredClients(ctx context.Context, storage certmagic.Storage, interval time.Duration) error {
+	key := clientsReaderKey(ctx, interval)
 	if key == "" {
-		h.clients = newClientsReader(storage, interval, h.logger)
+		h.clients = newClientsReader(ctx, storage, interval, h.logger)
 	} else {
 		v, _, err := clientsReaders.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newClientsReader(storage, interval, h.logger), nil
+			return newClientsReader(ctx, storage, interval, h.logger), nil
 		})
 		if err != nil {
 			return err
@@ -180,17 +180,19 @@ func (h *Handler) useStoredClients(storage certmagic.Storage, interval time.Dura
 }
 
 // releaseStoredClients ends h's use of its reader; the last user stops it.
+// h.clients stays: requests of an unloaded config may still be draining,
+// and they are judged by the last reading.
 func (h *Handler) releaseStoredClients() {
-	if h.clients == nil {
+	if h.clients == nil || h.clientsReleased {
 		return
 	}
+	h.clientsReleased = true
 	h.clients.release(h)
 	if h.clientsKey == "" {
 		_ = h.clients.Destruct()
 	} else {
 		_, _ = clientsReaders.Delete(h.clientsKey)
 	}
-	h.clients = nil
 }
 
 // showClientExpiry shows the expiry of h's pinned clients and of the stored

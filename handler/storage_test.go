@@ -26,14 +26,11 @@ func (s *countingStorage) List(ctx context.Context, path string, recursive bool)
 	return s.FileStorage.List(ctx, path, recursive)
 }
 
-// valueStorage is a storage that is not a pointer, so that two of them
-// cannot be told apart.
-type valueStorage struct{ *countingStorage }
-
 // TestStoredClientsShared: the handlers of a config that trust the stored
 // clients at the same interval share one reading, which every one of them
-// sees; another interval or a storage that cannot be told apart gets its
-// own; the last handler to go stops it.
+// sees; another interval or another config (one loaded after it, with the
+// same storage) gets its own; the last handler to go stops it, and a
+// handler gone keeps judging its draining requests by the last reading.
 func TestStoredClientsShared(t *testing.T) {
 	p := newPKI(t)
 	storage := &countingStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
@@ -42,10 +39,14 @@ func TestStoredClientsShared(t *testing.T) {
 	if _, err := st.PutClient(ctx, "stored-mallory", "silver", string(p.wrongCA.CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	use := func(s certmagic.Storage, interval time.Duration) *Handler {
+	config1, end1 := context.WithCancel(ctx)
+	defer end1()
+	config2, end2 := context.WithCancel(ctx)
+	defer end2()
+	use := func(config context.Context, interval time.Duration) *Handler {
 		t.Helper()
 		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
-		if err := h.useStoredClients(s, interval); err != nil {
+		if err := h.useStoredClients(config, storage, interval); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = h.Cleanup() })
@@ -58,22 +59,26 @@ func TestStoredClientsShared(t *testing.T) {
 		}
 		return res.vars["alias"]
 	}
+	readings := func() int64 { return storage.lists.Load() }
 
 	storage.lists.Store(0) // PutClient lists too, for a certificate stored already
-	a, b := use(storage, time.Hour), use(storage, time.Hour)
-	if a.clients != b.clients || storage.lists.Load() != 1 {
-		t.Fatalf("two handlers of one storage and interval: shared %v, %d readings (want one)", a.clients == b.clients, storage.lists.Load())
+	a, b := use(config1, time.Hour), use(config1, time.Hour)
+	if a.clients != b.clients || readings() != 1 {
+		t.Fatalf("two handlers of one config and interval: shared %v, %d readings (want one)", a.clients == b.clients, readings())
 	}
 	if alias(a) != "stored-mallory" || alias(b) != "stored-mallory" {
 		t.Fatalf("stored client: %q, %q", alias(a), alias(b))
 	}
-	c := use(storage, time.Minute)
-	if c.clients == a.clients || storage.lists.Load() != 2 {
-		t.Fatalf("another interval: shared %v, %d readings", c.clients == a.clients, storage.lists.Load())
+	c := use(config1, time.Minute)
+	if c.clients == a.clients || readings() != 2 {
+		t.Fatalf("another interval: shared %v, %d readings", c.clients == a.clients, readings())
 	}
-	v1, v2 := use(valueStorage{storage}, time.Hour), use(valueStorage{storage}, time.Hour)
-	if v1.clients == v2.clients || v1.clients == a.clients {
-		t.Fatal("a storage that is not a pointer shared a reading")
+	d := use(config2, time.Hour)
+	if d.clients == a.clients || readings() != 3 {
+		t.Fatalf("another config of the same storage: shared %v, %d readings", d.clients == a.clients, readings())
+	}
+	if e1, e2 := use(ctx, time.Hour), use(ctx, time.Hour); e1.clients == e2.clients {
+		t.Fatal("a context without an end shared a reading")
 	}
 
 	// A change, read once, is in force for both, and their verdicts of the
@@ -81,19 +86,23 @@ func TestStoredClientsShared(t *testing.T) {
 	if err := st.DeleteClient(ctx, "stored-mallory"); err != nil {
 		t.Fatal(err)
 	}
-	before := storage.lists.Load()
+	before := readings()
 	if err := a.clients.read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if storage.lists.Load() != before+1 || alias(a) != "403" || alias(b) != "403" {
-		t.Fatalf("after the client was deleted and one reading: %d readings, %q, %q", storage.lists.Load()-before, alias(a), alias(b))
+	if readings() != before+1 || alias(a) != "403" || alias(b) != "403" {
+		t.Fatalf("after the client was deleted and one reading: %d readings, %q, %q", readings()-before, alias(a), alias(b))
+	}
+	if alias(d) != "stored-mallory" {
+		t.Fatalf("the other config's reader changed without reading: %q", alias(d))
 	}
 
-	key := clientsReaderKey(storage, time.Hour)
+	key := clientsReaderKey(config1, time.Hour)
 	shared := a.clients
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+	_ = a.Cleanup() // a second Cleanup releases nothing more
 	if refs, ok := clientsReaders.References(key); !ok || refs != 1 {
 		t.Fatalf("after one of two handlers went: %d references, %v", refs, ok)
 	}
@@ -101,7 +110,19 @@ func TestStoredClientsShared(t *testing.T) {
 	if _, ok := clientsReaders.References(key); ok {
 		t.Fatal("the reader outlived its last handler")
 	}
-	if len(shared.users) != 0 {
-		t.Fatalf("%d users left on a stopped reader", len(shared.users))
+	select {
+	case <-shared.done:
+	default:
+		t.Fatal("the reader was not stopped")
+	}
+	if alias(b) != "403" {
+		t.Fatalf("a handler gone, for a request still draining: %q", alias(b))
+	}
+	// Ending a config stops its readers too.
+	end2()
+	select {
+	case <-d.clients.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader of an ended config goes on")
 	}
 }

@@ -171,8 +171,10 @@ func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
 
 // checkJKSLayout walks the layout of a JKS (magic, version, entries, the
 // digest at the end) and reports an error unless every length and count in it
-// is matched by bytes actually there, so that reading it allocates no more
-// than the file's size. It checks nothing else: the JKS reader does.
+// is matched by bytes actually there, so that what reading it allocates is
+// bounded by the file's size (about ten times it at worst: a chain of
+// 4-byte certificates gets a 40-byte slot each). It checks nothing else:
+// the JKS reader does. Bytes after the digest are ignored, as Java does.
 func checkJKSLayout(data []byte) error {
 	rest := data
 	corrupt := func(what string) error {
@@ -217,8 +219,11 @@ func checkJKSLayout(data []byte) error {
 		return errors.New("not a JKS (no FEEDFEED magic number)")
 	}
 	version, ok := u32()
-	if !ok || version != 1 && version != 2 {
-		return errors.New("unknown JKS version")
+	if !ok {
+		return corrupt("the version")
+	}
+	if version != 1 && version != 2 {
+		return fmt.Errorf("unknown JKS version %d", version)
 	}
 	entries, ok := u32()
 	if !ok {
@@ -252,7 +257,7 @@ func checkJKSLayout(data []byte) error {
 			return fmt.Errorf("corrupt keystore: entry %d has the unknown tag %d", i+1, tag)
 		}
 	}
-	if len(rest) != sha1.Size {
+	if len(rest) < sha1.Size {
 		return fmt.Errorf("corrupt keystore: %d bytes after the entries where the %d-byte digest should be", len(rest), sha1.Size)
 	}
 	return nil
