@@ -134,7 +134,8 @@ func newLoader(p *pki, workload string) *loader {
 		if workload == "header_direct" {
 			// In the load balancer's place: plain HTTP from the loopback
 			// address, the caller's certificate in the header.
-			l.certHeader = append(l.certHeader, certcodec.Encode(p.callers[w%len(p.callers)].Certificate[0], certcodec.URLPEM))
+			// nginx's value ends with the PEM's last newline.
+			l.certHeader = append(l.certHeader, certcodec.Encode(p.callers[w%len(p.callers)].Certificate[0], certcodec.URLPEM)+"%0A")
 			l.clients = append(l.clients, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second})
 			continue
 		}

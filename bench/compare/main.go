@@ -61,7 +61,7 @@ import (
 var (
 	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
 	nginxBin      = flag.String("nginx", "", "nginx binary (default: on PATH, else /usr/sbin/nginx)")
-	duration      = flag.Duration("duration", 5*time.Second, "measured time of one run")
+	duration      = flag.Duration("duration", 4*time.Second, "measured time of one run")
 	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
 	concurrency   = flag.Int("concurrency", 16, "concurrent client connections")
 	callerCount   = flag.Int("callers", 10000, "distinct client certificates of the many_callers workload")
