@@ -44,7 +44,7 @@ type storedClients struct {
 	gen           uint64
 }
 
-// clientsReader reads the stored clients of one storage at one interval
+// clientsReader reads the stored clients of one config at one interval
 // for every handler that trusts them, so that a config with many routes
 // reads its storage once an interval, not once a route. A failed reading
 // keeps the last good one; until the first succeeds, none is trusted.
