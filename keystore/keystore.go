@@ -267,6 +267,9 @@ func checkJKSLayout(data []byte) error {
 // store of certificates only. The key pair's alias is its friendly name,
 // when it has one.
 func loadPKCS12(data []byte, password string) (*Store, error) {
+	if err := checkPKCS12Work(data); err != nil {
+		return nil, err
+	}
 	key, cert, cas, err := pkcs12.DecodeChain(data, password)
 	if err == nil {
 		chain := [][]byte{cert.Raw}

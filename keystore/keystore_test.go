@@ -2,6 +2,8 @@ package keystore
 
 import (
 	"bytes"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -267,4 +269,59 @@ func FuzzLoadJKS(f *testing.F) {
 			t.Fatalf("%d bytes of input made %d bytes of allocations (at most %d)", len(data), asked, most)
 		}
 	})
+}
+
+// TestPKCS12Iterations: a PKCS#12 file whose MAC asks for more key
+// derivation than MaxIterations is refused before any is done, with the
+// count in the error, whether the MAC is the classic one or PBMAC1.
+func TestPKCS12Iterations(t *testing.T) {
+	dir := t.TempDir()
+	gw := testpki.Must(testpki.Must(testpki.NewCA("P12 CA")).Issue(testpki.Options{CommonName: "gateway"}))
+	path := filepath.Join(dir, "gw.p12")
+	if err := gw.WriteP12(path, "p12pass"); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pfx pfxPDU
+	if _, err := asn1.Unmarshal(good, &pfx); err != nil || pfx.MacData.Iterations != 2048 {
+		t.Fatalf("the layout read does not find go-pkcs12's 2048 MAC iterations: %d, %v", pfx.MacData.Iterations, err)
+	}
+	with := func(p pfxPDU) []byte {
+		data, err := asn1.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	atMost := pfx
+	atMost.MacData.Iterations = MaxIterations
+	if err := checkPKCS12Work(with(atMost)); err != nil {
+		t.Fatalf("MaxIterations refused: %v", err)
+	}
+	classic := pfx
+	classic.MacData.Iterations = 1 << 40
+	hmacSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}
+	kdf, err := asn1.Marshal(pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: 1 << 40, KeyLength: 32, Prf: hmacSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err := asn1.Marshal(pbmac1Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: kdf}}, MacAlg: hmacSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbmac1 := pfx
+	pbmac1.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: asn1.RawValue{FullBytes: params}}
+	for name, data := range map[string][]byte{"classic MAC": with(classic), "PBMAC1": with(pbmac1)} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".p12")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(p, PKCS12, "p12pass", "")
+		if err == nil || !strings.Contains(err.Error(), "1099511627776 iterations") {
+			t.Errorf("%s of 2^40 iterations: %v", name, err)
+		}
+	}
 }
