@@ -10,9 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -263,9 +265,9 @@ func checkJKSLayout(data []byte) error {
 	return nil
 }
 
-// loadPKCS12 reads a PKCS#12 file: one key pair with its chain, or a trust
-// store of certificates only. The key pair's alias is its friendly name,
-// when it has one.
+// loadPKCS12 reads a PKCS#12 file: one key pair with its chain, several
+// (loadPKCS12KeyPairs), or a trust store of certificates only. A key pair's
+// alias is its friendly name, when it has one.
 func loadPKCS12(data []byte, password string) (*Store, error) {
 	if err := checkPKCS12Work(data); err != nil {
 		return nil, err
@@ -285,6 +287,9 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
 	}
+	if st, ok, mkErr := loadPKCS12KeyPairs(data, password); ok || mkErr != nil {
+		return st, mkErr
+	}
 	certs, tsErr := pkcs12.DecodeTrustStore(data, password)
 	if tsErr != nil {
 		if errors.Is(tsErr, pkcs12.ErrIncorrectPassword) {
@@ -297,6 +302,89 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 
 // friendlyName returns the friendly name of the key bag of a PKCS#12 file,
 // or "" when it has none or the file cannot be read so.
+// loadPKCS12KeyPairs reads a PKCS#12 file of several key pairs, as Java's
+// keytool writes a keystore of several entries: each key with the
+// certificate of the same localKeyId, its alias the key's friendly name,
+// and its chain from the file's other certificates. ok is false when the
+// file holds fewer than two keys (or cannot be read so), for the other
+// readers to try.
+func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err error) {
+	blocks, err := pkcs12.ToPEM(data, password)
+	if err != nil {
+		return nil, false, nil
+	}
+	var keys, certs []*pem.Block
+	for _, b := range blocks {
+		switch b.Type {
+		case "PRIVATE KEY":
+			keys = append(keys, b)
+		case "CERTIFICATE":
+			certs = append(certs, b)
+		}
+	}
+	if len(keys) < 2 {
+		return nil, false, nil
+	}
+	parsed := make([]*x509.Certificate, len(certs))
+	for i, b := range certs {
+		if parsed[i], err = x509.ParseCertificate(b.Bytes); err != nil {
+			return nil, true, fmt.Errorf("reading PKCS#12: certificate %d: %w", i+1, err)
+		}
+	}
+	st = new(Store)
+	for i, b := range keys {
+		alias := b.Headers["friendlyName"]
+		if alias == "" {
+			alias = fmt.Sprintf("key %d", i+1)
+		}
+		// ToPEM gives RSA keys as PKCS #1 and EC keys as SEC 1.
+		var key any
+		if key, err = x509.ParsePKCS1PrivateKey(b.Bytes); err != nil {
+			if key, err = x509.ParseECPrivateKey(b.Bytes); err != nil {
+				return nil, true, fmt.Errorf("reading PKCS#12: key entry %q: %w", alias, err)
+			}
+		}
+		leaf := -1
+		for j, c := range certs {
+			if id := b.Headers["localKeyId"]; id != "" && c.Headers["localKeyId"] == id {
+				leaf = j
+				break
+			}
+		}
+		if leaf < 0 {
+			return nil, true, fmt.Errorf("reading PKCS#12: key entry %q has no certificate of its localKeyId", alias)
+		}
+		kp, err := newKeyPair(alias, key, chainOf(parsed[leaf], parsed))
+		if err != nil {
+			return nil, true, err
+		}
+		st.KeyPairs = append(st.KeyPairs, kp)
+	}
+	sortKeyPairs(st)
+	return st, true, nil
+}
+
+// chainOf returns leaf's DER followed by its issuers' among certs, as far as
+// they go (at most ten, and no certificate twice).
+func chainOf(leaf *x509.Certificate, certs []*x509.Certificate) [][]byte {
+	chain := [][]byte{leaf.Raw}
+	for cur := leaf; len(chain) < 10 && !bytes.Equal(cur.RawIssuer, cur.RawSubject); {
+		next := -1
+		for i, c := range certs {
+			if bytes.Equal(c.RawSubject, cur.RawIssuer) && !slices.ContainsFunc(chain, func(der []byte) bool { return bytes.Equal(der, c.Raw) }) {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			break
+		}
+		cur = certs[next]
+		chain = append(chain, cur.Raw)
+	}
+	return chain
+}
+
 func friendlyName(data []byte, password string) string {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if err != nil {

@@ -325,3 +325,47 @@ func TestPKCS12Iterations(t *testing.T) {
 		}
 	}
 }
+
+// TestPKCS12FromKeytool: a PKCS#12 keystore of several key pairs, as Java's
+// keytool writes one (the default keystore type since Java 9): every key
+// pair under its alias, with its chain.
+func TestPKCS12FromKeytool(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.p12")
+	keytool := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("keytool", append(args, "-keystore", path, "-storetype", "PKCS12", "-storepass", "storepass", "-noprompt")...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("keytool %s: %v: %s", args[0], err, b)
+		}
+	}
+	keytool("-genkeypair", "-alias", "partner-a", "-keyalg", "EC", "-groupname", "secp256r1", "-dname", "CN=gateway for a", "-validity", "30")
+	keytool("-genkeypair", "-alias", "partner-b", "-keyalg", "RSA", "-keysize", "2048", "-dname", "CN=gateway for b", "-validity", "30")
+	// b's certificate issued by a's key: a chain of two.
+	csr, signed := filepath.Join(dir, "b.csr"), filepath.Join(dir, "b.pem")
+	keytool("-certreq", "-alias", "partner-b", "-file", csr)
+	keytool("-gencert", "-alias", "partner-a", "-infile", csr, "-outfile", signed, "-rfc", "-validity", "30")
+	keytool("-importcert", "-alias", "partner-b", "-file", signed)
+
+	st, err := Load(path, Auto, "storepass", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.KeyPairs) != 2 {
+		t.Fatalf("%d key pairs, want 2", len(st.KeyPairs))
+	}
+	a, okA := st.KeyPair("partner-a")
+	b, okB := st.KeyPair("Partner-B")
+	if !okA || !okB || a.Certificate.Leaf.Subject.CommonName != "gateway for a" || b.Certificate.Leaf.Subject.CommonName != "gateway for b" {
+		t.Fatalf("aliases: %v %v", okA, okB)
+	}
+	if len(a.Certificate.Certificate) != 1 || len(b.Certificate.Certificate) != 2 || !bytes.Equal(b.Certificate.Certificate[1], a.Certificate.Leaf.Raw) {
+		t.Fatalf("chains: a %d, b %d certificates", len(a.Certificate.Certificate), len(b.Certificate.Certificate))
+	}
+	if err := CheckKeyMatches(b.Certificate.Leaf, b.Certificate.PrivateKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, PKCS12, "wrong", ""); !errors.Is(err, ErrPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+}
