@@ -287,8 +287,12 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
 	}
-	if st, ok, mkErr := loadPKCS12KeyPairs(data, password); ok || mkErr != nil {
+	if st, ok, mkErr := loadPKCS12KeyPairs(data, password); ok {
 		return st, mkErr
+	} else if mkErr != nil && strings.Contains(err.Error(), "expected exactly one key bag") {
+		// Several keys, which the reader of several could not read either
+		// (a bag or attribute it does not know): its reason is the one.
+		return nil, fmt.Errorf("reading PKCS#12 of several key pairs: %v", mkErr)
 	}
 	certs, tsErr := pkcs12.DecodeTrustStore(data, password)
 	if tsErr != nil {
@@ -300,8 +304,6 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 	return &Store{Trusted: certs}, nil
 }
 
-// friendlyName returns the friendly name of the key bag of a PKCS#12 file,
-// or "" when it has none or the file cannot be read so.
 // loadPKCS12KeyPairs reads a PKCS#12 file of several key pairs, as Java's
 // keytool writes a keystore of several entries: each key with the
 // certificate of the same localKeyId, its alias the key's friendly name,
@@ -311,7 +313,7 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err error) {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if err != nil {
-		return nil, false, nil
+		return nil, false, err
 	}
 	var keys, certs []*pem.Block
 	for _, b := range blocks {
@@ -336,6 +338,11 @@ func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err e
 		alias := b.Headers["friendlyName"]
 		if alias == "" {
 			alias = fmt.Sprintf("key %d", i+1)
+		}
+		// Aliases are looked up case insensitively: two that differ only
+		// so would let one name give out the other's identity.
+		if _, dup := st.KeyPair(alias); dup {
+			return nil, true, fmt.Errorf("reading PKCS#12: two key entries named %q", alias)
 		}
 		// ToPEM gives RSA keys as PKCS #1 and EC keys as SEC 1.
 		var key any
@@ -364,14 +371,16 @@ func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err e
 	return st, true, nil
 }
 
-// chainOf returns leaf's DER followed by its issuers' among certs, as far as
-// they go (at most ten, and no certificate twice).
+// chainOf returns leaf's DER followed by its issuers' among certs (by name,
+// and by a signature their key made), as far as they go (at most ten, and
+// no certificate twice).
 func chainOf(leaf *x509.Certificate, certs []*x509.Certificate) [][]byte {
 	chain := [][]byte{leaf.Raw}
 	for cur := leaf; len(chain) < 10 && !bytes.Equal(cur.RawIssuer, cur.RawSubject); {
 		next := -1
 		for i, c := range certs {
-			if bytes.Equal(c.RawSubject, cur.RawIssuer) && !slices.ContainsFunc(chain, func(der []byte) bool { return bytes.Equal(der, c.Raw) }) {
+			if bytes.Equal(c.RawSubject, cur.RawIssuer) && c.CheckSignature(cur.SignatureAlgorithm, cur.RawTBSCertificate, cur.Signature) == nil &&
+				!slices.ContainsFunc(chain, func(der []byte) bool { return bytes.Equal(der, c.Raw) }) {
 				next = i
 				break
 			}
@@ -385,6 +394,8 @@ func chainOf(leaf *x509.Certificate, certs []*x509.Certificate) [][]byte {
 	return chain
 }
 
+// friendlyName returns the friendly name of the key bag of a PKCS#12 file,
+// or "" when it has none or the file cannot be read so.
 func friendlyName(data []byte, password string) string {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if err != nil {

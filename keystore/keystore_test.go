@@ -296,6 +296,9 @@ func TestPKCS12Iterations(t *testing.T) {
 		}
 		return data
 	}
+	if !bytes.Equal(with(pfx), good) {
+		t.Fatal("the layout read does not marshal back to the file")
+	}
 	atMost := pfx
 	atMost.MacData.Iterations = MaxIterations
 	if err := checkPKCS12Work(with(atMost)); err != nil {
@@ -314,14 +317,69 @@ func TestPKCS12Iterations(t *testing.T) {
 	}
 	pbmac1 := pfx
 	pbmac1.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: asn1.RawValue{FullBytes: params}}
-	for name, data := range map[string][]byte{"classic MAC": with(classic), "PBMAC1": with(pbmac1)} {
+	// PBMAC1 asking for a key of 2^40 bytes in one iteration.
+	longKDF, err := asn1.Marshal(pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: 1, KeyLength: 1 << 40, Prf: hmacSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	longParams, err := asn1.Marshal(pbmac1Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: longKDF}}, MacAlg: hmacSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	longKey := pfx
+	longKey.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: asn1.RawValue{FullBytes: longParams}}
+
+	// The certificates' encrypted contents (PBES2) asking for 2^40, the MAC
+	// as it was: reached before the password is checked when there is no MAC.
+	var safe []byte
+	var contents []contentInfo
+	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &safe); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asn1.Unmarshal(safe, &contents); err != nil || len(contents) != 2 || !contents[0].ContentType.Equal(oidEncryptedData) {
+		t.Fatalf("go-pkcs12's layout: %d contents, %v", len(contents), err)
+	}
+	var ed encryptedData
+	if _, err := asn1.Unmarshal(contents[0].Content.Bytes, &ed); err != nil {
+		t.Fatal(err)
+	}
+	pbes2, err := asn1.Marshal(pbes2Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: kdf}}, EncryptionScheme: hmacSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed.EncryptedContentInfo.ContentEncryptionAlgorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: pbes2}}
+	edDER, err := asn1.Marshal(ed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contents[0].Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: edDER}
+	if safe, err = asn1.Marshal(contents); err != nil {
+		t.Fatal(err)
+	}
+	safeDER, err := asn1.Marshal(safe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted := pfx
+	encrypted.AuthSafe.Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: safeDER}
+	encrypted.MacData = pfxMacData{}
+
+	for name, tc := range map[string]struct {
+		data     []byte
+		password string // without a MAC, go-pkcs12 decrypts only with the empty password
+	}{
+		"classic MAC":                      {with(classic), "p12pass"},
+		"PBMAC1":                           {with(pbmac1), "p12pass"},
+		"PBMAC1 key length":                {with(longKey), "p12pass"},
+		"encrypted contents without a MAC": {with(encrypted), ""},
+	} {
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".p12")
-		if err := os.WriteFile(p, data, 0o600); err != nil {
+		if err := os.WriteFile(p, tc.data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Load(p, PKCS12, "p12pass", "")
-		if err == nil || !strings.Contains(err.Error(), "1099511627776 iterations") {
-			t.Errorf("%s of 2^40 iterations: %v", name, err)
+		_, err := Load(p, PKCS12, tc.password, "")
+		if err == nil || !strings.Contains(err.Error(), "1099511627776") || !errors.Is(err, errTooMuchDerivation) {
+			t.Errorf("%s of 2^40: %v", name, err)
 		}
 	}
 }

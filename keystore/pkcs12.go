@@ -6,18 +6,26 @@ import (
 	"fmt"
 )
 
-// MaxIterations bounds the key derivation a PKCS#12 file may ask for
-// before its MAC is checked. Tools write 2,000 to 10,000 (OpenSSL 2048,
-// Java 10000, Windows 2000); a hostile file can ask for 2^63 and hold a
-// config load for good.
-const MaxIterations = 10_000_000
+// MaxIterations bounds each key derivation a PKCS#12 file may ask for.
+// Tools write 2,000 to 10,000 (OpenSSL 2048, Java 10000, Windows 2000); a
+// hostile file can ask for 2^63 and hold a config load for good.
+const MaxIterations = 1_000_000
 
-// The PFX layout (RFC 7292, with PBMAC1 from RFC 9579) as far as the MAC.
+// maxKeyLength bounds the PBKDF2 key length a file may ask for, in bytes
+// (AES-256 and HMAC-SHA-512 need 64 at most).
+const maxKeyLength = 64
+
+// The PFX layout (RFC 7292, with PBMAC1 from RFC 9579), as far as what is
+// readable without the password.
 type (
 	pfxPDU struct {
 		Version  int
-		AuthSafe asn1.RawValue
+		AuthSafe contentInfo
 		MacData  pfxMacData `asn1:"optional"`
+	}
+	contentInfo struct {
+		ContentType asn1.ObjectIdentifier
+		Content     asn1.RawValue `asn1:"tag:0,explicit,optional"`
 	}
 	pfxMacData struct {
 		Mac        digestInfo
@@ -32,44 +40,154 @@ type (
 		Kdf    pkix.AlgorithmIdentifier
 		MacAlg pkix.AlgorithmIdentifier
 	}
+	pbes2Params struct {
+		Kdf              pkix.AlgorithmIdentifier
+		EncryptionScheme pkix.AlgorithmIdentifier
+	}
 	pbkdf2Params struct {
 		Salt       asn1.RawValue
 		Iterations int
 		KeyLength  int                      `asn1:"optional"`
 		Prf        pkix.AlgorithmIdentifier `asn1:"optional"`
 	}
+	pbeParams struct {
+		Salt       []byte
+		Iterations int
+	}
+	encryptedData struct {
+		Version              int
+		EncryptedContentInfo struct {
+			ContentType                asn1.ObjectIdentifier
+			ContentEncryptionAlgorithm pkix.AlgorithmIdentifier
+			EncryptedContent           []byte `asn1:"tag:0,optional"`
+		}
+	}
+	safeBag struct {
+		ID         asn1.ObjectIdentifier
+		Value      asn1.RawValue   `asn1:"tag:0,explicit"`
+		Attributes []asn1.RawValue `asn1:"set,optional"`
+	}
+	encryptedPrivateKeyInfo struct {
+		Algorithm     pkix.AlgorithmIdentifier
+		EncryptedData []byte
+	}
 )
 
 var (
-	oidPBMAC1 = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 14}
-	oidPBKDF2 = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 12}
+	oidPBMAC1            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 14}
+	oidPBES2             = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
+	oidPBKDF2            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 12}
+	oidPKCS12PBE         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 1} // pbeWithSHAAnd..., one arc below
+	oidData              = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
+	oidEncryptedData     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 6}
+	oidShroudedKeyBag    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 2}
+	errTooMuchDerivation = fmt.Errorf("more key derivation than %d iterations of %d bytes", MaxIterations, maxKeyLength)
 )
 
-// checkPKCS12Work refuses a PKCS#12 file whose MAC asks for more than
-// MaxIterations rounds of key derivation. The MAC is the only derivation
-// made before the password is known to be right: every later one (the key
-// bags', the encrypted contents') is reached only by a file whose MAC the
-// configured password verified, so written by someone who has it. A file
-// that does not parse this far is left to the PKCS#12 reader's own errors.
+// checkPKCS12Work refuses a PKCS#12 file that asks for more key derivation
+// than MaxIterations (of at most maxKeyLength bytes) in any place readable
+// without the password: its MAC, its encrypted contents, the shrouded key
+// bags of its plain contents. A file with no MAC, or whose password is
+// known, reaches these without any check of the password. Key bags inside
+// encrypted contents are readable only with the password, and are not
+// checked. A file that does not parse this far is left to the PKCS#12
+// reader's own errors.
 func checkPKCS12Work(data []byte) error {
 	var pfx pfxPDU
 	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
 		return nil
 	}
-	n := pfx.MacData.Iterations
 	if alg := pfx.MacData.Mac.Algorithm; alg.Algorithm.Equal(oidPBMAC1) {
 		var params pbmac1Params
-		var kdf pbkdf2Params
-		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err != nil || !params.Kdf.Algorithm.Equal(oidPBKDF2) {
-			return nil
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err == nil {
+			if err := checkKDF("MAC", params.Kdf); err != nil {
+				return err
+			}
 		}
-		if _, err := asn1.Unmarshal(params.Kdf.Parameters.FullBytes, &kdf); err != nil {
-			return nil
-		}
-		n = kdf.Iterations
+	} else if err := checkCount("MAC", pfx.MacData.Iterations); err != nil {
+		return err
 	}
+	if !pfx.AuthSafe.ContentType.Equal(oidData) {
+		return nil
+	}
+	var safe []byte
+	var contents []contentInfo
+	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &safe); err != nil {
+		return nil
+	}
+	if _, err := asn1.Unmarshal(safe, &contents); err != nil {
+		return nil
+	}
+	for i, ci := range contents {
+		switch {
+		case ci.ContentType.Equal(oidEncryptedData):
+			var ed encryptedData
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err == nil {
+				if err := checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm); err != nil {
+					return err
+				}
+			}
+		case ci.ContentType.Equal(oidData):
+			var plain []byte
+			var bags []safeBag
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &plain); err != nil {
+				continue
+			}
+			if _, err := asn1.Unmarshal(plain, &bags); err != nil {
+				continue
+			}
+			for j, bag := range bags {
+				var key encryptedPrivateKeyInfo
+				if !bag.ID.Equal(oidShroudedKeyBag) {
+					continue
+				}
+				if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err == nil {
+					if err := checkAlgorithm(fmt.Sprintf("key %d of contents %d", j+1, i+1), key.Algorithm); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkAlgorithm checks a password-based encryption's key derivation.
+func checkAlgorithm(where string, alg pkix.AlgorithmIdentifier) error {
+	switch {
+	case alg.Algorithm.Equal(oidPBES2):
+		var params pbes2Params
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err == nil {
+			return checkKDF(where, params.Kdf)
+		}
+	case len(alg.Algorithm) == len(oidPKCS12PBE)+1 && asn1.ObjectIdentifier(alg.Algorithm[:len(oidPKCS12PBE)]).Equal(oidPKCS12PBE):
+		var params pbeParams
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err == nil {
+			return checkCount(where, params.Iterations)
+		}
+	}
+	return nil
+}
+
+// checkKDF checks a PBKDF2 key derivation's count and key length.
+func checkKDF(where string, kdf pkix.AlgorithmIdentifier) error {
+	if !kdf.Algorithm.Equal(oidPBKDF2) {
+		return nil
+	}
+	var params pbkdf2Params
+	if _, err := asn1.Unmarshal(kdf.Parameters.FullBytes, &params); err != nil {
+		return nil
+	}
+	if params.KeyLength < 0 || params.KeyLength > maxKeyLength {
+		return fmt.Errorf("PKCS#12 %s asks for a derived key of %d bytes: refused (%w)", where, params.KeyLength, errTooMuchDerivation)
+	}
+	return checkCount(where, params.Iterations)
+}
+
+// checkCount checks an iteration count.
+func checkCount(where string, n int) error {
 	if n > MaxIterations {
-		return fmt.Errorf("PKCS#12 MAC asks for %d iterations of key derivation, more than %d: refused", n, MaxIterations)
+		return fmt.Errorf("PKCS#12 %s asks for %d iterations of key derivation: refused (%w)", where, n, errTooMuchDerivation)
 	}
 	return nil
 }
