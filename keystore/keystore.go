@@ -315,6 +315,12 @@ func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err e
 	if err != nil {
 		return nil, false, err
 	}
+	return keyPairsOfBlocks(blocks)
+}
+
+// keyPairsOfBlocks is loadPKCS12KeyPairs after the file's bags are read:
+// ToPEM's blocks, with their friendlyName and localKeyId headers.
+func keyPairsOfBlocks(blocks []*pem.Block) (st *Store, ok bool, err error) {
 	var keys, certs []*pem.Block
 	for _, b := range blocks {
 		switch b.Type {

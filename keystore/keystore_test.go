@@ -2,9 +2,12 @@ package keystore
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -425,5 +428,32 @@ func TestPKCS12FromKeytool(t *testing.T) {
 	}
 	if _, err := Load(path, PKCS12, "wrong", ""); !errors.Is(err, ErrPassword) {
 		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+// TestPKCS12DuplicateAliases: two key pairs whose aliases differ only in
+// case are refused (the lookup by alias is case insensitive, so one name
+// would give out the other's identity), as is a key without the
+// certificate of its localKeyId.
+func TestPKCS12DuplicateAliases(t *testing.T) {
+	ca := testpki.Must(testpki.NewCA("P12 CA"))
+	block := func(c *testpki.Cert, name, id string) []*pem.Block {
+		der, err := x509.MarshalECPrivateKey(c.Key.(*ecdsa.PrivateKey)) // as ToPEM gives EC keys
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := map[string]string{"friendlyName": name, "localKeyId": id}
+		return []*pem.Block{{Type: "PRIVATE KEY", Headers: h, Bytes: der}, {Type: "CERTIFICATE", Headers: h, Bytes: c.Cert.Raw}}
+	}
+	a := testpki.Must(ca.Issue(testpki.Options{CommonName: "a"}))
+	b := testpki.Must(ca.Issue(testpki.Options{CommonName: "b"}))
+	if st, ok, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")...)); !ok || err != nil || len(st.KeyPairs) != 2 {
+		t.Fatalf("two key pairs: %v %v", ok, err)
+	}
+	if _, _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "Partner-A", "02")...)); err == nil || !strings.Contains(err.Error(), "two key entries") {
+		t.Fatalf("aliases differing in case: %v", err)
+	}
+	if _, _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")[:1]...)); err == nil || !strings.Contains(err.Error(), "no certificate of its localKeyId") {
+		t.Fatalf("a key without its certificate: %v", err)
 	}
 }
