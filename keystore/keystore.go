@@ -287,9 +287,11 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
 	}
-	if st, ok, mkErr := loadPKCS12KeyPairs(data, password); ok {
+	st, ok, mkErr := loadPKCS12KeyPairs(data, password)
+	if ok {
 		return st, mkErr
-	} else if mkErr != nil && strings.Contains(err.Error(), "expected exactly one key bag") {
+	}
+	if mkErr != nil && strings.Contains(err.Error(), "expected exactly one key bag") {
 		// Several keys, which the reader of several could not read either
 		// (a bag or attribute it does not know): its reason is the one.
 		return nil, fmt.Errorf("reading PKCS#12 of several key pairs: %v", mkErr)

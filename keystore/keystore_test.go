@@ -310,27 +310,26 @@ func TestPKCS12Iterations(t *testing.T) {
 	classic := pfx
 	classic.MacData.Iterations = 1 << 40
 	hmacSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}
-	kdf, err := asn1.Marshal(pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: 1 << 40, KeyLength: 32, Prf: hmacSHA256})
-	if err != nil {
-		t.Fatal(err)
+	// marshal returns v's DER, for an algorithm's parameters.
+	marshal := func(v any) asn1.RawValue {
+		t.Helper()
+		der, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return asn1.RawValue{FullBytes: der}
 	}
-	params, err := asn1.Marshal(pbmac1Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: kdf}}, MacAlg: hmacSHA256})
-	if err != nil {
-		t.Fatal(err)
+	pbkdf2 := func(iterations, keyLength int) pkix.AlgorithmIdentifier {
+		params := pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: iterations, KeyLength: keyLength, Prf: hmacSHA256}
+		return pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: marshal(params)}
 	}
-	pbmac1 := pfx
-	pbmac1.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: asn1.RawValue{FullBytes: params}}
-	// PBMAC1 asking for a key of 2^40 bytes in one iteration.
-	longKDF, err := asn1.Marshal(pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: 1, KeyLength: 1 << 40, Prf: hmacSHA256})
-	if err != nil {
-		t.Fatal(err)
+	withPBMAC1 := func(kdf pkix.AlgorithmIdentifier) pfxPDU {
+		p := pfx
+		p.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: marshal(pbmac1Params{Kdf: kdf, MacAlg: hmacSHA256})}
+		return p
 	}
-	longParams, err := asn1.Marshal(pbmac1Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: longKDF}}, MacAlg: hmacSHA256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	longKey := pfx
-	longKey.MacData.Mac.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBMAC1, Parameters: asn1.RawValue{FullBytes: longParams}}
+	pbmac1 := withPBMAC1(pbkdf2(1<<40, 32))
+	longKey := withPBMAC1(pbkdf2(1, 1<<40)) // a key of 2^40 bytes in one iteration
 
 	// The certificates' encrypted contents (PBES2) asking for 2^40, the MAC
 	// as it was: reached before the password is checked when there is no MAC.
@@ -346,11 +345,8 @@ func TestPKCS12Iterations(t *testing.T) {
 	if _, err := asn1.Unmarshal(contents[0].Content.Bytes, &ed); err != nil {
 		t.Fatal(err)
 	}
-	pbes2, err := asn1.Marshal(pbes2Params{Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: kdf}}, EncryptionScheme: hmacSHA256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ed.EncryptedContentInfo.ContentEncryptionAlgorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: pbes2}}
+	ed.EncryptedContentInfo.ContentEncryptionAlgorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2,
+		Parameters: marshal(pbes2Params{Kdf: pbkdf2(1<<40, 32), EncryptionScheme: hmacSHA256})}
 	edDER, err := asn1.Marshal(ed)
 	if err != nil {
 		t.Fatal(err)
