@@ -9,7 +9,6 @@ package caddyfile
 
 import (
 	"encoding/json"
-	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -70,25 +69,6 @@ func ParseTrustPool(d *cf.Dispenser) (json.RawMessage, error) {
 		return nil, d.Errf("module %s is not a trust pool source", modID)
 	}
 	return caddyconfig.JSONModuleObject(ca, "provider", source, nil), nil
-}
-
-// LoadTrustPool loads the trust pool module of field fieldName of m (a
-// json.RawMessage tagged with namespace tls.ca_pool.source and inline key
-// provider) and returns it. A pool that can list its certificates and has
-// none is an error: it would trust nothing, silently.
-func LoadTrustPool(ctx caddy.Context, m any, fieldName string) (caddytls.CA, error) {
-	val, err := ctx.LoadModule(m, fieldName)
-	if err != nil {
-		return nil, fmt.Errorf("loading trust pool: %w", err)
-	}
-	ca, ok := val.(caddytls.CA)
-	if !ok {
-		return nil, fmt.Errorf("trust pool module %T is not a caddytls.CA", val)
-	}
-	if lister, ok := ca.(caddytls.CertificateProvider); ok && len(lister.Certificates()) == 0 {
-		return nil, fmt.Errorf("trust pool has no certificates (is the PEM readable and of type CERTIFICATE?)")
-	}
-	return ca, nil
 }
 
 // PositiveDuration parses the dispenser's current token as a positive

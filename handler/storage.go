@@ -87,7 +87,7 @@ func newClientsReader(ctx context.Context, storage certmagic.Storage, interval t
 		// stored clients are refused until they can be read.
 		logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
 	}
-	go periodic.Every(ctx, interval, func() {
+	go periodic.Every(ctx, "stored clients", logger, interval, func() {
 		if err := r.read(ctx); err != nil {
 			logger.Error("reading stored clients; the last reading stays in force", zap.Error(err))
 		}

@@ -22,6 +22,7 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 )
 
 // Type is a keystore file format.
@@ -111,13 +112,17 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 			typ = JKS
 		}
 	}
-	switch typ {
-	case JKS:
-		return loadJKS(data, password, keyPassword)
-	case PKCS12:
-		return loadPKCS12(data, password)
-	}
-	return nil, fmt.Errorf("unknown keystore type %q", typ)
+	// The readers are third-party code fed a file anyone with write access
+	// to its folder can replace: a panic in one must not end the process.
+	return safe.Decode("keystore "+filepath.Base(path), func() (*Store, error) {
+		switch typ {
+		case JKS:
+			return loadJKS(data, password, keyPassword)
+		case PKCS12:
+			return loadPKCS12(data, password)
+		}
+		return nil, fmt.Errorf("unknown keystore type %q", typ)
+	})
 }
 
 func loadJKS(data []byte, password, keyPassword string) (*Store, error) {

@@ -81,5 +81,5 @@ func WarnExpiring(owner any, window time.Duration, logger *zap.Logger, events *E
 // every day until ctx is done.
 func WatchExpiring(ctx caddy.Context, owner any, window time.Duration, logger *zap.Logger, events *Emitter) {
 	WarnExpiring(owner, window, logger, events)
-	go periodic.Every(ctx, 24*time.Hour, func() { WarnExpiring(owner, window, logger, events) })
+	go periodic.Every(ctx, "expiry warnings", logger, 24*time.Hour, func() { WarnExpiring(owner, window, logger, events) })
 }

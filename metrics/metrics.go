@@ -7,6 +7,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -62,7 +63,7 @@ func Register(ctx caddy.Context) error {
 	if registry == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry} {
+	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -141,7 +141,7 @@ func (c *Checker) Watch(ctx context.Context) {
 	if interval <= 0 {
 		interval = time.Hour
 	}
-	periodic.Every(ctx, interval, func() { c.Reload(ctx) })
+	periodic.Every(ctx, "CRL reload", c.logger, interval, func() { c.Reload(ctx) })
 }
 
 // Reload reads every CRL again; one that cannot be read keeps its last

@@ -18,7 +18,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
+	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
@@ -60,7 +62,13 @@ func stateOf(data []byte, deps []string) [sha256.Size]byte {
 // set they make with the configured profiles; on success it puts them in
 // force. f.mu must be held.
 func (f *profilesFile) attempt(t *Transport, data []byte) (int, error) {
-	built, mods, deps, err := t.buildFileProfiles(data, filepath.Dir(f.path))
+	var built []*profile
+	var mods []caddy.Module
+	var deps []string
+	err := safe.Do("profiles file "+f.path, func() (err error) {
+		built, mods, deps, err = t.buildFileProfiles(data, filepath.Dir(f.path))
+		return err
+	})
 	f.deps = deps
 	f.state = stateOf(data, deps)
 	var set *profileSet
@@ -203,13 +211,7 @@ func (p *Profile) files() []string {
 	if p.ClientKeystore != nil {
 		out = append(out, p.ClientKeystore.File)
 	}
-	var pool struct {
-		PEMFiles []string `json:"pem_files"`
-	}
-	if p.TrustPoolRaw != nil && json.Unmarshal(p.TrustPoolRaw, &pool) == nil {
-		out = append(out, pool.PEMFiles...)
-	}
-	return out
+	return append(out, mtlscaddyfile.TrustPoolFiles(p.TrustPoolRaw)...)
 }
 
 // fileTrustPoolProviders are the trust pool sources a profiles file may
@@ -236,6 +238,9 @@ func loadTrustPoolStandalone(ctx caddy.Context, raw json.RawMessage) (caddytls.C
 	modInfo, err := caddy.GetModule("tls.ca_pool.source." + provider)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trust_pool: %w", err)
+	}
+	if err := mtlscaddyfile.CheckTrustPoolFiles(raw); err != nil {
+		return nil, nil, fmt.Errorf("trust_pool %s: %w", provider, err)
 	}
 	mod := modInfo.New()
 	body, _ := json.Marshal(fields)

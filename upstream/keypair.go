@@ -53,7 +53,7 @@ const DefaultKeyPairRefresh = 30 * time.Second
 // is presented on new connections within that time.
 func (t *Transport) watchKeyPairs(interval time.Duration) {
 	st := store.New(t.ctx.Storage(), t.logger)
-	periodic.Every(t.ctx, interval, func() { t.refreshKeyPairs(st) })
+	periodic.Every(t.ctx, "stored key pairs", t.logger, interval, func() { t.refreshKeyPairs(st) })
 }
 
 // refreshKeyPairs reads the stored key pairs of the profiles in force and

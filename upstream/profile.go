@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
@@ -183,7 +184,7 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		if p.ClientCertificateFile == "" || p.ClientKeyFile == "" {
 			return nil, errors.New("client certificate needs both the certificate and the key file")
 		}
-		cert, err := tls.LoadX509KeyPair(p.ClientCertificateFile, p.ClientKeyFile)
+		cert, err := loadKeyPairFiles(p.ClientCertificateFile, p.ClientKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("loading client key pair: %w", err)
 		}
@@ -384,4 +385,21 @@ func (s *profileSet) match(address string) *profile {
 		}
 	}
 	return s.hostOnly[host]
+}
+
+// maxPEMFile bounds a client certificate or key file.
+const maxPEMFile = 1 << 20
+
+// loadKeyPairFiles reads a PEM certificate (chain) and key, each a
+// bounded regular file.
+func loadKeyPairFiles(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := bounded.ReadFile(certFile, maxPEMFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s: %w", certFile, err)
+	}
+	keyPEM, err := bounded.ReadFile(keyFile, maxPEMFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

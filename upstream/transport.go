@@ -181,7 +181,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		// Re-read until the config is unloaded or the transport cleaned up.
 		var watchCtx context.Context
 		watchCtx, t.file.cancel = context.WithCancel(t.ctx)
-		go periodic.Every(watchCtx, interval, t.reload)
+		go periodic.Every(watchCtx, "profiles_file", t.logger, interval, t.reload)
 	}
 	t.watchKeyPairsIfUsed(t.profiles.Load())
 	window := time.Duration(t.ExpiryWarning)

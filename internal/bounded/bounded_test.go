@@ -2,9 +2,11 @@ package bounded
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -19,10 +21,42 @@ func TestReadFile(t *testing.T) {
 	if _, err := ReadFile(path, 4); err == nil || !strings.Contains(err.Error(), "larger than 4 bytes") {
 		t.Fatalf("over the limit: %v", err)
 	}
-	if _, err := ReadFile("/dev/zero", 1<<10); err == nil {
-		t.Fatal("an endless file read")
-	}
 	if _, err := ReadFile(filepath.Join(t.TempDir(), "missing"), 5); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := ReadFile(link, 5); err != nil || string(data) != "12345" {
+		t.Fatalf("through a symbolic link: %q %v", data, err)
+	}
+}
+
+// TestNotRegular: a FIFO nobody writes to, a device, a directory or a
+// socket where a file is expected is refused at once (a FIFO used to hang
+// `caddy reload` and the watchers for good).
+func TestNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for path, kind := range map[string]string{fifo: "named pipe", "/dev/zero": "device", dir: "directory", sock: "socket"} {
+		if _, err := ReadFile(path, 1<<10); !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), kind) {
+			t.Errorf("ReadFile(%s): %v, want a %s refused", path, err, kind)
+		}
+		if err := CheckRegular(path); !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), path) {
+			t.Errorf("CheckRegular(%s): %v", path, err)
+		}
+	}
+	if err := CheckRegular(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CheckRegular of a missing file: %v", err)
 	}
 }

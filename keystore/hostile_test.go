@@ -1,0 +1,62 @@
+package keystore
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// badIVPKCS12 builds a PKCS#12 file without a MAC whose encrypted contents
+// name AES-256-CBC with an 8-byte IV: go-pkcs12 v0.6.0 panicked on it
+// (cipher.NewCBCDecrypter: IV length must equal block size), which ended
+// `caddy validate` and a running Caddy at its next profiles_file reload.
+func badIVPKCS12(t testing.TB) []byte {
+	t.Helper()
+	marshal := func(v any) []byte {
+		der, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	hmacSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}
+	kdf := pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(pbkdf2Params{
+		Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("salt")}, Iterations: 1, Prf: hmacSHA256,
+	})}}
+	aes256CBC := asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
+	iv := marshal([]byte("8bytesIV"))
+	enc := pkix.AlgorithmIdentifier{Algorithm: aes256CBC, Parameters: asn1.RawValue{FullBytes: iv}}
+	var ed encryptedData
+	ed.EncryptedContentInfo.ContentType = oidData
+	ed.EncryptedContentInfo.ContentEncryptionAlgorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: marshal(pbes2Params{Kdf: kdf, EncryptionScheme: enc})}}
+	ed.EncryptedContentInfo.EncryptedContent = make([]byte, 16)
+	contents := []contentInfo{{ContentType: oidEncryptedData, Content: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(ed)}}}
+	safe := marshal(marshal(contents))
+	pfx := struct {
+		Version  int
+		AuthSafe contentInfo
+	}{3, contentInfo{ContentType: oidData, Content: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: safe}}}
+	return marshal(pfx)
+}
+
+func TestPKCS12BadIV(t *testing.T) {
+	data := badIVPKCS12(t)
+	kept, err := os.ReadFile(filepath.Join("testdata", "bad-iv.p12"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(kept) != string(data) {
+		t.Fatalf("testdata/bad-iv.p12 is not the file badIVPKCS12 builds (%d bytes, want %d)", len(kept), len(data))
+	}
+	for _, typ := range []Type{PKCS12, Auto} {
+		path := filepath.Join(t.TempDir(), "bad.p12")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, typ, "", ""); err == nil {
+			t.Fatalf("type %q: loaded a PKCS#12 whose IV is 8 bytes", typ)
+		}
+	}
+}
