@@ -4,6 +4,7 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-mtls/caddy-mtls/store"
@@ -35,9 +37,11 @@ func init() {
 //	                                          409 if it exists, unless ?replace=true
 //	GET    /mtls/keypairs/<name>/certificate  the public certificate, PEM
 //	DELETE /mtls/keypairs/<name>
+//
+// A request body over 256 KiB, to any route, gets 413 and changes nothing.
 type AdminAPI struct {
-	ctx    caddy.Context
-	logger *zap.Logger
+	storage certmagic.Storage
+	logger  *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -48,9 +52,10 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision keeps the context, whose storage the routes use.
+// Provision keeps the storage of the config being loaded, which the routes
+// use.
 func (a *AdminAPI) Provision(ctx caddy.Context) error {
-	a.ctx = ctx
+	a.storage = ctx.Storage()
 	a.logger = ctx.Logger(a)
 	return nil
 }
@@ -60,17 +65,34 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/mtls/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
-// maxBody bounds a request body.
+// maxBody bounds a request body, of any route: a certificate chain or a key
+// pair fits in far less.
 const maxBody = 256 << 10
 
+// maxDrain bounds how much of a body over maxBody is read and thrown away
+// before the 413 is sent: as much as Caddy's own /load accepts. Beyond it
+// the answer is still 413, but the connection is closed while the client
+// may still be sending, which it may see as a reset. The admin endpoint's
+// read timeout (10 s) bounds the time spent.
+const maxDrain = 100 << 20
+
+// errBodyTooLarge is the reason of the 413.
+var errBodyTooLarge = fmt.Errorf("request body larger than %d KiB", maxBody>>10)
+
 func (a *AdminAPI) store() *store.Store {
-	return store.New(a.ctx.Storage(), a.logger)
+	return store.New(a.storage, a.logger)
 }
 
 // storageTimeout bounds the storage work of one API call.
 const storageTimeout = 30 * time.Second
 
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	// Every route reads the body the same way, those that take none too, so
+	// that an oversize body gets its 413 before anything is done.
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), storageTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
@@ -88,11 +110,11 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 1 && parts[0] == "clients":
 		return a.listClients(w, r)
 	case len(parts) == 2 && parts[0] == "clients":
-		return a.client(w, r, parts[1])
+		return a.client(w, r, parts[1], body)
 	case len(parts) == 1 && parts[0] == "keypairs":
 		return a.listKeyPairs(w, r)
 	case len(parts) == 2 && parts[0] == "keypairs":
-		return a.keyPair(w, r, parts[1])
+		return a.keyPair(w, r, parts[1], body)
 	case len(parts) == 3 && parts[0] == "keypairs" && parts[2] == "certificate":
 		return a.keyPairCertificate(w, r, parts[1])
 	}
@@ -114,7 +136,7 @@ func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, infos)
 }
 
-func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string) error {
+func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, body []byte) error {
 	if err := allow(r, http.MethodPut, http.MethodDelete); err != nil {
 		return err
 	}
@@ -125,14 +147,14 @@ func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string) 
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	var body struct {
+	var req struct {
 		Certificate string `json:"certificate"`
 		Tier        string `json:"tier"`
 	}
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeJSON(body, &req); err != nil {
 		return err
 	}
-	info, err := a.store().PutClient(r.Context(), alias, body.Tier, body.Certificate)
+	info, err := a.store().PutClient(r.Context(), alias, req.Tier, req.Certificate)
 	if err != nil {
 		return apiError(err)
 	}
@@ -154,7 +176,7 @@ func (a *AdminAPI) listKeyPairs(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, infos)
 }
 
-func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string) error {
+func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string, body []byte) error {
 	if err := allow(r, http.MethodPost, http.MethodDelete); err != nil {
 		return err
 	}
@@ -165,12 +187,12 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string) 
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	var body struct {
+	var req struct {
 		store.GenerateRequest
 		Certificate string `json:"certificate"`
 		PrivateKey  string `json:"private_key"`
 	}
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeJSON(body, &req); err != nil {
 		return err
 	}
 	var (
@@ -179,13 +201,13 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string) 
 	)
 	replace := r.URL.Query().Get("replace") == "true"
 	switch {
-	case body.Certificate != "" || body.PrivateKey != "":
-		if body.CommonName != "" || body.KeyType != "" || body.ValidityDays != 0 || body.Organization != "" {
+	case req.Certificate != "" || req.PrivateKey != "":
+		if req.CommonName != "" || req.KeyType != "" || req.ValidityDays != 0 || req.Organization != "" {
 			return badRequest(errors.New("give either certificate and private_key (upload) or common_name and the like (generate), not both"))
 		}
-		info, err = a.store().PutKeyPair(r.Context(), name, body.Certificate, body.PrivateKey, replace)
+		info, err = a.store().PutKeyPair(r.Context(), name, req.Certificate, req.PrivateKey, replace)
 	default:
-		info, err = a.store().GenerateKeyPair(r.Context(), name, body.GenerateRequest, replace)
+		info, err = a.store().GenerateKeyPair(r.Context(), name, req.GenerateRequest, replace)
 	}
 	if err != nil {
 		return apiError(err)
@@ -216,15 +238,34 @@ func allow(r *http.Request, methods ...string) error {
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed here (want %s)", r.Method, strings.Join(methods, " or "))}
 }
 
-func decodeBody(r *http.Request, v any) error {
+// readBody reads the request body, at most maxBody bytes. A larger one is
+// answered with 413, after reading the rest of it (up to maxDrain) and
+// throwing it away: net/http reads at most 256 KiB of what a handler left
+// unread, and with more left it closes the connection under a client that
+// is still sending, whose TCP stack then answers with a reset that can
+// discard the 413 before the client reads it.
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		return badRequest(fmt.Errorf("reading body: %w", err))
+		return nil, badRequest(fmt.Errorf("reading body: %w", err))
 	}
-	if len(body) > maxBody {
-		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("body larger than %d bytes", maxBody)}
+	if len(body) <= maxBody {
+		return body, nil
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	// A read error here changes nothing: the answer is the 413, and
+	// net/http closes the connection if the body was not read to its end.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxDrain))
+	return nil, caddy.APIError{
+		HTTPStatus: http.StatusRequestEntityTooLarge,
+		Err:        errBodyTooLarge,
+		Message:    fmt.Sprintf("%v (%d bytes); nothing was changed", errBodyTooLarge, maxBody),
+	}
+}
+
+// decodeJSON decodes body, read by readBody, into v: one JSON value with
+// no unknown fields.
+func decodeJSON(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest(fmt.Errorf("decoding JSON body: %w", err))

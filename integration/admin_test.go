@@ -1,18 +1,21 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
@@ -189,6 +192,97 @@ func TestAdminAPI(t *testing.T) {
 	if res := do(t, e.goClient(e.alice), base+"/", nil); res.status != 200 {
 		t.Fatalf("after the failed write, alice: %d", res.status)
 	}
+}
+
+// TestAdminOversizeBody: a 5 MiB body to a route of admin.api.mtls, sent
+// whole over a plain TCP connection before the answer is read (with its
+// length given, and chunked), gets a 413 with the reason, not a connection
+// reset; nothing is stored or deleted, and the same connection then answers
+// the listing.
+func TestAdminOversizeBody(t *testing.T) {
+	e := newEnv(t)
+	storageDir := filepath.Join(e.dir, "storage")
+	c := startCaddy(t, e, `{"admin":{"listen":"{admin}"},"storage":{"module":"file_system","root":"`+storageDir+`"}}`, "json")
+	if status, body := adminCall(t, c, http.MethodPut, "/mtls/clients/keep", map[string]string{"certificate": string(e.alice.CertPEM()), "tier": "gold"}); status != 200 {
+		t.Fatalf("PUT client: %d %s", status, body)
+	}
+	if status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/keep", map[string]string{"common_name": "keep"}); status != 200 {
+		t.Fatalf("generate: %d %s", status, body)
+	}
+
+	big := `{"certificate": "` + strings.Repeat("A", 5<<20) + `", "tier": "gold"}`
+	for _, tc := range []struct {
+		method, path string
+		list         string // the listing that must not change
+	}{
+		{http.MethodPut, "/mtls/clients/big", "/mtls/clients"},
+		{http.MethodPut, "/mtls/clients/keep", "/mtls/clients"},
+		{http.MethodDelete, "/mtls/clients/keep", "/mtls/clients"},
+		{http.MethodPost, "/mtls/keypairs/big", "/mtls/keypairs"},
+		{http.MethodPost, "/mtls/keypairs/keep?replace=true", "/mtls/keypairs"},
+		{http.MethodDelete, "/mtls/keypairs/keep", "/mtls/keypairs"},
+	} {
+		for _, chunked := range []bool{false, true} {
+			what := fmt.Sprintf("%s %s (chunked %v)", tc.method, tc.path, chunked)
+			conn, err := net.DialTimeout("tcp", c.admin, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			rd := bufio.NewReader(conn)
+			resp, err := rawRequest(conn, rd, c.admin, tc.method, tc.path, big, chunked)
+			if err != nil {
+				conn.Close()
+				t.Fatalf("%s: %v", what, err)
+			}
+			if resp.status != http.StatusRequestEntityTooLarge || !strings.Contains(resp.body, "request body larger than 256 KiB") {
+				conn.Close()
+				t.Fatalf("%s: %d %s, want 413 with the reason", what, resp.status, resp.body)
+			}
+			// The connection stays usable, and nothing changed.
+			resp, err = rawRequest(conn, rd, c.admin, http.MethodGet, tc.list, "", false)
+			conn.Close()
+			if err != nil {
+				t.Fatalf("%s, then GET %s on the same connection: %v", what, tc.list, err)
+			}
+			if resp.status != 200 || strings.Count(resp.body, `"name"`)+strings.Count(resp.body, `"alias"`) != 1 ||
+				!strings.Contains(resp.body, `"keep"`) || strings.Contains(resp.body, `"big"`) {
+				t.Fatalf("%s, then GET %s: %d %s, want just \"keep\"", what, tc.list, resp.status, resp.body)
+			}
+		}
+	}
+	if status, body := adminCall(t, c, http.MethodGet, "/mtls/clients", nil); status != 200 || !strings.Contains(string(body), `"tier":"gold"`) || strings.Contains(string(body), `"big"`) {
+		t.Fatalf("GET clients: %d %s", status, body)
+	}
+}
+
+// rawRequest writes a request with body on conn, all of it before reading
+// the answer (as simple clients do), then reads the answer from rd.
+func rawRequest(conn net.Conn, rd *bufio.Reader, host, method, path, body string, chunked bool) (response, error) {
+	var head strings.Builder
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n", method, path, host)
+	switch {
+	case chunked:
+		head.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		body = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	case body != "":
+		fmt.Fprintf(&head, "Content-Length: %d\r\n\r\n", len(body))
+	default:
+		head.WriteString("\r\n")
+	}
+	if _, err := io.WriteString(conn, head.String()+body); err != nil {
+		return response{}, fmt.Errorf("sending the request: %w", err)
+	}
+	resp, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		return response{}, fmt.Errorf("reading the answer: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("reading the answer's body: %w", err)
+	}
+	return response{status: resp.StatusCode, body: string(data)}, nil
 }
 
 func parseCertPEM(data []byte) (*x509.Certificate, error) {

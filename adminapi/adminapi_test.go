@@ -1,0 +1,143 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/store"
+)
+
+// newTestAPI returns the API over a file storage in a temp dir that holds
+// one client and one key pair, both named "keep".
+func newTestAPI(t *testing.T) (*AdminAPI, *store.Store) {
+	t.Helper()
+	a := &AdminAPI{storage: &certmagic.FileStorage{Path: t.TempDir()}, logger: zap.NewNop()}
+	s := a.store()
+	ca := testpki.Must(testpki.NewCA("Unit Root"))
+	keep := testpki.Must(ca.Issue(testpki.Options{CommonName: "keep"}))
+	if _, err := s.PutClient(context.Background(), "keep", "gold", string(keep.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GenerateKeyPair(context.Background(), "keep", store.GenerateRequest{CommonName: "keep"}, false); err != nil {
+		t.Fatal(err)
+	}
+	return a, s
+}
+
+// serveTest runs the request through the route's handler, as Caddy's admin
+// endpoint does, and returns the handler's error.
+func serveTest(a *AdminAPI, r *http.Request) (*httptest.ResponseRecorder, error) {
+	w := httptest.NewRecorder()
+	return w, a.Routes()[0].Handler.ServeHTTP(w, r)
+}
+
+// eofReader records whether its reader was read to the end.
+type eofReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof = true
+	}
+	return n, err
+}
+
+// TestOversizeBody: a 5 MiB body to any route, with its length given or
+// chunked, gets a 413 APIError with a clear message, changes nothing in the
+// storage, and is read to its end, so that net/http does not close the
+// connection under a client that is still sending (which the client sees as
+// a reset instead of the 413).
+func TestOversizeBody(t *testing.T) {
+	a, s := newTestAPI(t)
+	big := `{"certificate": "` + strings.Repeat("A", 5<<20) + `", "tier": "gold"}`
+	for _, route := range []struct{ method, path string }{
+		{http.MethodPut, "/mtls/clients/big"},
+		{http.MethodPut, "/mtls/clients/keep"},
+		{http.MethodPost, "/mtls/keypairs/big"},
+		{http.MethodPost, "/mtls/keypairs/keep?replace=true"},
+		{http.MethodDelete, "/mtls/clients/keep"},
+		{http.MethodDelete, "/mtls/keypairs/keep"},
+		{http.MethodGet, "/mtls/clients"},
+		{http.MethodGet, "/mtls/keypairs"},
+		{http.MethodGet, "/mtls/keypairs/keep/certificate"},
+	} {
+		for _, chunked := range []bool{false, true} {
+			body := &eofReader{r: strings.NewReader(big)}
+			r := httptest.NewRequest(route.method, route.path, body)
+			r.ContentLength = int64(len(big))
+			if chunked {
+				r.ContentLength = -1
+			}
+			w, err := serveTest(a, r)
+			var apiErr caddy.APIError
+			if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusRequestEntityTooLarge {
+				t.Errorf("%s %s (chunked %v): %v (status %d), want a 413 APIError", route.method, route.path, chunked, err, w.Code)
+				continue
+			}
+			if !strings.Contains(apiErr.Message, "request body larger than 256 KiB") {
+				t.Errorf("%s %s: message %q", route.method, route.path, apiErr.Message)
+			}
+			if w.Code != http.StatusOK || w.Body.Len() != 0 {
+				t.Errorf("%s %s: the handler wrote %d %q itself; Caddy writes the APIError", route.method, route.path, w.Code, w.Body.String())
+			}
+			if !body.eof {
+				t.Errorf("%s %s (chunked %v): the oversize body was not read to its end", route.method, route.path, chunked)
+			}
+		}
+	}
+	checkOnlyKeep(t, s)
+}
+
+// TestBodyLimit: a body of exactly the limit is read and decoded (and
+// refused for its content), one byte more gets the 413.
+func TestBodyLimit(t *testing.T) {
+	a, s := newTestAPI(t)
+	value := `{"certificate": "not a certificate"}`
+	for _, tc := range []struct {
+		size   int
+		status int
+	}{
+		{maxBody, http.StatusBadRequest},
+		{maxBody + 1, http.StatusRequestEntityTooLarge},
+	} {
+		body := strings.Repeat(" ", tc.size-len(value)) + value
+		_, err := serveTest(a, httptest.NewRequest(http.MethodPut, "/mtls/clients/edge", strings.NewReader(body)))
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != tc.status {
+			t.Errorf("body of %d bytes: %v, want %d", tc.size, err, tc.status)
+		}
+	}
+	checkOnlyKeep(t, s)
+}
+
+// checkOnlyKeep fails unless the storage holds just what newTestAPI put.
+func checkOnlyKeep(t *testing.T, s *store.Store) {
+	t.Helper()
+	clients, err := s.Clients(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(clients) != 1 || clients[0].Info().Alias != "keep" || clients[0].Info().Tier != "gold" {
+		t.Errorf("clients after refused calls: %+v", clients)
+	}
+	keyPairs, err := s.KeyPairs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keyPairs) != 1 || keyPairs[0].Name != "keep" {
+		t.Errorf("key pairs after refused calls: %+v", keyPairs)
+	}
+}
