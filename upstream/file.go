@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -181,6 +182,10 @@ func (t *Transport) buildFileProfiles(data []byte, dir string) (built []*profile
 			deps = append(deps, p.files()...)
 		}
 	}
+	// Many profiles name the same keystore: each file is looked at once
+	// per reload.
+	slices.Sort(deps)
+	deps = slices.Compact(deps)
 	for i, p := range profiles {
 		if p == nil {
 			return nil, mods, deps, fmt.Errorf("profile %d: null", i+1)

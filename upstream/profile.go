@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -238,7 +237,7 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 	out.base.InsecureSkipVerify = p.InsecureSkipVerify
 	if p.Revocation != nil {
 		var err error
-		if out.revocation, err = revocation.New(*p.Revocation, ctx.Logger()); err != nil {
+		if out.revocation, err = revocation.New(ctx, *p.Revocation, ctx.Logger()); err != nil {
 			return nil, err
 		}
 		if out.revocation != nil {
@@ -308,21 +307,24 @@ func parsePattern(s string) (pattern, error) {
 }
 
 // profileSet finds the profile of a dial address: exact host:port first,
-// then the longest wildcard, then the host on any port.
+// then the longest wildcard, then the host on any port. Every lookup is a
+// map access (a wildcard one per dot of the host), so neither building a
+// set of n patterns nor matching against it grows with more than n.
 type profileSet struct {
 	exact    map[string]*profile // "host:port"
-	wildcard []wildcardEntry     // longest suffix first
+	wildcard map[wildcardKey]*profile
 	hostOnly map[string]*profile
 	all      []*profile
 }
 
-type wildcardEntry struct {
+// wildcardKey is a wildcard pattern: *.example.com:443 is {".example.com",
+// "443"}; without a port, port is "".
+type wildcardKey struct {
 	suffix, port string
-	p            *profile
 }
 
 func newProfileSet() *profileSet {
-	return &profileSet{exact: map[string]*profile{}, hostOnly: map[string]*profile{}}
+	return &profileSet{exact: map[string]*profile{}, wildcard: map[wildcardKey]*profile{}, hostOnly: map[string]*profile{}}
 }
 
 // add adds p for patterns; a pattern already taken is an error.
@@ -332,33 +334,26 @@ func (s *profileSet) add(p *profile, patterns []string) error {
 		if err != nil {
 			return err
 		}
+		var taken map[string]*profile
+		var key string
 		switch {
 		case pat.wildcard:
-			for _, w := range s.wildcard {
-				if w.suffix == pat.host && w.port == pat.port {
-					return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, w.p.name, p.name)
-				}
+			k := wildcardKey{suffix: pat.host, port: pat.port}
+			if other, ok := s.wildcard[k]; ok {
+				return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
 			}
-			s.wildcard = append(s.wildcard, wildcardEntry{suffix: pat.host, port: pat.port, p: p})
+			s.wildcard[k] = p
+			continue
 		case pat.port != "":
-			key := net.JoinHostPort(pat.host, pat.port)
-			if other, ok := s.exact[key]; ok {
-				return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
-			}
-			s.exact[key] = p
+			taken, key = s.exact, net.JoinHostPort(pat.host, pat.port)
 		default:
-			if other, ok := s.hostOnly[pat.host]; ok {
-				return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
-			}
-			s.hostOnly[pat.host] = p
+			taken, key = s.hostOnly, pat.host
 		}
+		if other, ok := taken[key]; ok {
+			return fmt.Errorf("server pattern %q given twice (profiles %s and %s)", raw, other.name, p.name)
+		}
+		taken[key] = p
 	}
-	sort.SliceStable(s.wildcard, func(i, j int) bool {
-		if len(s.wildcard[i].suffix) != len(s.wildcard[j].suffix) {
-			return len(s.wildcard[i].suffix) > len(s.wildcard[j].suffix)
-		}
-		return s.wildcard[i].port != "" && s.wildcard[j].port == ""
-	})
 	s.all = append(s.all, p)
 	return nil
 }
@@ -379,9 +374,20 @@ func (s *profileSet) match(address string) *profile {
 			return p
 		}
 	}
-	for _, w := range s.wildcard {
-		if (w.port == "" || w.port == port) && len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix) {
-			return w.p
+	if len(s.wildcard) > 0 {
+		// The longest suffix is the one after the first dot: try each dot
+		// from the left, the pattern with the port before the one without.
+		// A wildcard covers at least one more label, so not from index 0.
+		for i := 1; i < len(host); i++ {
+			if host[i] != '.' {
+				continue
+			}
+			if p := s.wildcard[wildcardKey{host[i:], port}]; p != nil {
+				return p
+			}
+			if p := s.wildcard[wildcardKey{host[i:], ""}]; p != nil {
+				return p
+			}
 		}
 	}
 	return s.hostOnly[host]
