@@ -37,6 +37,8 @@ bench: build
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./certcodec
 	go test -run '^$$' -fuzz FuzzLoadJKS -fuzztime 30s ./keystore
+	go test -run '^$$' -fuzz FuzzParseCRL -fuzztime 30s ./revocation
+	go test -run '^$$' -fuzz FuzzParseOCSP -fuzztime 30s ./revocation
 
 clean:
 	rm -f $(CADDY) $(TEST_CADDY)

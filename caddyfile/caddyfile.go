@@ -90,6 +90,7 @@ func PositiveDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
 //	    reload    <interval>
 //	    ocsp      [<responder url>]
 //	    ocsp_timeout <duration>
+//	    unknown_cache <duration>
 //	    leaf_only
 //	}
 func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
@@ -144,6 +145,12 @@ func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
 				return nil, err
 			}
 			rc.OCSPTimeout = dur
+		case "unknown_cache":
+			dur, err := OneDuration(d, "unknown_cache")
+			if err != nil {
+				return nil, err
+			}
+			rc.UnknownCache = dur
 		default:
 			return nil, d.Errf("unrecognized revocation subdirective '%s'", sub)
 		}

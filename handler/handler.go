@@ -251,7 +251,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if h.Revocation != nil {
 		var err error
-		if h.revocation, err = revocation.New(*h.Revocation, h.logger); err != nil {
+		if h.revocation, err = revocation.New(ctx, *h.Revocation, h.logger); err != nil {
 			return err
 		}
 		if h.revocation != nil {

@@ -18,6 +18,21 @@ var Reasons = []string{"no_cert", "untrusted", "expired", "not_yet_valid", "bad_
 // Sources of a client certificate.
 var Sources = []string{"tls", "header"}
 
+// Results of reading a configured CRL, for CRLUpdate.
+const (
+	CRLOK    = "ok"    // read and in force
+	CRLError = "error" // unreadable; the last one read stays
+	CRLOlder = "older" // older than the one in force; refused
+)
+
+// Statuses of an OCSP query, for OCSPAnswer.
+const (
+	OCSPGood    = "good"
+	OCSPRevoked = "revoked"
+	OCSPUnknown = "unknown" // the responder does not know the certificate
+	OCSPError   = "error"   // no usable answer
+)
+
 var (
 	once sync.Once
 
@@ -36,6 +51,16 @@ var (
 		Help: "New versions of an ssl_profiles profiles file that were refused (the last good one stayed).",
 	}, []string{"file"})
 
+	crlUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "crl_updates_total",
+		Help: "Reads of configured CRLs (at start and at each reload), by source and result: ok (in force), error (unreadable; the last one stays), older (older than the one in force; refused, the newer one stays).",
+	}, []string{"crl", "result"})
+
+	ocspAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "ocsp_answers_total",
+		Help: "OCSP queries made (answers from the cache are not counted), by status: good, revoked, unknown (the responder does not know the certificate), error (no usable answer: unreachable, timeout, HTTP error, bad response).",
+	}, []string{"status"})
+
 	// The request counters, made once, so that counting costs no lookup.
 	accepted [2]prometheus.Counter
 	rejected map[string]*[2]prometheus.Counter
@@ -53,6 +78,9 @@ func init() {
 		}
 		rejected[reason] = &pair
 	}
+	for _, status := range []string{OCSPGood, OCSPRevoked, OCSPUnknown, OCSPError} {
+		ocspAnswers.WithLabelValues(status) // every series shows, at 0 before any query
+	}
 }
 
 // Register adds the collectors to the config's metrics registry. It may be
@@ -63,7 +91,7 @@ func Register(ctx caddy.Context) error {
 	if registry == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics} {
+	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics, crlUpdates, ocspAnswers} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -98,4 +126,16 @@ func Handshake(profile, identity string, ok bool) {
 // ProfilesFileRejected counts a refused version of a profiles file.
 func ProfilesFileRejected(file string) {
 	profilesFileRejections.WithLabelValues(file).Inc()
+}
+
+// CRLUpdate counts a read of the configured CRL source crl with its result
+// (CRLOK, CRLError or CRLOlder).
+func CRLUpdate(crl, result string) {
+	crlUpdates.WithLabelValues(crl, result).Inc()
+}
+
+// OCSPAnswer counts an OCSP query by its status (OCSPGood, OCSPRevoked,
+// OCSPUnknown or OCSPError).
+func OCSPAnswer(status string) {
+	ocspAnswers.WithLabelValues(status).Inc()
 }

@@ -28,4 +28,13 @@ func TestCounters(t *testing.T) {
 	if got := testutil.ToFloat64(handshakes.WithLabelValues("a:1", "default", "error")); got != 1 {
 		t.Fatalf("handshake errors %v", got)
 	}
+	CRLUpdate("/etc/ca.crl", CRLOlder)
+	if got := testutil.ToFloat64(crlUpdates.WithLabelValues("/etc/ca.crl", CRLOlder)); got != 1 {
+		t.Fatalf("older CRLs %v", got)
+	}
+	before = testutil.ToFloat64(ocspAnswers.WithLabelValues(OCSPError))
+	OCSPAnswer(OCSPError)
+	if got := testutil.ToFloat64(ocspAnswers.WithLabelValues(OCSPError)) - before; got != 1 {
+		t.Fatalf("OCSP errors moved by %v", got)
+	}
 }

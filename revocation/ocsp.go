@@ -13,12 +13,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ocsp"
 )
 
 // DefaultOCSPTimeout bounds one OCSP query.
 const DefaultOCSPTimeout = 2 * time.Second
+
+// DefaultUnknownCache is how long an unknown OCSP status is remembered.
+const DefaultUnknownCache = 5 * time.Second
+
+// ocspNoNextUpdate is how long an answer without a nextUpdate is kept.
+const ocspNoNextUpdate = time.Hour
 
 // maxOCSPResponse bounds an OCSP response's size.
 const maxOCSPResponse = 1 << 20
@@ -28,7 +36,7 @@ const maxOCSPCache = 10000
 
 // ocspAnswer is a cached OCSP status.
 type ocspAnswer struct {
-	status int // ocsp.Good, ocsp.Revoked, ocsp.Unknown
+	status int // ocsp.Good, ocsp.Revoked, or ocsp.Unknown (also when there was no answer)
 	until  time.Time
 }
 
@@ -37,100 +45,159 @@ type ocspKey struct {
 	serial string
 }
 
-// ocspCache keeps OCSP answers until their nextUpdate.
+// ocspCache keeps OCSP answers until their nextUpdate, unknown statuses
+// for UnknownCache.
 type ocspCache struct {
 	mu sync.Mutex
 	m  map[ocspKey]ocspAnswer
 }
 
-// ocspStatus returns cert's OCSP status from its issuer's responder (the
-// configured one, else the certificate's AIA), and until when it holds. An
-// error means the status cannot be told.
-func (c *Checker) ocspStatus(cert, issuer *x509.Certificate, now time.Time) (int, time.Time, error) {
-	key := ocspKey{issuer: sha256.Sum256(issuer.Raw), serial: cert.SerialNumber.String()}
-	c.ocspCache.mu.Lock()
-	if a, ok := c.ocspCache.m[key]; ok && now.Before(a.until) {
-		c.ocspCache.mu.Unlock()
-		return a.status, a.until, nil
-	}
-	c.ocspCache.mu.Unlock()
+func (oc *ocspCache) get(key ocspKey, now time.Time) (ocspAnswer, bool) {
+	oc.mu.Lock()
+	a, ok := oc.m[key]
+	oc.mu.Unlock()
+	return a, ok && now.Before(a.until)
+}
 
+func (oc *ocspCache) put(key ocspKey, a ocspAnswer) {
+	oc.mu.Lock()
+	if len(oc.m) >= maxOCSPCache {
+		oc.m = map[ocspKey]ocspAnswer{}
+	}
+	oc.m[key] = a
+	oc.mu.Unlock()
+}
+
+// checkOCSP checks one certificate by OCSP; see Check.
+func (c *Checker) checkOCSP(cert, issuer *x509.Certificate, now time.Time) (reason string, until time.Time) {
+	a := c.ocspStatus(cert, issuer, now)
+	switch {
+	case a.status == ocsp.Good:
+		return "", a.until
+	case a.status == ocsp.Revoked:
+		return Revoked, a.until
+	case c.strict:
+		return Unknown, a.until
+	}
+	return "", a.until
+}
+
+// ocspStatus returns cert's OCSP status: from the cache, else from one
+// query that everyone asking about cert meanwhile waits for.
+func (c *Checker) ocspStatus(cert, issuer *x509.Certificate, now time.Time) ocspAnswer {
+	key := ocspKey{issuer: sha256.Sum256(issuer.Raw), serial: cert.SerialNumber.String()}
+	if a, ok := c.ocspCache.get(key, now); ok {
+		return a
+	}
+	v, _, _ := c.ocspFlights.Do(string(key.issuer[:])+key.serial, func() (any, error) {
+		if a, ok := c.ocspCache.get(key, now); ok { // a query that just ended
+			return a, nil
+		}
+		a := c.queryOCSP(cert, issuer, now)
+		c.ocspCache.put(key, a)
+		return a, nil
+	})
+	return v.(ocspAnswer)
+}
+
+// queryOCSP asks cert's responder and returns its answer, to be kept until
+// its nextUpdate, or an unknown status to be kept for UnknownCache. It logs
+// and counts what it got.
+func (c *Checker) queryOCSP(cert, issuer *x509.Certificate, now time.Time) ocspAnswer {
+	unknownCache := time.Duration(c.cfg.UnknownCache)
+	if unknownCache <= 0 {
+		unknownCache = DefaultUnknownCache
+	}
+	unknown := ocspAnswer{status: ocsp.Unknown, until: now.Add(unknownCache)}
+	resp, err := c.askOCSP(cert, issuer, now)
+	if err != nil {
+		metrics.OCSPAnswer(metrics.OCSPError)
+		c.logger.Warn("revocation status unknown: OCSP", zap.String("subject", cert.Subject.String()),
+			zap.Duration("retry_in", unknownCache), zap.Error(err))
+		return unknown
+	}
+	until := resp.NextUpdate
+	if until.IsZero() {
+		until = now.Add(ocspNoNextUpdate)
+	}
+	switch resp.Status {
+	case ocsp.Good:
+		metrics.OCSPAnswer(metrics.OCSPGood)
+		return ocspAnswer{status: ocsp.Good, until: until}
+	case ocsp.Revoked:
+		metrics.OCSPAnswer(metrics.OCSPRevoked)
+		return ocspAnswer{status: ocsp.Revoked, until: until}
+	}
+	metrics.OCSPAnswer(metrics.OCSPUnknown)
+	c.logger.Warn("revocation status unknown: the OCSP responder does not know the certificate",
+		zap.String("subject", cert.Subject.String()), zap.Duration("retry_in", unknownCache))
+	if until.Before(unknown.until) {
+		unknown.until = until
+	}
+	return unknown
+}
+
+// askOCSP sends one OCSP query about cert to its issuer's responder (the
+// configured one, else the certificate's AIA) and returns the checked
+// response. The query ends with the config, or after OCSPTimeout.
+func (c *Checker) askOCSP(cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
 	responder := c.cfg.OCSPResponder
 	if responder == "" {
 		if len(cert.OCSPServer) == 0 {
-			return 0, time.Time{}, errors.New("the certificate names no OCSP responder")
+			return nil, errors.New("the certificate names no OCSP responder")
 		}
 		responder = cert.OCSPServer[0]
 	}
 	req, err := ocsp.CreateRequest(cert, issuer, &ocsp.RequestOptions{Hash: crypto.SHA1})
 	if err != nil {
-		return 0, time.Time{}, err
+		return nil, err
 	}
 	timeout := time.Duration(c.cfg.OCSPTimeout)
 	if timeout <= 0 {
 		timeout = DefaultOCSPTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, responder, bytes.NewReader(req))
 	if err != nil {
-		return 0, time.Time{}, err
+		return nil, err
 	}
 	httpReq.Header.Set("Content-Type", "application/ocsp-request")
 	resp, err := c.client.Do(httpReq)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: %w", responder, err)
+		return nil, fmt.Errorf("OCSP responder %s: %w", responder, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: HTTP %d", responder, resp.StatusCode)
+		return nil, fmt.Errorf("OCSP responder %s: HTTP %d", responder, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPResponse+1))
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: %w", responder, err)
+		return nil, fmt.Errorf("OCSP responder %s: %w", responder, err)
 	}
 	if len(body) > maxOCSPResponse {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: response larger than %d bytes", responder, maxOCSPResponse)
+		return nil, fmt.Errorf("OCSP responder %s: response larger than %d bytes", responder, maxOCSPResponse)
 	}
-	// Checks the signature: by the issuer, or a responder it delegated to.
-	answer, err := ocsp.ParseResponseForCert(body, cert, issuer)
+	answer, err := safe.Decode("OCSP response", func() (*ocsp.Response, error) { return parseOCSP(body, cert, issuer, now) })
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: %w", responder, err)
+		return nil, fmt.Errorf("OCSP responder %s: %w", responder, err)
 	}
-	if answer.ThisUpdate.After(now.Add(5 * time.Minute)) {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: response from the future (%s)", responder, answer.ThisUpdate)
-	}
-	until := answer.NextUpdate
-	if until.IsZero() {
-		until = now.Add(time.Hour) // no nextUpdate: ask again in an hour
-	}
-	if !until.After(now) {
-		return 0, time.Time{}, fmt.Errorf("OCSP responder %s: stale response (nextUpdate %s)", responder, answer.NextUpdate)
-	}
-	c.ocspCache.mu.Lock()
-	if len(c.ocspCache.m) >= maxOCSPCache {
-		c.ocspCache.m = map[ocspKey]ocspAnswer{}
-	}
-	c.ocspCache.m[key] = ocspAnswer{status: answer.Status, until: until}
-	c.ocspCache.mu.Unlock()
-	if answer.Status == ocsp.Unknown {
-		return answer.Status, until, errors.New("the OCSP responder does not know the certificate")
-	}
-	return answer.Status, until, nil
+	return answer, nil
 }
 
-// checkOCSP checks one certificate by OCSP; see Check.
-func (c *Checker) checkOCSP(cert, issuer *x509.Certificate, now time.Time) (reason string, until time.Time) {
-	status, until, err := c.ocspStatus(cert, issuer, now)
-	switch {
-	case err != nil:
-		c.logger.Warn("revocation status unknown: OCSP", zap.String("subject", cert.Subject.String()), zap.Error(err))
-		if c.strict {
-			return Unknown, time.Time{}
-		}
-		return "", time.Time{}
-	case status == ocsp.Revoked:
-		return Revoked, until
+// parseOCSP parses an OCSP response about cert and checks it: signed by
+// issuer or a responder it delegated to, not from the future, not past its
+// nextUpdate.
+func parseOCSP(body []byte, cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
+	answer, err := ocsp.ParseResponseForCert(body, cert, issuer)
+	if err != nil {
+		return nil, err
 	}
-	return "", until
+	if answer.ThisUpdate.After(now.Add(5 * time.Minute)) {
+		return nil, fmt.Errorf("response from the future (%s)", answer.ThisUpdate)
+	}
+	if !answer.NextUpdate.IsZero() && !answer.NextUpdate.After(now) {
+		return nil, fmt.Errorf("stale response (nextUpdate %s)", answer.NextUpdate)
+	}
+	return answer, nil
 }

@@ -1,9 +1,12 @@
 // Package revocation checks certificates against certificate revocation
 // lists (CRLs), loaded from files or URLs and re-read at an interval, each
-// CRL's signature checked against the certificate of its issuer.
+// CRL's signature checked against the certificate of its issuer, and asks
+// OCSP responders about certificates whose issuer has no CRL here. A CRL
+// older than the one in force never replaces it.
 package revocation
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -12,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,15 +23,18 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Config is a revocation policy.
 type Config struct {
 	// What a certificate whose revocation status cannot be told (no
-	// current CRL of its issuer, or one whose signature does not verify)
-	// gets. Default: `ignore_ca_error`.
+	// current CRL of its issuer, one whose signature does not verify, or no
+	// OCSP answer) gets. Default: `ignore_ca_error`.
 	//
 	// Mode | Meaning
 	// -----|--------
@@ -36,11 +43,16 @@ type Config struct {
 	// `strict` | revoked certificates and unknown statuses are refused
 	Mode string `json:"mode,omitempty"`
 
-	// CRL files (PEM or DER) or http(s) URLs. Default: none.
+	// CRL files (PEM or DER) or http(s) URLs. When several hold CRLs of one
+	// issuer, the newest whose signature verifies decides; if it is past
+	// its nextUpdate the status is unknown, an older one does not stand in.
+	// Default: none.
 	CRLs []string `json:"crl,omitempty"`
 
 	// Ask OCSP responders about certificates whose issuer has no CRL here.
-	// Default: `false`.
+	// Concurrent lookups of one certificate make one query. Answers are
+	// kept until their nextUpdate (an hour if they give none), unknown
+	// statuses for UnknownCache. Default: `false`.
 	OCSP bool `json:"ocsp,omitempty"`
 
 	// The OCSP responder to ask. Default: the certificate's own (AIA).
@@ -50,33 +62,50 @@ type Config struct {
 	OCSPTimeout caddy.Duration `json:"ocsp_timeout,omitempty"`
 
 	// How often the CRLs are read again. A CRL that cannot be read keeps
-	// the last one read until its nextUpdate. Default: `1h`.
+	// the last one read until its nextUpdate; one older than the one in
+	// force (a lower CRL number, or with the same number an earlier
+	// thisUpdate) is refused. Default: `1h`.
 	Reload caddy.Duration `json:"reload,omitempty"`
 
 	// Check only the leaf certificate, not the intermediates. Default:
 	// `false`.
 	LeafOnly bool `json:"leaf_only,omitempty"`
+
+	// How long an unknown OCSP status (the responder failed, timed out or
+	// answered "unknown") is remembered before the responder is asked again,
+	// and how long a verdict made with it may be reused. Keep it short: in
+	// `strict` mode it is how long one failure of the responder refuses a
+	// good certificate. Default: `5s`.
+	UnknownCache caddy.Duration `json:"unknown_cache,omitempty"`
 }
 
 // Reasons a check fails.
 const (
-	Revoked = "revoked" // the certificate is on its issuer's CRL
-	Unknown = "unknown" // no current, verified CRL of its issuer
+	// Revoked: the certificate is on its issuer's CRL, or its OCSP
+	// responder says it is revoked.
+	Revoked = "revoked"
+	// Unknown (mode `strict` only): the status cannot be told. There is no
+	// current, verified CRL of the issuer, or OCSP gave no answer (the
+	// responder failed, timed out or answered "unknown"). client_cert_auth
+	// reports it as `revocation_unknown`.
+	Unknown = "unknown"
 )
 
 // maxCRL bounds a CRL's size.
 const maxCRL = 16 << 20
 
-// Checker checks chains against the configured CRLs.
+// Checker checks chains against the configured CRLs and OCSP responders.
 type Checker struct {
+	ctx    context.Context // the config's: done when it is unloaded
 	cfg    Config
 	strict bool
 	logger *zap.Logger
 	client *http.Client
 
-	crls      atomic.Pointer[crlSet]
-	gen       atomic.Uint64
-	ocspCache ocspCache
+	crls        atomic.Pointer[crlSet]
+	gen         atomic.Uint64
+	ocspCache   ocspCache
+	ocspFlights singleflight.Group // one OCSP query per certificate at a time
 
 	verified sync.Map // crlSigKey -> bool: whether a CRL's signature verifies with an issuer
 	warned   sync.Map // string -> struct{}: issues already logged
@@ -92,8 +121,9 @@ type crlSigKey struct {
 	issuer [sha256.Size]byte
 }
 
-// New loads the CRLs of cfg. It returns nil for mode `skip`.
-func New(cfg Config, logger *zap.Logger) (*Checker, error) {
+// New loads the CRLs of cfg. It returns nil for mode `skip`. ctx is the
+// config's: when it is done, CRL reads and OCSP queries in progress stop.
+func New(ctx context.Context, cfg Config, logger *zap.Logger) (*Checker, error) {
 	switch cfg.Mode {
 	case "skip":
 		return nil, nil
@@ -104,14 +134,16 @@ func New(cfg Config, logger *zap.Logger) (*Checker, error) {
 	if len(cfg.CRLs) == 0 && !cfg.OCSP {
 		return nil, errors.New("revocation: neither crl nor ocsp given")
 	}
-	c := &Checker{cfg: cfg, strict: cfg.Mode == "strict", logger: logger, client: &http.Client{Timeout: 10 * time.Second}}
+	c := &Checker{ctx: ctx, cfg: cfg, strict: cfg.Mode == "strict", logger: logger, client: &http.Client{Timeout: 10 * time.Second}}
 	c.ocspCache.m = map[ocspKey]ocspAnswer{}
 	set := &crlSet{bySource: map[string]*x509.RevocationList{}}
 	for _, src := range cfg.CRLs {
-		crl, err := c.fetch(context.Background(), src)
+		crl, err := c.fetch(ctx, src)
 		if err != nil {
-			return nil, fmt.Errorf("revocation: crl %s: %w", src, err)
+			metrics.CRLUpdate(sourceName(src), metrics.CRLError)
+			return nil, fmt.Errorf("revocation: crl %s: %w", sourceName(src), err)
 		}
+		metrics.CRLUpdate(sourceName(src), metrics.CRLOK)
 		set.bySource[src] = crl
 	}
 	set.index()
@@ -145,7 +177,8 @@ func (c *Checker) Watch(ctx context.Context) {
 }
 
 // Reload reads every CRL again; one that cannot be read keeps its last
-// version.
+// version, and so does one whose new version is older (see olderCRL): an
+// older CRL, validly signed, could un-revoke certificates.
 func (c *Checker) Reload(ctx context.Context) {
 	if len(c.cfg.CRLs) == 0 {
 		return
@@ -154,13 +187,25 @@ func (c *Checker) Reload(ctx context.Context) {
 	next := &crlSet{bySource: map[string]*x509.RevocationList{}}
 	changed := false
 	for _, src := range c.cfg.CRLs {
+		name, prev := sourceName(src), old.bySource[src]
 		crl, err := c.fetch(ctx, src)
 		if err != nil {
-			c.logger.Error("reading CRL; the last one read stays", zap.String("crl", src), zap.Error(err))
-			next.bySource[src] = old.bySource[src]
+			metrics.CRLUpdate(name, metrics.CRLError)
+			c.logger.Error("reading CRL; the last one read stays", zap.String("crl", name), zap.Error(err))
+			next.bySource[src] = prev
 			continue
 		}
-		if prev := old.bySource[src]; prev == nil || string(prev.Raw) != string(crl.Raw) {
+		if prev != nil && olderCRL(crl, prev) && !c.knownNotVerifying(prev) {
+			metrics.CRLUpdate(name, metrics.CRLOlder)
+			c.logger.Warn("CRL older than the one in force; refused, the one in force stays",
+				zap.String("crl", name), zap.String("issuer", crl.Issuer.String()),
+				zap.String("number", crlNumber(crl)), zap.Time("this_update", crl.ThisUpdate),
+				zap.String("number_in_force", crlNumber(prev)), zap.Time("this_update_in_force", prev.ThisUpdate))
+			next.bySource[src] = prev
+			continue
+		}
+		metrics.CRLUpdate(name, metrics.CRLOK)
+		if prev == nil || string(prev.Raw) != string(crl.Raw) {
 			changed = true
 		}
 		next.bySource[src] = crl
@@ -213,6 +258,11 @@ func (c *Checker) fetch(ctx context.Context, src string) (*x509.RevocationList, 
 	if len(data) > maxCRL {
 		return nil, fmt.Errorf("larger than %d bytes", maxCRL)
 	}
+	return safe.Decode("CRL "+sourceName(src), func() (*x509.RevocationList, error) { return parseCRL(data) })
+}
+
+// parseCRL parses a CRL, PEM or DER.
+func parseCRL(data []byte) (*x509.RevocationList, error) {
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "X509 CRL" {
 			return nil, fmt.Errorf("PEM block %q, want X509 CRL", block.Type)
@@ -222,10 +272,62 @@ func (c *Checker) fetch(ctx context.Context, src string) (*x509.RevocationList, 
 	return x509.ParseRevocationList(data)
 }
 
+// olderCRL reports whether crl was issued before prev by the same issuer
+// (name and, when both give one, key identifier): a lower CRL number, or,
+// when the numbers are equal or absent, an earlier thisUpdate. CRLs of
+// different issuers are not compared.
+func olderCRL(crl, prev *x509.RevocationList) bool {
+	if !bytes.Equal(crl.RawIssuer, prev.RawIssuer) {
+		return false
+	}
+	if len(crl.AuthorityKeyId) > 0 && len(prev.AuthorityKeyId) > 0 && !bytes.Equal(crl.AuthorityKeyId, prev.AuthorityKeyId) {
+		return false
+	}
+	if crl.Number != nil && prev.Number != nil {
+		if cmp := crl.Number.Cmp(prev.Number); cmp != 0 {
+			return cmp < 0
+		}
+	}
+	return crl.ThisUpdate.Before(prev.ThisUpdate)
+}
+
+// knownNotVerifying reports whether crl's signature has been checked with
+// certificates of its issuer and verified with none: such a CRL (a forgery
+// under the issuer's name) does not hold back the issuer's real ones.
+func (c *Checker) knownNotVerifying(crl *x509.RevocationList) bool {
+	checked, verifies := false, false
+	c.verified.Range(func(k, v any) bool {
+		if k.(crlSigKey).crl == crl {
+			checked = true
+			verifies = v.(bool)
+		}
+		return !verifies
+	})
+	return checked && !verifies
+}
+
+// crlNumber returns crl's number for the log.
+func crlNumber(crl *x509.RevocationList) string {
+	if crl.Number == nil {
+		return "none"
+	}
+	return crl.Number.String()
+}
+
+// sourceName returns a CRL source as logs and metrics show it: a URL's
+// password is masked.
+func sourceName(src string) string {
+	if u, err := url.Parse(src); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return src
+}
+
 // Check checks a verified chain (leaf first, root last) at now. It returns
 // "" when it passes, else Revoked or Unknown (Unknown only in strict mode),
-// and the time until which the answer holds (the earliest nextUpdate of the
-// CRLs used).
+// and the time until which the answer holds: the earliest nextUpdate of the
+// CRLs and OCSP answers used, and no later than now plus UnknownCache when
+// an OCSP status was unknown (zero when nothing bounds it).
 func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string, until time.Time) {
 	set := c.crls.Load()
 	n := len(chain) - 1 // the root is not checked
@@ -264,10 +366,12 @@ func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string
 	return "", until
 }
 
-// currentCRL returns a CRL of issuer whose signature verifies and that is
-// not past its nextUpdate, or nil.
+// currentCRL returns the newest CRL of issuer whose signature verifies, or
+// nil if there is none or it is past its nextUpdate: an older CRL of the
+// issuer (from another source) never stands in for a newer one.
 func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Time) *x509.RevocationList {
 	fp := sha256.Sum256(issuer.Raw)
+	var newest *x509.RevocationList
 	for _, crl := range set.byIssuer[string(issuer.RawSubject)] {
 		key := crlSigKey{crl: crl, issuer: fp}
 		ok, seen := c.verified.Load(key)
@@ -280,16 +384,15 @@ func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Tim
 					zap.String("issuer", issuer.Subject.String()), zap.Error(err))
 			}
 		}
-		if !ok.(bool) {
-			continue
+		if ok.(bool) && (newest == nil || olderCRL(newest, crl)) {
+			newest = crl
 		}
-		if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
-			c.warnOnce("stale CRL of "+issuer.Subject.String(), zap.String("issuer", issuer.Subject.String()), zap.Time("next_update", crl.NextUpdate))
-			continue
-		}
-		return crl
 	}
-	return nil
+	if newest != nil && !newest.NextUpdate.IsZero() && now.After(newest.NextUpdate) {
+		c.warnOnce("stale CRL of "+issuer.Subject.String(), zap.String("issuer", issuer.Subject.String()), zap.Time("next_update", newest.NextUpdate))
+		return nil
+	}
+	return newest
 }
 
 func (c *Checker) warnOnce(what string, fields ...zap.Field) {

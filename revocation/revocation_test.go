@@ -2,7 +2,12 @@ package revocation
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
 type fixture struct {
@@ -47,7 +55,7 @@ func TestRevokedAndReload(t *testing.T) {
 	if err := f.ca.WriteCRL(crl, next, f.bad); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(Config{CRLs: []string{crl}}, zap.NewNop())
+	c, err := New(context.Background(), Config{CRLs: []string{crl}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +112,7 @@ func TestUnknownStatus(t *testing.T) {
 		{"strict", stale, chain(f.viaMid, f.mid, f.ca), Unknown},
 		{"ignore_ca_error", stale, chain(f.viaMid, f.mid, f.ca), ""},
 	} {
-		c, err := New(Config{Mode: tc.mode, CRLs: []string{tc.crl}}, zap.NewNop())
+		c, err := New(context.Background(), Config{Mode: tc.mode, CRLs: []string{tc.crl}}, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,14 +133,14 @@ func TestLeafOnlyAndChain(t *testing.T) {
 	if err := f.mid.WriteCRL(midCRL, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	whole, err := New(Config{CRLs: []string{rootCRL, midCRL}}, zap.NewNop())
+	whole, err := New(context.Background(), Config{CRLs: []string{rootCRL, midCRL}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if reason, _ := whole.Check(chain(f.viaMid, f.mid, f.ca), time.Now()); reason != Revoked {
 		t.Fatalf("whole chain: %q", reason)
 	}
-	leaf, err := New(Config{CRLs: []string{rootCRL, midCRL}, LeafOnly: true}, zap.NewNop())
+	leaf, err := New(context.Background(), Config{CRLs: []string{rootCRL, midCRL}, LeafOnly: true}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +159,7 @@ func TestCRLFromURL(t *testing.T) {
 		http.ServeFile(w, r, crl)
 	}))
 	defer srv.Close()
-	c, err := New(Config{CRLs: []string{srv.URL + "/ca.crl"}}, zap.NewNop())
+	c, err := New(context.Background(), Config{CRLs: []string{srv.URL + "/ca.crl"}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,18 +168,217 @@ func TestCRLFromURL(t *testing.T) {
 	}
 	down := httptest.NewServer(http.NotFoundHandler())
 	defer down.Close()
-	if _, err := New(Config{CRLs: []string{down.URL}}, zap.NewNop()); err == nil {
+	if _, err := New(context.Background(), Config{CRLs: []string{down.URL}}, zap.NewNop()); err == nil {
 		t.Fatal("a CRL URL answering 404 was accepted")
 	}
 }
 
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []Config{{Mode: "maybe", CRLs: []string{"x"}}, {}, {CRLs: []string{"/nonexistent.crl"}}} {
-		if _, err := New(cfg, zap.NewNop()); err == nil {
+		if _, err := New(context.Background(), cfg, zap.NewNop()); err == nil {
 			t.Errorf("%+v accepted", cfg)
 		}
 	}
-	if c, err := New(Config{Mode: "skip"}, zap.NewNop()); c != nil || err != nil {
+	if c, err := New(context.Background(), Config{Mode: "skip"}, zap.NewNop()); c != nil || err != nil {
 		t.Fatalf("skip: %v %v", c, err)
+	}
+}
+
+// writeCRL writes, as PEM, a CRL signed by ca with the given number and
+// dates that revokes the given certificates.
+func writeCRL(t *testing.T, path string, ca *testpki.Cert, number int64, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) {
+	t.Helper()
+	writeCRLAs(t, path, ca.Cert, ca.Key, number, thisUpdate, nextUpdate, revoked...)
+}
+
+// writeCRLAs is writeCRL with the issuer's name and key identifier taken
+// from issuer and the signature made with key, which may not be issuer's.
+func writeCRLAs(t *testing.T, path string, issuer *x509.Certificate, key crypto.Signer, number int64, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	for _, r := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: r.Cert.SerialNumber, RevocationTime: thisUpdate,
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, issuer, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// counter returns the value of the project's counter name with the given
+// labels (0 if it has no such series). Counters are process-wide: compare
+// values before and after.
+func counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := metrics.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	families, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// An attacker on the path to a CRL URL serves an older CRL, validly signed,
+// from before a certificate was revoked: it must not replace the newer one.
+func TestOlderCRLRefused(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(f.dir, "ca.crl")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, path)
+	}))
+	defer srv.Close()
+	src := srv.URL + "/ca.crl"
+	now := time.Now()
+	writeCRL(t, path, f.ca, 5, now.Add(-time.Minute), now.Add(time.Hour), f.bad)
+	core, logs := observer.New(zap.WarnLevel)
+	c, err := New(context.Background(), Config{Mode: "strict", CRLs: []string{src}}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+		t.Fatalf("before: %q", reason)
+	}
+	older := map[string]string{"crl": src, "result": "older"}
+	for _, tc := range []struct {
+		name       string
+		number     int64
+		thisUpdate time.Time
+	}{
+		{"lower number, later thisUpdate", 4, now},
+		{"same number, earlier thisUpdate", 5, now.Add(-time.Hour)},
+	} {
+		writeCRL(t, path, f.ca, tc.number, tc.thisUpdate, tc.thisUpdate.Add(2*time.Hour)) // revokes nothing
+		gen, before := c.Generation(), counter(t, "caddy_mtls_crl_updates_total", older)
+		logs.TakeAll()
+		c.Reload(context.Background())
+		if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+			t.Errorf("%s: the older CRL un-revoked a certificate (%q)", tc.name, reason)
+		}
+		if c.Generation() != gen {
+			t.Errorf("%s: generation changed", tc.name)
+		}
+		if got := counter(t, "caddy_mtls_crl_updates_total", older) - before; got != 1 {
+			t.Errorf("%s: older CRLs counted %v times", tc.name, got)
+		}
+		logged := false
+		for _, e := range logs.All() {
+			if fields := e.ContextMap(); fields["crl"] == src && fields["number"] != nil && fields["number_in_force"] != nil {
+				logged = true
+			}
+		}
+		if !logged {
+			t.Errorf("%s: refusal not logged with the source and both numbers: %v", tc.name, logs.All())
+		}
+	}
+	// A newer one (same number, later thisUpdate) is taken.
+	writeCRL(t, path, f.ca, 5, now, now.Add(time.Hour))
+	ok := map[string]string{"crl": src, "result": "ok"}
+	before := counter(t, "caddy_mtls_crl_updates_total", ok)
+	c.Reload(context.Background())
+	if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != "" {
+		t.Errorf("the newer CRL was not taken: %q", reason)
+	}
+	if got := counter(t, "caddy_mtls_crl_updates_total", ok) - before; got != 1 {
+		t.Errorf("good reads counted %v times", got)
+	}
+}
+
+// Two sources of one issuer's CRLs: the newer CRL decides, whichever source
+// comes first, and a stale newest CRL is not replaced by an older current
+// one.
+func TestNewestCRLOfIssuerDecides(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	newer, older := filepath.Join(f.dir, "newer.crl"), filepath.Join(f.dir, "older.crl")
+	writeCRL(t, newer, f.ca, 7, now.Add(-time.Minute), now.Add(time.Hour), f.bad)
+	writeCRL(t, older, f.ca, 3, now.Add(-2*time.Hour), now.Add(2*time.Hour))
+	for i := 0; i < 20; i++ {
+		srcs := []string{newer, older}
+		if i%2 == 1 {
+			srcs = []string{older, newer}
+		}
+		c, err := New(context.Background(), Config{Mode: "strict", CRLs: srcs}, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+			t.Fatalf("sources %v: the older CRL decided (%q)", srcs, reason)
+		}
+	}
+	// The newer CRL is past its nextUpdate: the status is unknown, not the
+	// older CRL's answer.
+	writeCRL(t, newer, f.ca, 7, now.Add(-3*time.Hour), now.Add(-time.Minute), f.bad)
+	c, err := New(context.Background(), Config{Mode: "strict", CRLs: []string{older, newer}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Unknown {
+		t.Fatalf("stale newest CRL: %q, want %q", reason, Unknown)
+	}
+}
+
+// A forged CRL with a high number (under the issuer's name and key
+// identifier), once it is known not to verify, does not keep the issuer's
+// real CRLs out.
+func TestForgedCRLDoesNotBlockUpdates(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	path := filepath.Join(f.dir, "ca.crl")
+	writeCRL(t, path, f.ca, 2, now.Add(-time.Minute), now.Add(time.Hour), f.bad)
+	c, err := New(context.Background(), Config{Mode: "strict", CRLs: []string{path}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCRLAs(t, path, f.ca.Cert, f.fakeCA.Key, 100, now, now.Add(time.Hour))
+	c.Reload(context.Background())
+	if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Unknown {
+		t.Fatalf("forged CRL in force: %q, want %q", reason, Unknown)
+	}
+	writeCRL(t, path, f.ca, 3, now, now.Add(time.Hour), f.bad)
+	c.Reload(context.Background())
+	if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+		t.Fatalf("the real CRL after a forged one: %q", reason)
+	}
+}
+
+// Unloading the config cancels the first read of a CRL URL that hangs.
+func TestNewCancelled(t *testing.T) {
+	got := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-got
+		cancel()
+	}()
+	_, err := New(ctx, Config{CRLs: []string{srv.URL}}, zap.NewNop())
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want it to wrap context.Canceled", err)
 	}
 }
