@@ -26,6 +26,7 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
@@ -361,26 +362,28 @@ func (h *Handler) addStrip(field string) {
 	}
 }
 
-// load reads and parses the client's certificate.
 // maxCertificateFile bounds a pinned client's certificate file.
 const maxCertificateFile = 1 << 20
 
+// load reads and parses the client's certificate.
 func (c *Client) load() (*x509.Certificate, error) {
-	var data []byte
 	switch {
 	case c.CertificateFile != "" && c.Certificate != "":
 		return nil, errors.New("certificate_file and certificate are exclusive")
 	case c.CertificateFile != "":
-		var err error
-		if data, err = bounded.ReadFile(c.CertificateFile, maxCertificateFile); err != nil {
-			return nil, fmt.Errorf("reading certificate: %w", err)
+		data, err := bounded.ReadFile(c.CertificateFile, maxCertificateFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading certificate file %s: %w", c.CertificateFile, err)
 		}
+		cert, err := safe.Decode("certificate file "+c.CertificateFile, func() (*x509.Certificate, error) { return ParseCertificatePEM(data) })
+		if err != nil {
+			return nil, fmt.Errorf("certificate file %s: %w", c.CertificateFile, err)
+		}
+		return cert, nil
 	case c.Certificate != "":
-		data = []byte(c.Certificate)
-	default:
-		return nil, errors.New("no certificate given")
+		return safe.Decode("certificate", func() (*x509.Certificate, error) { return ParseCertificatePEM([]byte(c.Certificate)) })
 	}
-	return ParseCertificatePEM(data)
+	return nil, errors.New("no certificate given")
 }
 
 // ParseCertificatePEM returns the first certificate of PEM data. Data holding

@@ -3,9 +3,13 @@ package keystore
 import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/safe"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // badIVPKCS12 builds a PKCS#12 file without a MAC whose encrypted contents
@@ -59,4 +63,29 @@ func TestPKCS12BadIV(t *testing.T) {
 			t.Fatalf("type %q: loaded a PKCS#12 whose IV is 8 bytes", typ)
 		}
 	}
+}
+
+// FuzzLoadPKCS12: no input makes the PKCS#12 reader panic (a panic would be
+// recovered in production, but is a bug all the same) or derive keys
+// longer than the checks allow. Seeds: a good file, the bad IV one.
+func FuzzLoadPKCS12(f *testing.F) {
+	gw := testpki.Must(testpki.Must(testpki.NewCA("P12 CA")).Issue(testpki.Options{CommonName: "gateway"}))
+	path := filepath.Join(f.TempDir(), "gw.p12")
+	if err := gw.WriteP12(path, "p12pass"); err != nil {
+		f.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good, "p12pass")
+	f.Add(good, "")
+	f.Add(badIVPKCS12(f), "")
+	iterationLimit = 10_000
+	defer func() { iterationLimit = MaxIterations }()
+	f.Fuzz(func(t *testing.T, data []byte, password string) {
+		if _, err := decode("fuzz.p12", data, PKCS12, password, ""); errors.Is(err, safe.ErrPanic) {
+			t.Fatal(err)
+		}
+	})
 }

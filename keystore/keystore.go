@@ -103,6 +103,11 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decode(filepath.Base(path), data, typ, password, keyPassword)
+}
+
+// decode reads a keystore's bytes; name is for errors.
+func decode(name string, data []byte, typ Type, password, keyPassword string) (*Store, error) {
 	if keyPassword == "" {
 		keyPassword = password
 	}
@@ -114,7 +119,7 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 	}
 	// The readers are third-party code fed a file anyone with write access
 	// to its folder can replace: a panic in one must not end the process.
-	return safe.Decode("keystore "+filepath.Base(path), func() (*Store, error) {
+	return safe.Decode("keystore "+name, func() (*Store, error) {
 		switch typ {
 		case JKS:
 			return loadJKS(data, password, keyPassword)

@@ -159,23 +159,9 @@ type profilesJSON struct {
 // are taken from dir. It returns the trust pool modules it provisioned and
 // the files the profiles name.
 func (t *Transport) buildFileProfiles(data []byte, dir string) (built []*profile, mods []caddy.Module, deps []string, err error) {
-	var profiles []*Profile
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
-	if bytes.HasPrefix(trimmed, []byte("<")) {
-		if profiles, err = parseWSO2(trimmed, dir); err != nil {
-			return nil, nil, nil, err
-		}
-	} else {
-		var doc profilesJSON
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&doc); err != nil {
-			return nil, nil, nil, fmt.Errorf("parsing JSON: %w", err)
-		}
-		if dec.More() {
-			return nil, nil, nil, errors.New("parsing JSON: data after the profiles object")
-		}
-		profiles = doc.Profiles
+	profiles, err := parseProfilesFile(data, dir)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	for _, p := range profiles {
 		if p != nil {
@@ -203,6 +189,25 @@ func (t *Transport) buildFileProfiles(data []byte, dir string) (built []*profile
 		built = append(built, b)
 	}
 	return built, mods, deps, nil
+}
+
+// parseProfilesFile parses a profiles file: WSO2's XML when it starts
+// with '<', else JSON.
+func parseProfilesFile(data []byte, dir string) ([]*Profile, error) {
+	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	if bytes.HasPrefix(trimmed, []byte("<")) {
+		return parseWSO2(trimmed, dir)
+	}
+	var doc profilesJSON
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("parsing JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("parsing JSON: data after the profiles object")
+	}
+	return doc.Profiles, nil
 }
 
 // files returns the files the profile names, for change detection.
