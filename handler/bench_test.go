@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
@@ -84,7 +85,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	run := func(b *testing.B, miss bool, mk func(c *testpki.Cert) benchCase) {
 		h := provision(b, cfg)
 		if miss {
-			h.cache = newVerdictCache(1)
+			h.cache = certcheck.NewCache[*verdict](1)
 		}
 		benchHandler(b, h, func(i int) benchCase {
 			if miss {

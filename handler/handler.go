@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
@@ -101,7 +102,7 @@ type Handler struct {
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
 	optional        bool
-	roots           *x509.CertPool
+	checker         certcheck.Checker // the trust pool and revocation
 	pinned          map[[sha256.Size]byte]*Client
 	headerField     string
 	chainField      string
@@ -110,7 +111,7 @@ type Handler struct {
 	forwardField    string
 	forwardFmt      certcodec.Format
 	strip           []string
-	cache           *verdictCache
+	cache           *certcheck.Cache[*verdict]
 	clients         *clientsReader       // with clients_from_storage; set once, at provision
 	clientsKey      string               // its key in clientsReaders ("": h's own)
 	clientsReleased bool                 // Cleanup ended the use of clients
@@ -215,7 +216,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		h.roots = ca.CertPool()
+		h.checker.Roots = ca.CertPool()
 		if lister, ok := ca.(caddytls.CertificateProvider); ok {
 			trust := map[string]time.Time{}
 			for _, c := range lister.Certificates() {
@@ -256,6 +257,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		if h.revocation != nil {
+			h.checker.Revocation = h.revocation
 			go h.revocation.Watch(ctx)
 		}
 	}
@@ -330,7 +332,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if size == 0 {
 		size = DefaultCacheSize
 	}
-	h.cache = newVerdictCache(size)
+	h.cache = certcheck.NewCache[*verdict](size)
 
 	window := time.Duration(h.ExpiryWarning)
 	if window == 0 {
@@ -350,7 +352,7 @@ func (h *Handler) Cleanup() error {
 
 // Validate checks that the configuration can accept anything at all.
 func (h *Handler) Validate() error {
-	if h.roots == nil && len(h.pinned) == 0 && h.ClientsFromStorage == nil {
+	if h.checker.Roots == nil && len(h.pinned) == 0 && h.ClientsFromStorage == nil {
 		return errors.New("no trust_pool, no client and no clients_from_storage: no certificate could be accepted")
 	}
 	return nil
@@ -454,7 +456,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	var (
 		v       *verdict
-		source  = sourceTLS
+		source  = certcheck.SourceTLS
 		spoofed bool
 	)
 	if h.headerField != "" && h.allowedSource(r, vars) {
@@ -462,19 +464,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// name the caller. The proxy's own TLS certificate is not the
 		// caller's, and an empty or absent header means no certificate
 		// (proxies that always set the field send it empty so).
-		source = sourceHeader
+		source = certcheck.SourceHeader
 		if values := r.Header[h.headerField]; !isBlank(values) {
 			var err error
 			if v, err = h.fromHeader(r, values, now); err != nil {
 				h.stripHeaders(r)
-				return h.refuse(r, http.StatusBadRequest, reasonBadHeader, source, nil, err)
+				return h.refuse(r, http.StatusBadRequest, certcheck.BadHeader, source, nil, err)
 			}
 		}
 	} else if h.headerField != "" && !isBlank(r.Header[h.headerField]) {
 		spoofed = true
 	}
 	h.stripHeaders(r)
-	if source == sourceTLS && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+	if source == certcheck.SourceTLS && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		v = h.fromTLS(r.TLS.PeerCertificates, now)
 	}
 
@@ -488,9 +490,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			setIdentity(r, vars, anonymous)
 			return next.ServeHTTP(w, r)
 		}
-		reason := reasonNoCert
+		reason := certcheck.NoCert
 		if spoofed {
-			reason = reasonUntrustedSource
+			reason = certcheck.UntrustedSource
 		}
 		return h.refuse(r, http.StatusUnauthorized, reason, source, nil, nil)
 	}
@@ -498,7 +500,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(r, http.StatusForbidden, v.reason, source, v, nil)
 	}
 
-	metrics.Accepted(int(source))
+	acceptedCounters[source].Inc()
 	setIdentity(r, vars, v.identity)
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
@@ -542,10 +544,10 @@ func (h *Handler) stripHeaders(r *http.Request) {
 // refuse returns the error for Caddy's error handling, naming only the
 // reason, and logs the details at debug level (like Caddy's own log of
 // handler errors: a refused caller controls how often this happens).
-func (h *Handler) refuse(r *http.Request, status int, reason string, source certSource, v *verdict, cause error) error {
-	metrics.Rejected(reason, int(source))
+func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, source certcheck.Source, v *verdict, cause error) error {
+	rejectedCounters[reason][source].Inc()
 	if h.events.Enabled(metrics.EventRequestRejected) {
-		data := map[string]any{"reason": reason, "source": source.String(), "remote_addr": r.RemoteAddr}
+		data := map[string]any{"reason": reason.String(), "source": source.String(), "remote_addr": r.RemoteAddr}
 		if v != nil {
 			data["fingerprint"] = v.fingerprint
 		}
@@ -553,7 +555,7 @@ func (h *Handler) refuse(r *http.Request, status int, reason string, source cert
 	}
 	if c := h.logger.Check(zapcore.DebugLevel, "client certificate refused"); c != nil {
 		fields := []zap.Field{
-			zap.String("reason", reason),
+			zap.Stringer("reason", reason),
 			zap.Stringer("source", source),
 			zap.String("remote_addr", r.RemoteAddr),
 		}

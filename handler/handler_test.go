@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
@@ -171,21 +171,21 @@ func TestTrustDecision(t *testing.T) {
 		name   string
 		chain  []*testpki.Cert
 		status int
-		reason string
+		reason certcheck.Reason
 		id     string
 	}{
-		{"valid", []*testpki.Cert{p.valid}, 0, "", "alice"},
-		{"valid through intermediate", []*testpki.Cert{p.viaMid, p.mid}, 0, "", "bob"},
-		{"intermediate not sent", []*testpki.Cert{p.viaMid}, 403, reasonUntrusted, ""},
-		{"expired", []*testpki.Cert{p.expired}, 403, reasonExpired, ""},
-		{"not yet valid", []*testpki.Cert{p.notYet}, 403, reasonNotYetValid, ""},
-		{"wrong EKU", []*testpki.Cert{p.serverOnly}, 403, reasonBadUsage, ""},
-		{"wrong CA", []*testpki.Cert{p.wrongCA}, 403, reasonUntrusted, ""},
-		{"self-signed, not pinned", []*testpki.Cert{p.selfSigned}, 403, reasonUntrusted, ""},
-		{"root itself", []*testpki.Cert{p.root}, 403, reasonBadUsage, ""},
-		{"pinned", []*testpki.Cert{p.pinned}, 0, "", "partner"},
-		{"pinned with server-only EKU", []*testpki.Cert{p.pinnedServerEKU}, 403, reasonBadUsage, ""},
-		{"no certificate", nil, 401, reasonNoCert, ""},
+		{"valid", []*testpki.Cert{p.valid}, 0, certcheck.OK, "alice"},
+		{"valid through intermediate", []*testpki.Cert{p.viaMid, p.mid}, 0, certcheck.OK, "bob"},
+		{"intermediate not sent", []*testpki.Cert{p.viaMid}, 403, certcheck.Untrusted, ""},
+		{"expired", []*testpki.Cert{p.expired}, 403, certcheck.Expired, ""},
+		{"not yet valid", []*testpki.Cert{p.notYet}, 403, certcheck.NotYetValid, ""},
+		{"wrong EKU", []*testpki.Cert{p.serverOnly}, 403, certcheck.EKU, ""},
+		{"wrong CA", []*testpki.Cert{p.wrongCA}, 403, certcheck.Untrusted, ""},
+		{"self-signed, not pinned", []*testpki.Cert{p.selfSigned}, 403, certcheck.Untrusted, ""},
+		{"root itself", []*testpki.Cert{p.root}, 403, certcheck.CACertificate, ""},
+		{"pinned", []*testpki.Cert{p.pinned}, 0, certcheck.OK, "partner"},
+		{"pinned with server-only EKU", []*testpki.Cert{p.pinnedServerEKU}, 403, certcheck.EKU, ""},
+		{"no certificate", nil, 401, certcheck.NoCert, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,7 +194,7 @@ func TestTrustDecision(t *testing.T) {
 				if res.status != tc.status {
 					t.Fatalf("round %d: status %d (%v), want %d", round, res.status, res.err, tc.status)
 				}
-				if tc.reason != "" && !strings.HasSuffix(res.err.Error(), ": "+tc.reason) {
+				if tc.reason != certcheck.OK && !strings.HasSuffix(res.err.Error(), ": "+tc.reason.String()) {
 					t.Fatalf("round %d: error %q, want reason %s", round, res.err, tc.reason)
 				}
 				if tc.id != "" && res.vars["id"] != tc.id {
@@ -298,7 +298,7 @@ func TestHeaderPath(t *testing.T) {
 	// From an untrusted source, the header is not believed: the TLS
 	// certificate counts, or none.
 	res = serve(h, reqOpts{trusted: false, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
-	if res.status != 401 || !strings.HasSuffix(res.err.Error(), reasonUntrustedSource) {
+	if res.status != 401 || !strings.HasSuffix(res.err.Error(), certcheck.UntrustedSource.String()) {
 		t.Fatalf("spoofed header without TLS certificate: status %d (%v)", res.status, res.err)
 	}
 	res = serve(h, reqOpts{trusted: false, certs: []*testpki.Cert{p.wrongCA}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
@@ -427,44 +427,6 @@ func TestProvisionErrors(t *testing.T) {
 	}
 }
 
-func TestCacheBoundAndExpiry(t *testing.T) {
-	c := newVerdictCache(4)
-	now := time.Now()
-	for i := 0; i < 100; i++ {
-		// TLS and header entries share the bound, whichever comes.
-		src := certSource(i / 3 % 2)
-		c.put(src, strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
-		if n := len(c.m[sourceTLS]) + len(c.m[sourceHeader]); n > 4 {
-			t.Fatalf("cache grew to %d entries, bound 4", n)
-		}
-	}
-	// A flood on one path leaves room for the other.
-	c = newVerdictCache(100)
-	for i := 0; i < 1000; i++ {
-		c.put(sourceTLS, "tls"+strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
-	}
-	for i := 0; i < 1000; i++ {
-		c.put(sourceHeader, "hdr"+strconv.Itoa(i), &verdict{expires: now.Add(time.Hour)})
-	}
-	if n := len(c.m[sourceHeader]); n < 50 {
-		t.Fatalf("after a TLS flood, header verdicts got %d of 100 places", n)
-	}
-	k := "key"
-	c.put(sourceHeader, k, &verdict{expires: now.Add(time.Second)})
-	if c.get(sourceHeader, k, now, 0) == nil {
-		t.Fatal("fresh entry not found")
-	}
-	if c.get(sourceTLS, k, now, 0) != nil {
-		t.Fatal("header entry served for the same TLS key")
-	}
-	if c.get(sourceHeader, k, now.Add(time.Second), 0) != nil {
-		t.Fatal("entry served at its expiry")
-	}
-	if c.get(sourceHeader, k, now, 1) != nil {
-		t.Fatal("entry of another generation of stored clients served")
-	}
-}
-
 func TestVerdictNeverOutlivesCertificate(t *testing.T) {
 	p := newPKI(t)
 	short, err := p.root.Issue(testpki.Options{CommonName: "short", NotAfter: time.Now().Add(2 * time.Second)})
@@ -479,7 +441,7 @@ func TestVerdictNeverOutlivesCertificate(t *testing.T) {
 	}
 	// Past NotAfter the cached verdict is not used: the certificate is expired.
 	v = h.fromTLS([]*x509.Certificate{short.Cert}, short.Cert.NotAfter.Add(time.Second))
-	if v.accepted || v.reason != reasonExpired {
+	if v.accepted || v.reason != certcheck.Expired {
 		t.Fatalf("after expiry: accepted %v, reason %s", v.accepted, v.reason)
 	}
 	// A not-yet-valid verdict ends when the certificate becomes valid.
@@ -496,7 +458,7 @@ func TestEmptyHeaderIsNoHeader(t *testing.T) {
 	p := newPKI(t)
 	h := provision(t, headerConfig(p, `{}`, ""))
 	res := serve(h, reqOpts{trusted: true, header: http.Header{"Client-Cert": {""}}})
-	if res.status != 401 || !strings.HasSuffix(res.err.Error(), reasonNoCert) {
+	if res.status != 401 || !strings.HasSuffix(res.err.Error(), certcheck.NoCert.String()) {
 		t.Fatalf("empty header from a trusted proxy: status %d (%v), want 401 no_cert", res.status, res.err)
 	}
 	// Nor does the proxy's own TLS certificate stand in for the caller's.
@@ -525,11 +487,11 @@ func TestLongHeaderValue(t *testing.T) {
 			t.Fatalf("round %d: status %d (%v)", round, res.status, res.err)
 		}
 	}
-	for key := range h.cache.m[sourceHeader] {
+	h.cache.Keys(certcheck.SourceHeader, func(key string, _ *verdict) {
 		if len(key) > maxValueKey {
 			t.Fatalf("cache key of %d bytes", len(key))
 		}
-	}
+	})
 }
 
 // TestChainKey: a TLS verdict is keyed by the leaf, and serves only the
@@ -568,7 +530,7 @@ func TestChainKey(t *testing.T) {
 	}
 	// Accepted under the leaf's DER; each refused chain under its hash.
 	countKeys := func() (byLeaf, refused, acceptedByHash int) {
-		for k, v := range h.cache.m[sourceTLS] {
+		h.cache.Keys(certcheck.SourceTLS, func(k string, v *verdict) {
 			switch {
 			case k == string(leaf.Raw) && v.accepted:
 				byLeaf++
@@ -579,7 +541,7 @@ func TestChainKey(t *testing.T) {
 			default:
 				t.Fatalf("cache key of %d bytes, accepted %v", len(k), v.accepted)
 			}
-		}
+		})
 		return
 	}
 	if byLeaf, refused, byHash := countKeys(); byLeaf != 1 || refused != 3 || byHash != 0 {
@@ -641,7 +603,7 @@ func TestKeyUsage(t *testing.T) {
 		"crl sign only":        x509.KeyUsageCRLSign,
 	} {
 		c := testpki.Must(p.root.Issue(testpki.Options{CommonName: name, KeyUsage: ku}))
-		if res := serve(h, reqOpts{certs: []*testpki.Cert{c}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonBadUsage) {
+		if res := serve(h, reqOpts{certs: []*testpki.Cert{c}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.KeyUsage.String()) {
 			t.Fatalf("%s: status %d (%v)", name, res.status, res.err)
 		}
 	}
@@ -728,7 +690,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},"revocation":{"crl":["`+crl+`"]}}`)
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonRevoked) {
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
 		t.Fatalf("revoked: %d %v", res.status, res.err)
 	}
 	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 0 {
@@ -740,7 +702,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.revocation.Reload(context.Background())
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), reasonRevoked) {
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
 		t.Fatalf("valid after the new CRL: %d %v", res.status, res.err)
 	}
 }
@@ -757,4 +719,55 @@ func FuzzParseCertificatePEM(f *testing.F) {
 			t.Fatal("nil certificate without an error")
 		}
 	})
+}
+
+// TestPinnedRevocation: a pinned client whose certificate chains to the
+// trust pool is checked against its issuer's CRL like any chained one (a
+// revoked partner pinned as a client was accepted in strict mode), and a
+// pinned certificate whose issuer is not known is not refused for that.
+func TestPinnedRevocation(t *testing.T) {
+	p := newPKI(t)
+	revoked := testpki.Must(p.root.Issue(testpki.Options{CommonName: "revoked-partner"}))
+	revokedPath, _, err := revoked.WriteFiles(p.dir, "revoked-partner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := filepath.Join(p.dir, "root.crl")
+	if err := p.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"strict", "ignore_ca_error"} {
+		h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},
+			"clients":[{"alias":"revoked","certificate_file":"`+revokedPath+`"},{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}],
+			"revocation":{"mode":"`+mode+`","crl":["`+crl+`"]}}`)
+		if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
+			t.Fatalf("%s: revoked pinned client: %d %v", mode, res.status, res.err)
+		}
+		// The self-signed pinned partner has no known issuer: accepted.
+		if res := serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}}); res.status != 0 || res.vars["id"] != "partner" {
+			t.Fatalf("%s: self-signed pinned client: %d %v", mode, res.status, res.err)
+		}
+	}
+}
+
+// TestPinnedSelfSignedCA: a self-signed certificate as `openssl req -x509`
+// makes it (basicConstraints CA:TRUE, key usage for signing certificates)
+// pinned as a client is accepted: it is matched byte for byte, so there is
+// no chain for those to protect. The same certificate reaching the trust
+// pool as a leaf is refused as a CA.
+func TestPinnedSelfSignedCA(t *testing.T) {
+	p := newPKI(t)
+	ca := testpki.Must(testpki.NewCA("openssl-made"))
+	path, _, err := ca.WriteFiles(p.dir, "openssl-made")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, `{"clients":[{"alias":"tool","certificate_file":"`+path+`"}]}`)
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{ca}}); res.status != 0 || res.vars["id"] != "tool" {
+		t.Fatalf("pinned CA:TRUE self-signed certificate: %d %v", res.status, res.err)
+	}
+	h = provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+path+`"]}}`)
+	if res := serve(h, reqOpts{certs: []*testpki.Cert{ca}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.CACertificate.String()) {
+		t.Fatalf("the CA itself under the trust pool: %d %v", res.status, res.err)
+	}
 }

@@ -5,42 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-)
-
-// certSource is where the certificate of a request came from.
-type certSource uint8
-
-const (
-	sourceTLS certSource = iota
-	sourceHeader
-)
-
-func (s certSource) String() string {
-	if s == sourceHeader {
-		return "header"
-	}
-	return "tls"
-}
-
-// Reasons a request is refused, as they appear in logs and metrics.
-const (
-	reasonNoCert          = "no_cert"
-	reasonUntrusted       = "untrusted"
-	reasonExpired         = "expired"
-	reasonNotYetValid     = "not_yet_valid"
-	reasonBadUsage        = "bad_usage"
-	reasonRevoked         = "revoked"
-	reasonBadHeader       = "bad_header"
-	reasonUntrustedSource = "untrusted_source"
 )
 
 // maxValueKey is the longest header value kept as a cache key as it is.
@@ -54,8 +25,8 @@ const verdictTTL = 10 * time.Minute
 // cache with everything a request needs so that a cache hit costs little.
 type verdict struct {
 	accepted    bool
-	reason      string // why not accepted
-	gen         uint64 // the generation of stored clients it was made with
+	reason      certcheck.Reason // why not accepted
+	gen         uint64           // the generation of stored clients and CRLs it was made with
 	expires     time.Time
 	fingerprint string
 	subject     string
@@ -81,7 +52,7 @@ func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 	}
 	byLeaf := n <= maxValueKey
 	if byLeaf {
-		if v := h.cache.getBytes(sourceTLS, certs[0].Raw, now, gen); v != nil && v.sentWith(certs[1:]) {
+		if v, ok := h.cache.GetBytes(certcheck.SourceTLS, certs[0].Raw, now, gen); ok && v.sentWith(certs[1:]) {
 			return v
 		}
 	}
@@ -92,19 +63,19 @@ func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 	var hash [sha256.Size]byte
 	d.Sum(hash[:0])
 	hash[0] = 0
-	if v := h.cache.getBytes(sourceTLS, hash[:], now, gen); v != nil {
+	if v, ok := h.cache.GetBytes(certcheck.SourceTLS, hash[:], now, gen); ok {
 		return v
 	}
 
-	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), sourceTLS, now)
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), certcheck.SourceTLS, now)
 	if !v.accepted || !byLeaf {
-		h.cache.put(sourceTLS, string(hash[:]), v)
+		h.cache.Put(certcheck.SourceTLS, string(hash[:]), v, v.expires, v.gen)
 		return v
 	}
 	for _, c := range certs[1:] {
 		v.inter = append(v.inter, c.Raw...)
 	}
-	h.cache.put(sourceTLS, string(certs[0].Raw), v)
+	h.cache.Put(certcheck.SourceTLS, string(certs[0].Raw), v, v.expires, v.gen)
 	return v
 }
 
@@ -146,7 +117,7 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 		sum[0] = 1
 		key = string(sum[:])
 	}
-	if v := h.cache.get(sourceHeader, key, now, h.generation()); v != nil {
+	if v, ok := h.cache.Get(certcheck.SourceHeader, key, now, h.generation()); ok {
 		return v, nil
 	}
 
@@ -170,14 +141,15 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 			return nil, fmt.Errorf("parsing certificate %d of %s: %w", i+1, h.headerField, err)
 		}
 	}
-	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(ders[0]), sourceHeader, now)
-	h.cache.put(sourceHeader, key, v)
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(ders[0]), certcheck.SourceHeader, now)
+	h.cache.Put(certcheck.SourceHeader, key, v, v.expires, v.gen)
 	return v, nil
 }
 
 // evaluate decides whether leaf (with the intermediates the client sent) is
-// accepted: pinned exactly, or verified to the trust pool for client auth.
-func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, source certSource, now time.Time) *verdict {
+// accepted: pinned exactly, or verified to the trust pool for client auth;
+// revocation checked wherever the issuer is known.
+func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certificate, fp [sha256.Size]byte, source certcheck.Source, now time.Time) *verdict {
 	v := &verdict{
 		gen:         h.generation(),
 		fingerprint: hex.EncodeToString(fp[:]), // certcodec.Fingerprint, from the hash made by the caller
@@ -195,31 +167,17 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	if client == nil {
 		client = h.storedClient(fp)
 	}
-	switch {
-	case client != nil:
-		v.reason = checkLeaf(leaf, now)
-	case h.roots == nil:
-		v.reason = reasonUntrusted
-	default:
-		var chains [][]*x509.Certificate
-		chains, v.reason = Verify(leaf, intermediates, h.roots, now)
-		for _, chain := range chains {
-			for _, c := range chain {
-				v.endBy(c, now)
-			}
-		}
-		if v.reason == "" && h.revocation != nil {
-			reason, until := h.revocation.Check(chains[0], now)
-			if reason != "" {
-				// Revoked, or (strict mode) no current CRL to tell.
-				v.reason = reasonRevoked
-			}
-			if !until.IsZero() && until.After(now) && until.Before(v.expires) {
-				v.expires = until
-			}
+	res := h.checker.Check(leaf, intermediates, client != nil, now)
+	v.reason = res.Reason
+	for _, chain := range res.Chains {
+		for _, c := range chain {
+			v.endBy(c, now)
 		}
 	}
-	v.accepted = v.reason == ""
+	if !res.Until.IsZero() && res.Until.After(now) && res.Until.Before(v.expires) {
+		v.expires = res.Until
+	}
+	v.accepted = v.reason == certcheck.OK
 	if !v.accepted {
 		return v
 	}
@@ -270,70 +228,6 @@ func (v *verdict) endBy(c *x509.Certificate, now time.Time) {
 	}
 }
 
-// Verify decides whether leaf, with the intermediates the client sent, is
-// an acceptable client certificate issued under roots at time now: the
-// rules of client_cert_auth for a certificate that is not pinned. It returns
-// the verified chains, or the reason it is not acceptable (`expired`,
-// `not_yet_valid`, `bad_usage`, `untrusted`).
-func Verify(leaf *x509.Certificate, intermediates []*x509.Certificate, roots *x509.CertPool, now time.Time) ([][]*x509.Certificate, string) {
-	if reason := checkLeaf(leaf, now); reason != "" {
-		return nil, reason
-	}
-	opts := x509.VerifyOptions{
-		Roots:       roots,
-		CurrentTime: now,
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if len(intermediates) > 0 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, c := range intermediates {
-			opts.Intermediates.AddCert(c)
-		}
-	}
-	chains, err := leaf.Verify(opts)
-	if err == nil {
-		return chains, ""
-	}
-	var invalid x509.CertificateInvalidError
-	if errors.As(err, &invalid) {
-		switch invalid.Reason {
-		case x509.Expired:
-			if now.Before(invalid.Cert.NotBefore) {
-				return nil, reasonNotYetValid
-			}
-			return nil, reasonExpired
-		case x509.IncompatibleUsage:
-			return nil, reasonBadUsage
-		}
-	}
-	return nil, reasonUntrusted
-}
-
-// checkLeaf applies the rules every accepted certificate meets, pinned or
-// not: inside its validity window, not a CA, a key usage (if any) that signs
-// TLS handshakes, and an extended key usage (if any) that allows client
-// authentication. It returns the reason it fails, or "".
-func checkLeaf(leaf *x509.Certificate, now time.Time) string {
-	switch {
-	case now.After(leaf.NotAfter):
-		return reasonExpired
-	case now.Before(leaf.NotBefore):
-		return reasonNotYetValid
-	case leaf.IsCA, !signsForTLS(leaf), !allowsClientAuth(leaf):
-		return reasonBadUsage
-	}
-	return ""
-}
-
-// signsForTLS reports whether c's key usage, if it has one, lets it sign a
-// TLS handshake and not certificates.
-func signsForTLS(c *x509.Certificate) bool {
-	if c.KeyUsage == 0 {
-		return true
-	}
-	return c.KeyUsage&x509.KeyUsageDigitalSignature != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0
-}
-
 // maxLoggedSubject bounds the subject kept in a verdict for the log: a
 // refused certificate's subject is anyone's to choose.
 const maxLoggedSubject = 256
@@ -344,99 +238,4 @@ func capString(s string, n int) string {
 		return s
 	}
 	return s[:n] + "...(cut)"
-}
-
-// allowsClientAuth reports whether a pinned certificate's extended key usage,
-// if it has one, permits client authentication.
-func allowsClientAuth(c *x509.Certificate) bool {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
-		return true
-	}
-	for _, u := range c.ExtKeyUsage {
-		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
-			return true
-		}
-	}
-	return false
-}
-
-// verdictCache is a bounded map of verdicts, one map a certSource: TLS
-// chains keyed as fromTLS says, header values by themselves. When full, it makes
-// room by dropping the expired entries among a few arbitrary ones, else one
-// of those, so a miss costs the same however large the cache is. A new
-// config makes a new handler, and so a new, empty cache.
-type verdictCache struct {
-	mu  sync.RWMutex
-	m   [2]map[string]*verdict
-	max int
-}
-
-// evictionSample is how many entries a full cache looks at to make room.
-const evictionSample = 8
-
-func newVerdictCache(max int) *verdictCache {
-	return &verdictCache{m: [2]map[string]*verdict{{}, {}}, max: max}
-}
-
-func (c *verdictCache) get(src certSource, key string, now time.Time, gen uint64) *verdict {
-	c.mu.RLock()
-	v := c.m[src][key]
-	c.mu.RUnlock()
-	return fresh(v, now, gen)
-}
-
-// getBytes is get without converting (and so copying) the key.
-func (c *verdictCache) getBytes(src certSource, key []byte, now time.Time, gen uint64) *verdict {
-	c.mu.RLock()
-	v := c.m[src][string(key)]
-	c.mu.RUnlock()
-	return fresh(v, now, gen)
-}
-
-// fresh returns v if it may still be used: not expired, and made with the
-// stored clients now in force.
-func fresh(v *verdict, now time.Time, gen uint64) *verdict {
-	if v == nil || !now.Before(v.expires) || v.gen != gen {
-		return nil
-	}
-	return v
-}
-
-func (c *verdictCache) put(src certSource, key string, v *verdict) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := c.m[src]
-	if _, ok := m[key]; !ok {
-		if total := len(c.m[sourceTLS]) + len(c.m[sourceHeader]); total >= c.max {
-			// Room comes from either map in proportion to its size, so
-			// that a flood on one path cannot crowd out the other.
-			victims := c.m[sourceTLS]
-			if rand.IntN(total) >= len(victims) {
-				victims = c.m[sourceHeader]
-			}
-			makeRoom(victims)
-		}
-	}
-	m[key] = v
-}
-
-// makeRoom drops the expired entries among the first evictionSample of m
-// (in Go's random map order), else the last of them.
-func makeRoom(m map[string]*verdict) {
-	now := time.Now()
-	seen, dropped := 0, 0
-	var victim string
-	for k, old := range m {
-		if !now.Before(old.expires) {
-			delete(m, k)
-			dropped++
-		}
-		victim = k
-		if seen++; seen == evictionSample {
-			break
-		}
-	}
-	if dropped == 0 {
-		delete(m, victim)
-	}
 }

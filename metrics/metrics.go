@@ -5,18 +5,11 @@ package metrics
 
 import (
 	"errors"
-	"sync"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Reasons a request is refused, as client_cert_auth logs and counts them.
-var Reasons = []string{"no_cert", "untrusted", "expired", "not_yet_valid", "bad_usage", "revoked", "bad_header", "untrusted_source"}
-
-// Sources of a client certificate.
-var Sources = []string{"tls", "header"}
 
 // Results of reading a configured CRL, for CRLUpdate.
 const (
@@ -34,8 +27,6 @@ const (
 )
 
 var (
-	once sync.Once
-
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "requests_total",
 		Help: "Requests judged by client_cert_auth, by result (accepted, rejected), reason and certificate source.",
@@ -60,24 +51,9 @@ var (
 		Namespace: "caddy", Subsystem: "mtls", Name: "ocsp_answers_total",
 		Help: "OCSP queries made (answers from the cache are not counted), by status: good, revoked, unknown (the responder does not know the certificate), error (no usable answer: unreachable, timeout, HTTP error, bad response).",
 	}, []string{"status"})
-
-	// The request counters, made once, so that counting costs no lookup.
-	accepted [2]prometheus.Counter
-	rejected map[string]*[2]prometheus.Counter
 )
 
 func init() {
-	for i, src := range Sources {
-		accepted[i] = requests.WithLabelValues("accepted", "", src)
-	}
-	rejected = make(map[string]*[2]prometheus.Counter, len(Reasons))
-	for _, reason := range Reasons {
-		var pair [2]prometheus.Counter
-		for i, src := range Sources {
-			pair[i] = requests.WithLabelValues("rejected", reason, src)
-		}
-		rejected[reason] = &pair
-	}
 	for _, status := range []string{OCSPGood, OCSPRevoked, OCSPUnknown, OCSPError} {
 		ocspAnswers.WithLabelValues(status) // every series shows, at 0 before any query
 	}
@@ -102,16 +78,12 @@ func Register(ctx caddy.Context) error {
 	return nil
 }
 
-// Accepted counts an accepted request; source is 0 for TLS, 1 for header.
-func Accepted(source int) {
-	accepted[source].Inc()
-}
-
-// Rejected counts a refused request.
-func Rejected(reason string, source int) {
-	if pair := rejected[reason]; pair != nil {
-		pair[source].Inc()
-	}
+// RequestCounter returns the counter of requests judged by client_cert_auth
+// with a result ("accepted" or "rejected"), a reason (empty when accepted)
+// and a certificate source ("tls" or "header"). The handler makes its
+// counters once, so that counting a request costs no lookup.
+func RequestCounter(result, reason, source string) prometheus.Counter {
+	return requests.WithLabelValues(result, reason, source)
 }
 
 // Handshake counts an upstream TLS handshake of a profile and identity.

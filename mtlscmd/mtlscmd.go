@@ -18,8 +18,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/handler"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
@@ -218,7 +218,7 @@ is 1 when it does not verify.
 			if err != nil {
 				return err
 			}
-			if _, reason := handler.Verify(certs[0], certs[1:], roots, time.Now()); reason != "" {
+			if _, reason := certcheck.Verify(certs[0], certs[1:], roots, time.Now()); reason != certcheck.OK {
 				fmt.Fprintf(w, "verifies:     no (%s) against %s\n", reason, caPath)
 				return fmt.Errorf("does not verify: %s", reason)
 			}

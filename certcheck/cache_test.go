@@ -1,0 +1,67 @@
+package certcheck
+
+import (
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestCacheBoundAndExpiry(t *testing.T) {
+	c := NewCache[int](4)
+	now := time.Now()
+	for i := range 100 {
+		// TLS and header entries share the bound, whichever comes.
+		c.Put(Source(i/3%2), strconv.Itoa(i), i, now.Add(time.Hour), 0)
+		if n := c.Len(SourceTLS) + c.Len(SourceHeader); n > 4 {
+			t.Fatalf("cache grew to %d entries, bound 4", n)
+		}
+	}
+	// A flood on one path leaves room for the other.
+	c = NewCache[int](100)
+	for i := range 1000 {
+		c.Put(SourceTLS, "tls"+strconv.Itoa(i), i, now.Add(time.Hour), 0)
+	}
+	for i := range 1000 {
+		c.Put(SourceHeader, "hdr"+strconv.Itoa(i), i, now.Add(time.Hour), 0)
+	}
+	if n := c.Len(SourceHeader); n < 50 {
+		t.Fatalf("after a TLS flood, header verdicts got %d of 100 places", n)
+	}
+	k := "key"
+	c.Put(SourceHeader, k, 7, now.Add(time.Second), 0)
+	if v, ok := c.Get(SourceHeader, k, now, 0); !ok || v != 7 {
+		t.Fatal("fresh entry not found")
+	}
+	if v, ok := c.GetBytes(SourceHeader, []byte(k), now, 0); !ok || v != 7 {
+		t.Fatal("fresh entry not found by bytes")
+	}
+	if _, ok := c.Get(SourceTLS, k, now, 0); ok {
+		t.Fatal("header entry served for the same TLS key")
+	}
+	if _, ok := c.Get(SourceHeader, k, now.Add(time.Second), 0); ok {
+		t.Fatal("entry served at its expiry")
+	}
+	if _, ok := c.Get(SourceHeader, k, now, 1); ok {
+		t.Fatal("entry of another generation of stored clients served")
+	}
+}
+
+func TestReasonNames(t *testing.T) {
+	seen := map[string]bool{}
+	for _, r := range Reasons() {
+		name := r.String()
+		if name == "" || seen[name] || name == "unknown_reason" {
+			t.Fatalf("reason %d: name %q", r, name)
+		}
+		seen[name] = true
+	}
+	// The names DESIGN.md gives, in logs, metrics and `caddy mtls inspect`.
+	for _, name := range []string{"no_cert", "untrusted", "expired", "not_yet_valid", "ca_certificate", "eku", "key_usage", "revoked", "revocation_unknown", "bad_header", "untrusted_source"} {
+		if !seen[name] {
+			t.Errorf("no reason named %s", name)
+		}
+	}
+	if OK.String() != "" || Reason(200).String() != "unknown_reason" {
+		t.Fatal("OK or out-of-range names")
+	}
+}
