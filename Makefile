@@ -6,7 +6,7 @@ CADDY := $(CURDIR)/caddy
 TEST_CADDY := $(CURDIR)/caddy-test
 TEST_MODULES := github.com/pberkel/caddy-storage-redis@v1.8.0
 
-.PHONY: all build demo test lint bench fuzz clean
+.PHONY: all build demo test lint bench fuzz soak clean
 
 all: build
 
@@ -32,7 +32,15 @@ test: lint
 # Go benchmarks, then the side-by-side load comparison (see BENCHMARKS.md).
 bench: build
 	go test -run '^$$' -bench . -benchmem ./handler ./certcodec ./upstream
-	go run ./bench/compare -caddy $(CADDY)
+	cd bench && go run ./compare -caddy $(CADDY)
+
+# A soak, not part of `test`: 5 minutes (SOAK_DURATION=30s for a short run)
+# of good callers through a gateway whose CRL, profiles file, keystore and
+# trust PEM are again and again replaced by hostile files and put back
+# (integration/soak_test.go, build tag soak).
+soak:
+	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
+	CADDY_BIN=$(TEST_CADDY) go test -tags soak -run TestSoak -count=1 -timeout 15m -v ./integration
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./certcodec

@@ -37,7 +37,7 @@
 // backend, the load balancer) on the others, so that the gateway's own
 // ceiling shows.
 //
-// Usage: go run ./bench/compare -caddy ./caddy [-duration 7s] [-rounds 3] [-pprof dir]
+// Usage, from bench/ (its own module): go run ./compare -caddy ../caddy [-duration 7s] [-rounds 3] [-pprof dir]
 package main
 
 import (
@@ -59,7 +59,7 @@ import (
 )
 
 var (
-	caddyBin      = flag.String("caddy", "./caddy", "Caddy built with this plugin")
+	caddyBin      = flag.String("caddy", "../caddy", "Caddy built with this plugin (the default is where make build puts it, seen from bench/)")
 	nginxBin      = flag.String("nginx", "", "nginx binary (default: on PATH, else /usr/sbin/nginx)")
 	duration      = flag.Duration("duration", 4*time.Second, "measured time of one run")
 	rounds        = flag.Int("rounds", 3, "rounds (each runs every system once per workload)")
