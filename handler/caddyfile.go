@@ -19,12 +19,16 @@ import (
 //	    header      [<field>] {
 //	        format  auto | rfc9440 | url_pem | pem | base64_der
 //	        chain   [<field>]
-//	        from    <cidr...> | trusted_proxies
+//	        from    <cidr...> | private_ranges | trusted_proxies
+//	        from_client_certificate <source> [<args...>]
 //	    }
 //	    revocation {
 //	        mode      skip | ignore_ca_error | strict
 //	        crl       <file|url> [...]
 //	        reload    <interval>
+//	        ocsp      [<responder url>]
+//	        ocsp_timeout <duration>
+//	        unknown_cache <duration>
 //	        leaf_only
 //	    }
 //	    forward     [<field>] [<format>]
@@ -33,6 +37,7 @@ import (
 //	}
 //
 // `client` may be repeated; every other subdirective may be given once.
+// `header` needs `from` or `from_client_certificate` (or both).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -217,13 +222,9 @@ func unmarshalHeaderBlock(d *caddyfile.Dispenser, hc *Header) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			if len(args) == 1 && args[0] == "trusted_proxies" {
-				hc.From = nil
-				continue
-			}
 			for _, a := range args {
-				if a == "trusted_proxies" {
-					return d.Err("from: trusted_proxies stands alone; CIDR ranges given here replace it")
+				if a == FromTrustedProxies || a == "private_ranges" {
+					continue
 				}
 				if _, err := ParseRange(a); err != nil {
 					return d.Errf("invalid from range '%s': %v", a, err)
@@ -231,9 +232,20 @@ func unmarshalHeaderBlock(d *caddyfile.Dispenser, hc *Header) error {
 			}
 			hc.From = args
 
+		case "from_client_certificate":
+			raw, err := mtlscaddyfile.ParseTrustPool(d)
+			if err != nil {
+				return err
+			}
+			hc.FromClientCertificateRaw = raw
+
 		default:
 			return d.Errf("unrecognized header subdirective '%s'", sub)
 		}
+	}
+	if len(hc.From) == 0 && hc.FromClientCertificateRaw == nil {
+		return d.Err("header: say who may set it: from <load balancer ranges>, from trusted_proxies, " +
+			"or from_client_certificate <trust pool> (the server's trusted_proxies are no longer used without being named)")
 	}
 	return nil
 }

@@ -26,8 +26,23 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		}`, `{"mode":"optional","trust_pool":{"pem_files":["/etc/ca.pem","/etc/ca2.pem"],"provider":"file"}}`},
 		{"header defaults", `client_cert_auth {
 			trust_pool file /ca.pem
-			header
-		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{}}`},
+			header {
+				from 10.0.0.7
+			}
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"from":["10.0.0.7"]}}`},
+		{"header from a load balancer's certificate and private ranges", `client_cert_auth {
+			trust_pool file /ca.pem
+			header {
+				from private_ranges trusted_proxies
+				from_client_certificate file /lb-ca.pem
+			}
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"from":["private_ranges","trusted_proxies"],"from_client_certificate":{"pem_files":["/lb-ca.pem"],"provider":"file"}}}`},
+		{"header from a load balancer's certificate only", `client_cert_auth {
+			trust_pool file /ca.pem
+			header X-Client-Cert {
+				from_client_certificate file /lb-ca.pem
+			}
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"field":"X-Client-Cert","from_client_certificate":{"pem_files":["/lb-ca.pem"],"provider":"file"}}}`},
 		{"header in full", `client_cert_auth {
 			trust_pool file /ca.pem
 			header X-SSL-Client-Cert {
@@ -45,7 +60,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}
 			forward X-Client-Cert pem
 			cache_size 500
-		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain":"X-Chain"},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
+		}`, `{"trust_pool":{"pem_files":["/ca.pem"],"provider":"file"},"header":{"chain":"X-Chain","from":["trusted_proxies"]},"forward":{"field":"X-Client-Cert","format":"pem"},"cache_size":500}`},
 		{"clients from storage", `client_cert_auth {
 			clients_from_storage refresh 5s
 		}`, `{"clients_from_storage":{"refresh":5000000000}}`},
@@ -107,7 +122,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"unknown subdirective", "client_cert_auth {\n trust_pol file /ca.pem\n}", "unrecognized subdirective 'trust_pol'"},
 		{"repeated mode", "client_cert_auth {\n mode require\n mode optional\n}", "'mode' given twice"},
 		{"repeated trust_pool", "client_cert_auth {\n trust_pool file /a.pem\n trust_pool file /b.pem\n}", "'trust_pool' given twice"},
-		{"repeated header", "client_cert_auth {\n header\n header\n}", "'header' given twice"},
+		{"repeated header", "client_cert_auth {\n header {\n from 10.0.0.7\n }\n header\n}", "'header' given twice"},
+		{"header without from", "client_cert_auth {\n header X-Client-Cert\n}", "say who may set it"},
+		{"header block without from", "client_cert_auth {\n header {\n format pem\n }\n}", "say who may set it"},
+		{"from_client_certificate without source", "client_cert_auth {\n header {\n from_client_certificate\n }\n}", "wrong argument count"},
 		{"bad mode", "client_cert_auth {\n mode maybe\n}", "invalid mode 'maybe'"},
 		{"mode without value", "client_cert_auth {\n mode\n}", "wrong argument count"},
 		{"unknown trust pool source", "client_cert_auth {\n trust_pool nosuch\n}", "tls.ca_pool.source.nosuch"},
@@ -123,7 +141,6 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"header repeated format", "client_cert_auth {\n header {\n format pem\n format pem\n }\n}", "'format' given twice"},
 		{"from not a CIDR", "client_cert_auth {\n header {\n from 10.0.0.0/33\n }\n}", "invalid from range '10.0.0.0/33'"},
 		{"from a hostname", "client_cert_auth {\n header {\n from lb.example\n }\n}", "invalid from range 'lb.example'"},
-		{"from mixed", "client_cert_auth {\n header {\n from trusted_proxies 10.0.0.0/8\n }\n}", "trusted_proxies stands alone"},
 		{"from empty", "client_cert_auth {\n header {\n from\n }\n}", "wrong argument count"},
 		{"forward auto", "client_cert_auth {\n forward auto\n}", "format auto is for reading"},
 		{"forward too many", "client_cert_auth {\n forward A pem B\n}", "wrong argument count"},

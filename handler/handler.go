@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"net/textproto"
@@ -108,6 +109,9 @@ type Handler struct {
 	chainField      string
 	headerFormat    certcodec.Format
 	from            []netip.Prefix
+	fromTrusted     bool           // from names the server's trusted_proxies
+	proxyRoots      *x509.CertPool // from_client_certificate
+	proxies         *certcheck.Cache[[]byte]
 	forwardField    string
 	forwardFmt      certcodec.Format
 	strip           []string
@@ -161,10 +165,26 @@ type Header struct {
 	// `Client-Cert-Chain` list, or concatenated PEM). Default: none read.
 	ChainField string `json:"chain,omitempty"`
 
-	// The client IP ranges (CIDR) allowed to set the header. Default: the
-	// server's `trusted_proxies`.
+	// Who may set the header: client IP ranges (CIDR) or addresses,
+	// `private_ranges` (Caddy's shorthand for the private and loopback
+	// ranges), or `trusted_proxies` (the server's `trusted_proxies`, named
+	// explicitly: it is never inherited). Required unless
+	// `from_client_certificate` is given; with both, a proxy must meet
+	// both. Default: none.
 	From []string `json:"from,omitempty"`
+
+	// The header is believed only on connections whose TLS client
+	// certificate (the load balancer's own, as nginx's
+	// `proxy_ssl_certificate` presents it) chains to this trust pool, one
+	// of Caddy's `tls.ca_pool.source` modules, whatever the connection's
+	// address. The site's TLS must request client certificates. Default:
+	// none.
+	FromClientCertificateRaw json.RawMessage `json:"from_client_certificate,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
 }
+
+// FromTrustedProxies is the `from` value that names the server's
+// `trusted_proxies`.
+const FromTrustedProxies = "trusted_proxies"
 
 // Forward configures passing the accepted certificate on.
 type Forward struct {
@@ -292,12 +312,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("header: %w", err)
 			}
 		}
-		for _, s := range hc.From {
-			p, err := ParseRange(s)
-			if err != nil {
-				return fmt.Errorf("header from: %w", err)
-			}
-			h.from = append(h.from, p)
+		if err := h.provisionHeaderSources(ctx, hc); err != nil {
+			return fmt.Errorf("header: %w", err)
 		}
 		h.addStrip(h.headerField)
 		h.addStrip(h.chainField)
@@ -514,11 +530,26 @@ func isBlank(values []string) bool {
 }
 
 // allowedSource reports whether the request (with its vars) comes from a
-// client allowed to set the certificate header.
+// client allowed to set the certificate header: from an address `from`
+// names, if it names any, and with a TLS client certificate that chains to
+// `from_client_certificate`, if that is set.
 func (h *Handler) allowedSource(r *http.Request, vars map[string]any) bool {
+	if h.fromTrusted || len(h.from) > 0 {
+		if !h.fromAllowedAddress(r, vars) {
+			return false
+		}
+	}
+	return h.proxyRoots == nil || h.proxyPresented(r)
+}
+
+func (h *Handler) fromAllowedAddress(r *http.Request, vars map[string]any) bool {
+	if h.fromTrusted {
+		if trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); trusted {
+			return true
+		}
+	}
 	if len(h.from) == 0 {
-		trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool)
-		return trusted
+		return false
 	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -534,11 +565,44 @@ func (h *Handler) allowedSource(r *http.Request, vars map[string]any) bool {
 }
 
 // stripHeaders removes every certificate header field this handler knows
-// of, so that only forward can set one again.
+// of, so that only forward can set one again; and the request trailers of
+// those names, so that none reaches the next handlers or the upstream.
 func (h *Handler) stripHeaders(r *http.Request) {
 	for _, f := range h.strip {
 		delete(r.Header, f)
 	}
+	if r.Trailer == nil {
+		return
+	}
+	// The client declared trailers: net/http fills them in when the body
+	// is read to its end, and the reverse proxy sends on what is there
+	// then. Remove the names now, and again at the end of the body.
+	for _, f := range h.strip {
+		delete(r.Trailer, f)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if _, done := r.Body.(*trailerStripper); !done {
+			r.Body = &trailerStripper{ReadCloser: r.Body, trailer: r.Trailer, names: h.strip}
+		}
+	}
+}
+
+// trailerStripper removes the certificate fields from the request's
+// trailers once the body has been read to its end.
+type trailerStripper struct {
+	io.ReadCloser
+	trailer http.Header
+	names   []string
+}
+
+func (b *trailerStripper) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for _, f := range b.names {
+			delete(b.trailer, f)
+		}
+	}
+	return n, err
 }
 
 // refuse returns the error for Caddy's error handling, naming only the

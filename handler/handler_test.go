@@ -116,6 +116,11 @@ type reqOpts struct {
 }
 
 func serve(h *Handler, o reqOpts) result {
+	return serveRequest(h, newRequest(o), o)
+}
+
+// newRequest makes the request o describes.
+func newRequest(o reqOpts) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "https://api.example/v1", nil)
 	if o.remote != "" {
 		r.RemoteAddr = o.remote
@@ -131,12 +136,27 @@ func serve(h *Handler, o reqOpts) result {
 			r.Header.Add(k, v)
 		}
 	}
+	return r
+}
+
+// serveRequest sends r through the handler, as from the server's trusted
+// proxies if o.trusted.
+func serveRequest(h *Handler, r *http.Request, o reqOpts) result {
+	return serveRequestNext(h, r, o, nil)
+}
+
+// serveRequestNext is serveRequest with a look at the request the next
+// handler gets.
+func serveRequestNext(h *Handler, r *http.Request, o reqOpts, look func(*http.Request)) result {
 	repl := caddy.NewReplacer()
 	w := httptest.NewRecorder()
 	r = caddyhttp.PrepareRequest(r, repl, w, nil)
 	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, o.trusted)
 	var res result
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if look != nil {
+			look(r)
+		}
 		res.upstream = r.Header.Clone()
 		res.vars = map[string]string{}
 		for _, name := range placeholderNames {
@@ -255,6 +275,12 @@ func TestOptionalMode(t *testing.T) {
 func headerConfig(p *pki, header, forward string) string {
 	cfg := strings.TrimSuffix(strings.TrimSpace(p.trustConfig()), "}")
 	if header != "" {
+		// The unit tests' requests come from the server's trusted proxies
+		// (reqOpts.trusted) unless the header config names its own sources.
+		if !strings.Contains(header, `"from`) {
+			header = strings.Replace(header, "{", `{"from":["trusted_proxies"],`, 1)
+			header = strings.Replace(header, ",}", "}", 1)
+		}
 		cfg += `, "header": ` + header
 	}
 	if forward != "" {

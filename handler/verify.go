@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -80,16 +79,9 @@ func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 }
 
 // sentWith reports whether inter are the intermediates the verdict was made
-// with (DER is self-delimiting, so their concatenation tells them apart).
+// with.
 func (v *verdict) sentWith(inter []*x509.Certificate) bool {
-	rest := v.inter
-	for _, c := range inter {
-		if !bytes.HasPrefix(rest, c.Raw) {
-			return false
-		}
-		rest = rest[len(c.Raw):]
-	}
-	return len(rest) == 0
+	return sameIntermediates(v.inter, inter)
 }
 
 // fromHeader returns the verdict on the certificate in the header (and the

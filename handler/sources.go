@@ -1,0 +1,140 @@
+package handler
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
+)
+
+// Who may set the certificate header: an address `from` names and/or a
+// TLS client certificate that chains to `from_client_certificate`.
+
+// wideRangeBits are the prefix lengths shorter than which a `from` range
+// is warned about: more addresses than a load balancer tier has.
+const (
+	wideRangeBits4 = 24
+	wideRangeBits6 = 64
+)
+
+// proxyVerdictTTL bounds how long a proxy certificate's verdict is reused.
+const proxyVerdictTTL = 10 * time.Minute
+
+// provisionHeaderSources reads `from` and `from_client_certificate`.
+func (h *Handler) provisionHeaderSources(ctx caddy.Context, hc *Header) error {
+	if len(hc.From) == 0 && hc.FromClientCertificateRaw == nil {
+		return errors.New("say who may set the header: from <ranges> (the load balancers' addresses), " +
+			"from trusted_proxies (the server's trusted_proxies), or from_client_certificate <trust pool>")
+	}
+	for _, s := range hc.From {
+		switch s {
+		case FromTrustedProxies:
+			h.fromTrusted = true
+			h.logger.Warn("client_cert_auth believes the certificate header from the server's trusted_proxies: " +
+				"whoever those ranges let in can name any caller; list the load balancers in from, or use from_client_certificate")
+			continue
+		case "private_ranges":
+			for _, cidr := range caddyhttp.PrivateRangesCIDR() {
+				p, err := ParseRange(cidr)
+				if err != nil {
+					return fmt.Errorf("from private_ranges: %w", err)
+				}
+				h.from = append(h.from, p)
+			}
+			h.warnWideFrom(s, "every host of the private networks and every local user and container")
+			continue
+		}
+		p, err := ParseRange(s)
+		if err != nil {
+			return fmt.Errorf("from: %w", err)
+		}
+		h.from = append(h.from, p)
+		switch {
+		case p.Addr().IsLoopback():
+			h.warnWideFrom(s, "every local user and process, which can all connect from loopback addresses")
+		case p.Addr().Is4() && p.Bits() < wideRangeBits4, p.Addr().Is6() && !p.Addr().Is4In6() && p.Bits() < wideRangeBits6:
+			h.warnWideFrom(s, fmt.Sprintf("%s addresses", wideCount(p)))
+		}
+	}
+	if hc.FromClientCertificateRaw != nil {
+		ca, err := caddyfile.LoadTrustPool(ctx, hc, "FromClientCertificateRaw")
+		if err != nil {
+			return fmt.Errorf("from_client_certificate: %w", err)
+		}
+		h.proxyRoots = ca.CertPool()
+		h.proxies = certcheck.NewCache[[]byte](256)
+	}
+	return nil
+}
+
+func (h *Handler) warnWideFrom(from, who string) {
+	h.logger.Warn("client_cert_auth believes the certificate header from a wide range: anyone there can name any caller; "+
+		"list only the load balancers, or add from_client_certificate",
+		zap.String("from", from), zap.String("covers", who))
+}
+
+// wideCount says roughly how many addresses a prefix holds.
+func wideCount(p netip.Prefix) string {
+	host := p.Addr().BitLen() - p.Bits()
+	if host >= 63 {
+		return fmt.Sprintf("2^%d", host)
+	}
+	return fmt.Sprintf("%d", uint64(1)<<host)
+}
+
+// proxyPresented reports whether the request's connection presented a TLS
+// client certificate that verifies to from_client_certificate for client
+// authentication. Verdicts are kept by the leaf's DER, with the
+// intermediates they were made with (nil when refused).
+func (h *Handler) proxyPresented(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	certs := r.TLS.PeerCertificates
+	now := time.Now()
+	if inter, ok := h.proxies.GetBytes(certcheck.SourceTLS, certs[0].Raw, now, 0); ok {
+		return inter != nil && sameIntermediates(inter, certs[1:])
+	}
+	chains, reason := certcheck.Verify(certs[0], certs[1:], h.proxyRoots, now)
+	expires := now.Add(proxyVerdictTTL)
+	for _, chain := range chains {
+		for _, c := range chain {
+			if c.NotAfter.Before(expires) {
+				expires = c.NotAfter
+			}
+		}
+	}
+	var inter []byte
+	if reason == certcheck.OK {
+		inter = []byte{} // accepted, with no intermediates
+		for _, c := range certs[1:] {
+			inter = append(inter, c.Raw...)
+		}
+	} else if c := h.logger.Check(zap.DebugLevel, "proxy's client certificate does not verify to from_client_certificate: header not believed"); c != nil {
+		c.Write(zap.String("remote_addr", r.RemoteAddr), zap.Stringer("reason", reason), zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))
+	}
+	h.proxies.Put(certcheck.SourceTLS, string(certs[0].Raw), inter, expires, 0)
+	return reason == certcheck.OK
+}
+
+// sameIntermediates reports whether certs are, in order, the DER
+// concatenation inter (DER is self-delimiting, so the concatenation tells
+// them apart).
+func sameIntermediates(inter []byte, certs []*x509.Certificate) bool {
+	for _, c := range certs {
+		if len(inter) < len(c.Raw) || string(inter[:len(c.Raw)]) != string(c.Raw) {
+			return false
+		}
+		inter = inter[len(c.Raw):]
+	}
+	return len(inter) == 0
+}

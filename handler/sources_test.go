@@ -1,0 +1,154 @@
+package handler
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+)
+
+// TestHeaderNeedsFrom: a header fallback that does not say who may set it
+// is refused. It used to inherit the server's trusted_proxies, so that with
+// `trusted_proxies static private_ranges` any host in 10/8 could send a
+// pinned client's public certificate and be that client.
+func TestHeaderNeedsFrom(t *testing.T) {
+	p := newPKI(t)
+	cfg := strings.TrimSuffix(strings.TrimSpace(p.trustConfig()), "}") + `, "header": {}}`
+	if _, err := tryProvision(cfg); err == nil || !strings.Contains(err.Error(), "say who may set the header") {
+		t.Fatalf("header without from: %v", err)
+	}
+}
+
+// TestHeaderFrom: the header is believed from the sources `from` names and
+// no others: the server's trusted proxies only when named.
+func TestHeaderFrom(t *testing.T) {
+	p := newPKI(t)
+	pinned := map[string][]string{"Client-Cert": {certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)}}
+	for _, c := range []struct {
+		name, from string
+		req        reqOpts
+		believed   bool
+	}{
+		{"trusted proxy, from names trusted_proxies", `["trusted_proxies"]`, reqOpts{trusted: true, remote: "10.9.9.9:1234"}, true},
+		{"not a trusted proxy, from names trusted_proxies", `["trusted_proxies"]`, reqOpts{remote: "10.9.9.9:1234"}, false},
+		{"trusted proxy outside from", `["10.1.0.0/16"]`, reqOpts{trusted: true, remote: "10.9.9.9:1234"}, false},
+		{"inside from", `["10.1.0.0/16"]`, reqOpts{remote: "10.1.2.3:1234"}, true},
+		{"private ranges", `["private_ranges"]`, reqOpts{remote: "192.168.7.7:1234"}, true},
+		{"outside private ranges", `["private_ranges"]`, reqOpts{remote: "203.0.113.9:1234"}, false},
+		{"trusted_proxies or a range: the range", `["trusted_proxies","10.1.0.0/16"]`, reqOpts{remote: "10.1.2.3:1234"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := provision(t, headerConfig(p, `{"from":`+c.from+`}`, ""))
+			c.req.header = pinned
+			res := serve(h, c.req)
+			if c.believed && (res.status != 0 || res.vars["id"] != "partner") {
+				t.Fatalf("header not believed: %d %v", res.status, res.err)
+			}
+			if !c.believed && (res.status != 401 || !strings.HasSuffix(res.err.Error(), certcheck.UntrustedSource.String())) {
+				t.Fatalf("header believed: %d %v %v", res.status, res.err, res.vars)
+			}
+		})
+	}
+}
+
+// TestHeaderFromClientCertificate: with from_client_certificate, the
+// header is believed only on connections whose TLS client certificate
+// chains to that pool (the load balancer's own), whatever the address.
+func TestHeaderFromClientCertificate(t *testing.T) {
+	p := newPKI(t)
+	lbCA := testpki.Must(testpki.NewCA("LB CA"))
+	lb := testpki.Must(lbCA.Issue(testpki.Options{CommonName: "lb"}))
+	lbCAPath, _, err := lbCA.WriteFiles(p.dir, "lb-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := map[string][]string{"Client-Cert": {certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)}}
+	pool := `{"provider":"file","pem_files":["` + lbCAPath + `"]}`
+	for _, c := range []struct {
+		name, header string
+		req          reqOpts
+		believed     bool
+	}{
+		{"the load balancer's certificate", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "203.0.113.9:1234"}, true},
+		{"a caller's certificate of another CA", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{p.valid}, remote: "203.0.113.9:1234"}, false},
+		{"no certificate", `{"from_client_certificate":` + pool + `}`, reqOpts{remote: "10.1.2.3:1234"}, false},
+		{"the load balancer's certificate, from the wrong address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "203.0.113.9:1234"}, false},
+		{"the load balancer's certificate, from its address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "10.1.2.3:1234"}, true},
+		{"the right address, no certificate", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{remote: "10.1.2.3:1234"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := provision(t, headerConfig(p, c.header, ""))
+			c.req.header = header
+			for round := range 2 { // verified, then from the cache
+				res := serve(h, c.req)
+				if c.believed && (res.status != 0 || res.vars["id"] != "partner" || res.vars["source"] != "header") {
+					t.Fatalf("round %d: header not believed: %d %v", round, res.status, res.err)
+				}
+				// Not believed: the TLS peer (if any) is judged as the
+				// caller, never the header's partner.
+				if !c.believed && (res.vars["id"] == "partner" || res.vars["source"] == "header") {
+					t.Fatalf("round %d: header believed: %d %v %v", round, res.status, res.err, res.vars)
+				}
+			}
+		})
+	}
+}
+
+// TestTrailersRemoved: a request trailer of a configured or RFC 9440 name
+// is removed like the header, also when the body's end brings it (as
+// net/http fills declared trailers in then), so no trailer can carry a
+// certificate to the next handlers or upstream.
+func TestTrailersRemoved(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{"field":"X-SSL-Client-Cert","chain":"X-Chain"}`, ""))
+	r := newRequest(reqOpts{certs: []*testpki.Cert{p.valid}})
+	names := []string{"X-Ssl-Client-Cert", "X-Chain", "Client-Cert", "Client-Cert-Chain"}
+	r.Trailer = http.Header{"X-Other": nil}
+	for _, n := range names {
+		r.Trailer[n] = nil
+	}
+	forged := certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)
+	r.Body = &trailerBody{Reader: strings.NewReader("payload"), trailer: r.Trailer, values: append(names, "X-Other"), value: forged}
+	var seen http.Header
+	res := serveRequestNext(h, r, reqOpts{}, func(r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			t.Fatal(err)
+		}
+		seen = r.Trailer.Clone()
+	})
+	if res.status != 0 {
+		t.Fatalf("%d %v", res.status, res.err)
+	}
+	for _, n := range names {
+		if _, ok := seen[n]; ok {
+			t.Errorf("trailer %s reached the next handler", n)
+		}
+	}
+	if seen.Get("X-Other") != forged {
+		t.Errorf("an unrelated trailer lost: %v", seen)
+	}
+}
+
+// trailerBody sets the trailers at its end, as net/http does.
+type trailerBody struct {
+	*strings.Reader
+	trailer http.Header
+	values  []string
+	value   string
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF {
+		for _, k := range b.values {
+			b.trailer[k] = []string{b.value}
+		}
+	}
+	return n, err
+}
+
+func (b *trailerBody) Close() error { return nil }
