@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // startNginx runs nginx (Debian's package) in the foreground with the given
@@ -67,12 +68,14 @@ http://:%[1]d {
 		trust_pool file %[2]s
 		header X-SSL-Client-Cert-Raw {
 			format pem
+			from trusted_proxies
 		}
 	}
 	client_cert_auth {
 		trust_pool file %[2]s
 		header X-SSL-Client-Cert {
 			format auto
+			from trusted_proxies
 		}
 		forward
 	}
@@ -166,4 +169,103 @@ func doFrom(t *testing.T, ip, url string, header http.Header) response {
 		Timeout: 15 * time.Second,
 	}
 	return do(t, client, url, header)
+}
+
+// TestNginxInFrontClientCertificate: nginx terminates the callers' mTLS and
+// connects to Caddy over TLS presenting its own client certificate
+// (proxy_ssl_certificate), issued by a CA only load balancers get. Caddy
+// believes the header only on such connections (from_client_certificate),
+// whatever their address: a caller connecting directly from the same
+// address, with or without a certificate of its own, cannot name anyone.
+func TestNginxInFrontClientCertificate(t *testing.T) {
+	e := newEnv(t)
+	lbCA := testpki.Must(testpki.NewCA("Load Balancer CA"))
+	lb := testpki.Must(lbCA.Issue(testpki.Options{CommonName: "nginx-lb"}))
+	lbCAPath, _, err := lbCA.WriteFiles(e.dir, "lb-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbCert, lbKey, err := lb.WriteFiles(e.dir, "lb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := startBackend(t)
+	caddyPort, lbPort := freePort(t), freePort(t)
+	caddyAddr := fmt.Sprintf("localhost:%d", caddyPort)
+	lbAddr := fmt.Sprintf("127.0.0.1:%d", lbPort)
+
+	startCaddy(t, e, fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+}
+https://localhost:%[1]d {
+	tls %[2]s %[3]s {
+		client_auth {
+			mode request
+		}
+	}
+	client_cert_auth {
+		trust_pool file %[4]s
+		header X-SSL-Client-Cert {
+			from_client_certificate file %[5]s
+		}
+	}
+	reverse_proxy %[6]s {
+		header_up X-Caller {http.auth.user.id}
+		header_up X-Source {http.auth.user.source}
+	}
+}
+`, caddyPort, e.path("server"), e.path("server-key"), e.path("root"), lbCAPath, be.addr), "caddyfile", fmt.Sprintf("127.0.0.1:%d", caddyPort))
+
+	startNginx(t, fmt.Sprintf(`
+	server {
+		listen %[1]s ssl;
+		server_name localhost;
+		ssl_certificate %[2]s;
+		ssl_certificate_key %[3]s;
+		ssl_verify_client optional_no_ca;
+		location / {
+			proxy_pass https://%[4]s;
+			proxy_ssl_server_name on;
+			proxy_ssl_name localhost;
+			proxy_ssl_certificate %[5]s;
+			proxy_ssl_certificate_key %[6]s;
+			proxy_ssl_trusted_certificate %[7]s;
+			proxy_ssl_verify on;
+			proxy_set_header Host localhost:%[8]d;
+			proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+		}
+	}
+`, lbAddr, e.path("server"), e.path("server-key"), caddyAddr, lbCert, lbKey, e.path("serverca"), caddyPort), lbAddr)
+
+	curlAs := func(name, url string, extra ...string) response {
+		args := []string{"--cacert", e.path("serverca")}
+		if name != "" {
+			args = append(args, "--cert", e.path(name), "--key", e.path(name+"-key"))
+		}
+		return curl(t, append(append(args, extra...), url)...)
+	}
+	if res := curlAs("alice", fmt.Sprintf("https://localhost:%d/api", lbPort)); res.status != 200 || res.upstream.Get("X-Caller") != "alice" || res.upstream.Get("X-Source") != "header" {
+		t.Fatalf("alice through nginx: %d caller %q source %q", res.status, res.upstream.Get("X-Caller"), res.upstream.Get("X-Source"))
+	}
+	if res := curlAs("mallory", fmt.Sprintf("https://localhost:%d/api", lbPort)); res.status != 403 {
+		t.Fatalf("mallory through nginx: %d", res.status)
+	}
+	spoof := "X-SSL-Client-Cert: " + certcodec.Encode(e.alice.Cert.Raw, certcodec.URLPEM)
+	direct := "https://" + caddyAddr + "/api"
+	// Straight to Caddy from the load balancer's own address, without a
+	// certificate: the header is not believed.
+	if res := curlAs("", direct, "-H", spoof); res.status != 401 || res.upstream != nil {
+		t.Fatalf("spoofed header without a certificate: %d", res.status)
+	}
+	// With a caller's certificate of another CA: that certificate is the
+	// caller, and it is not trusted.
+	if res := curlAs("mallory", direct, "-H", spoof); res.status != 403 || res.upstream != nil {
+		t.Fatalf("spoofed header with mallory's certificate: %d", res.status)
+	}
+	// Even a trusted caller's own certificate does not make the header
+	// believed: the caller is who the TLS connection says.
+	if res := curlAs("partner", direct, "-H", spoof); res.status != 403 {
+		t.Fatalf("spoofed header with an unknown self-signed certificate: %d", res.status)
+	}
 }

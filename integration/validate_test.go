@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -18,6 +19,10 @@ func TestValidateErrors(t *testing.T) {
 	writeFile(t, garbage, "this is not PEM\n")
 	p12 := filepath.Join(e.dir, "gw.p12")
 	if err := e.alice.WriteP12(p12, "right"); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(e.dir, "acme-fifo.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	site := func(body string) string {
@@ -38,11 +43,17 @@ func TestValidateErrors(t *testing.T) {
 		{"trust file without certificates", site("\t\ttrust_pool file " + garbage), "caddyfile",
 			[]string{"trust pool has no certificates"}},
 		{"undecodable client PEM", site("\t\tclient acme " + garbage), "caddyfile",
-			[]string{`client "acme": no PEM CERTIFICATE block found`}},
+			[]string{`client "acme": certificate file `, `: no PEM CERTIFICATE block found`}},
 		{"missing client file", site("\t\tclient acme /nonexistent/acme.pem"), "caddyfile",
 			[]string{`client "acme": reading certificate`, "/nonexistent/acme.pem"}},
 		{"nothing trusted", site("\t\tmode optional"), "caddyfile",
 			[]string{"no trust_pool, no client and no clients_from_storage"}},
+		{"header without from", site("\t\ttrust_pool file " + e.path("root") + "\n\t\theader X-SSL-Client-Cert"), "caddyfile",
+			[]string{"header: say who may set it", "Caddyfile:8"}},
+		{"json header without from", `{"apps":{"http":{"servers":{"s":{"listen":[":8080"],"routes":[{"handle":[{"handler":"client_cert_auth","trust_pool":{"provider":"file","pem_files":["` + e.path("root") + `"]},"header":{}}]}]}}}}}`, "json",
+			[]string{"say who may set the header"}},
+		{"pinned client certificate a FIFO", site("\t\tclient acme " + fifo), "caddyfile",
+			[]string{`client "acme": reading certificate file`, "not a regular file: a named pipe (FIFO)"}},
 		{"ssl_profiles wrong keystore password", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_client_keystore " + p12 + " password nope\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",
 			[]string{"profile 1 (b.internal:9444)", "wrong password or corrupt keystore"}},
 		{"ssl_profiles unknown subdirective", "{\n\tadmin off\n}\nhttp://:8080 {\n\treverse_proxy https://b.internal:9444 {\n\t\ttransport ssl_profiles {\n\t\t\tprofile b.internal:9444 {\n\t\t\t\ttls_trust file /x.pem\n\t\t\t}\n\t\t}\n\t}\n}\n", "caddyfile",
@@ -94,7 +105,7 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	writeFile(t, garbage, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
 	bad := strings.Replace(strings.ReplaceAll(good, "{admin}", c.admin), e.path("partner"), garbage, 1)
 	status, body := loadConfig(t, c, bad, "text/caddyfile")
-	if status != http.StatusBadRequest || !bytes.Contains(body, []byte(`client \"partner\": parsing certificate`)) {
+	if status != http.StatusBadRequest || !bytes.Contains(body, []byte(`client \"partner\": certificate file `)) || !bytes.Contains(body, []byte(`garbage.pem: parsing certificate`)) {
 		t.Fatalf("/load of a broken config: %d %s", status, body)
 	}
 	base := fmt.Sprintf("https://localhost:%d", port)
@@ -103,5 +114,30 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	}
 	if res := do(t, e.goClient(e.mallory), base+"/a/x", nil); res.status != 403 {
 		t.Fatalf("after the refused reload, mallory: %d", res.status)
+	}
+}
+
+// TestValidateWarnsWideFrom: a header `from` that lets in more than the load
+// balancers (the private ranges, loopback, a /8) loads, with a warning that
+// says what it covers.
+func TestValidateWarnsWideFrom(t *testing.T) {
+	e := newEnv(t)
+	for from, covers := range map[string]string{
+		"private_ranges": "private networks",
+		"10.0.0.0/8":     "16777216 addresses",
+		"127.0.0.1":      "local user",
+	} {
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		writeFile(t, path, "{\n\tadmin off\n\tauto_https off\n}\nhttp://:8080 {\n\tclient_cert_auth {\n\t\ttrust_pool file "+e.path("root")+
+			"\n\t\theader {\n\t\t\tfrom "+from+"\n\t\t}\n\t}\n\trespond ok\n}\n")
+		cmd := exec.Command(caddyBin, "validate", "--config", path, "--adapter", "caddyfile")
+		cmd.Env = append(cmd.Environ(), "HOME="+t.TempDir())
+		raw, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("from %s: caddy validate refused:\n%s", from, raw)
+		}
+		if out := string(raw); !strings.Contains(out, "believes the certificate header from a wide range") || !strings.Contains(out, covers) {
+			t.Fatalf("from %s: no warning saying it covers %q:\n%s", from, covers, out)
+		}
 	}
 }
