@@ -16,8 +16,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
-
-	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
 func init() {
@@ -79,86 +77,6 @@ func PositiveDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
 		return 0, d.Errf("invalid %s '%s': want a positive duration", what, d.Val())
 	}
 	return caddy.Duration(dur), nil
-}
-
-// ParseRevocation parses the block of a revocation subdirective; the
-// dispenser is on "revocation":
-//
-//	revocation {
-//	    mode      skip | ignore_ca_error | strict
-//	    crl       <file|url> [...]
-//	    reload    <interval>
-//	    ocsp      [<responder url>]
-//	    ocsp_timeout <duration>
-//	    unknown_cache <duration>
-//	    leaf_only
-//	}
-func ParseRevocation(d *cf.Dispenser) (*revocation.Config, error) {
-	rc := &revocation.Config{}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] && sub != "crl" {
-			return nil, d.Errf("revocation subdirective '%s' given twice", sub)
-		}
-		seen[sub] = true
-		switch sub {
-		case "mode":
-			mode, err := OneArg(d)
-			if err != nil {
-				return nil, err
-			}
-			switch mode {
-			case "skip", "ignore_ca_error", "strict":
-				rc.Mode = mode
-			default:
-				return nil, d.Errf("invalid revocation mode '%s': want skip, ignore_ca_error or strict", mode)
-			}
-		case "crl":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return nil, d.ArgErr()
-			}
-			rc.CRLs = append(rc.CRLs, args...)
-		case "reload":
-			dur, err := OneDuration(d, "revocation reload interval")
-			if err != nil {
-				return nil, err
-			}
-			rc.Reload = dur
-		case "leaf_only":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			rc.LeafOnly = true
-		case "ocsp":
-			rc.OCSP = true
-			if d.NextArg() {
-				rc.OCSPResponder = d.Val()
-			}
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-		case "ocsp_timeout":
-			dur, err := OneDuration(d, "ocsp_timeout")
-			if err != nil {
-				return nil, err
-			}
-			rc.OCSPTimeout = dur
-		case "unknown_cache":
-			dur, err := OneDuration(d, "unknown_cache")
-			if err != nil {
-				return nil, err
-			}
-			rc.UnknownCache = dur
-		default:
-			return nil, d.Errf("unrecognized revocation subdirective '%s'", sub)
-		}
-	}
-	if len(rc.CRLs) == 0 && !rc.OCSP && rc.Mode != "skip" {
-		return nil, d.Err("revocation needs a crl or ocsp")
-	}
-	return rc, nil
 }
 
 // OneArg returns the one argument of the current subdirective.

@@ -7,6 +7,7 @@ import (
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -123,14 +124,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Header = hc
 
 		case "revocation":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			rc, err := mtlscaddyfile.ParseRevocation(d)
-			if err != nil {
+			h.Revocation = new(revocation.Config)
+			if err := h.Revocation.UnmarshalCaddyfile(d); err != nil {
 				return err
 			}
-			h.Revocation = rc
 
 		case "forward":
 			fc := &Forward{}

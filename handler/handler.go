@@ -24,13 +24,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
+	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
 func init() {
@@ -232,7 +232,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if h.TrustPoolRaw != nil {
-		ca, err := caddyfile.LoadTrustPool(ctx, h, "TrustPoolRaw")
+		ca, err := trustpool.Load(ctx, h, "TrustPoolRaw")
 		if err != nil {
 			return err
 		}

@@ -12,8 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
+	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
 // Who may set the certificate header: an address `from` names and/or a
@@ -66,7 +66,7 @@ func (h *Handler) provisionHeaderSources(ctx caddy.Context, hc *Header) error {
 		}
 	}
 	if hc.FromClientCertificateRaw != nil {
-		ca, err := caddyfile.LoadTrustPool(ctx, hc, "FromClientCertificateRaw")
+		ca, err := trustpool.Load(ctx, hc, "FromClientCertificateRaw")
 		if err != nil {
 			return fmt.Errorf("from_client_certificate: %w", err)
 		}

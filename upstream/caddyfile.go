@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Syntax:
@@ -206,14 +207,10 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 			p.MinVersion = version
 
 		case "revocation":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			rc, err := mtlscaddyfile.ParseRevocation(d)
-			if err != nil {
+			p.Revocation = new(revocation.Config)
+			if err := p.Revocation.UnmarshalCaddyfile(d); err != nil {
 				return nil, err
 			}
-			p.Revocation = rc
 
 		case "tls_insecure_skip_verify":
 			if d.NextArg() {

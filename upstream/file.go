@@ -19,11 +19,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
-	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
+	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
 // profilesFile is the state of a watched profiles file.
@@ -116,6 +116,9 @@ func (t *Transport) reload() {
 	n := 0
 	if err == nil {
 		if stateOf(data, f.deps) == f.state {
+			// Readable again and as last tried: whatever made it
+			// unreadable is over, and is logged again if it comes back.
+			f.lastErr = ""
 			return
 		}
 		n, err = f.attempt(t, data)
@@ -177,7 +180,7 @@ func (t *Transport) buildFileProfiles(data []byte, dir string) (built []*profile
 			return nil, mods, deps, fmt.Errorf("profile %d: null", i+1)
 		}
 		b, err := t.buildProfile(p, func(p *Profile) (caddytls.CA, error) {
-			ca, mod, err := loadTrustPoolStandalone(t.ctx, p.TrustPoolRaw)
+			ca, mod, err := trustpool.LoadStandalone(t.ctx, p.TrustPoolRaw)
 			if mod != nil {
 				mods = append(mods, mod)
 			}
@@ -221,60 +224,7 @@ func (p *Profile) files() []string {
 	if p.ClientKeystore != nil {
 		out = append(out, p.ClientKeystore.File)
 	}
-	return append(out, mtlscaddyfile.TrustPoolFiles(p.TrustPoolRaw)...)
-}
-
-// fileTrustPoolProviders are the trust pool sources a profiles file may
-// use: they need nothing from the config's context, so they can be made
-// while the config runs, outside its module bookkeeping.
-var fileTrustPoolProviders = map[string]bool{"file": true, "inline": true}
-
-// loadTrustPoolStandalone provisions a trust pool module from its JSON
-// without registering it with the config's context, as the profiles file
-// changes while the config runs. The caller cleans the module up.
-func loadTrustPoolStandalone(ctx caddy.Context, raw json.RawMessage) (caddytls.CA, caddy.Module, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, nil, fmt.Errorf("trust_pool: %w", err)
-	}
-	var provider string
-	if err := json.Unmarshal(fields["provider"], &provider); err != nil || provider == "" {
-		return nil, nil, errors.New(`trust_pool: "provider" must name a tls.ca_pool.source module`)
-	}
-	if !fileTrustPoolProviders[provider] {
-		return nil, nil, fmt.Errorf("trust_pool provider %q cannot be used in a profiles file (use file or inline)", provider)
-	}
-	delete(fields, "provider")
-	modInfo, err := caddy.GetModule("tls.ca_pool.source." + provider)
-	if err != nil {
-		return nil, nil, fmt.Errorf("trust_pool: %w", err)
-	}
-	if err := mtlscaddyfile.CheckTrustPoolFiles(raw); err != nil {
-		return nil, nil, fmt.Errorf("trust_pool %s: %w", provider, err)
-	}
-	mod := modInfo.New()
-	body, _ := json.Marshal(fields)
-	if err := caddy.StrictUnmarshalJSON(body, mod); err != nil {
-		return nil, nil, fmt.Errorf("trust_pool %s: %w", provider, err)
-	}
-	if prov, ok := mod.(caddy.Provisioner); ok {
-		if err := prov.Provision(ctx); err != nil {
-			return nil, mod, fmt.Errorf("trust_pool %s: %w", provider, err)
-		}
-	}
-	if v, ok := mod.(caddy.Validator); ok {
-		if err := v.Validate(); err != nil {
-			return nil, mod, fmt.Errorf("trust_pool %s: %w", provider, err)
-		}
-	}
-	ca, ok := mod.(caddytls.CA)
-	if !ok {
-		return nil, mod, fmt.Errorf("trust_pool %s is not a CA pool", provider)
-	}
-	if lister, ok := ca.(caddytls.CertificateProvider); ok && len(lister.Certificates()) == 0 {
-		return nil, mod, errors.New("trust pool has no certificates")
-	}
-	return ca, mod, nil
+	return append(out, trustpool.Files(p.TrustPoolRaw)...)
 }
 
 func cleanupModules(mods []caddy.Module) {

@@ -113,3 +113,26 @@ func TestProvisionRefusesFIFOs(t *testing.T) {
 		})
 	}
 }
+
+// TestProfilesFileUnreadableAgain: a profiles file that turns unreadable, is
+// put back as it was, and turns unreadable again is reported both times
+// (the second time used to be taken for the first and not logged).
+func TestProfilesFileUnreadableAgain(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(f.dir, "profiles.json")
+	good := f.profilesJSON(f.backendB.Addr, f.files["serverCA-b"])
+	writeFile(t, path, good)
+	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`","profiles_reload":3600000000000}`)
+	for round := range 2 {
+		replaceWith(t, path, nil)
+		within(t, "reload of a FIFO", tr.reload)
+		if tr.file.lastErr == "" {
+			t.Fatalf("round %d: the unreadable file was not reported", round)
+		}
+		replaceWith(t, path, []byte(good))
+		within(t, "reload of the same good file", tr.reload)
+		if tr.file.lastErr != "" {
+			t.Fatalf("round %d: the error outlived the file's return: %s", round, tr.file.lastErr)
+		}
+	}
+}

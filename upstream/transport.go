@@ -26,11 +26,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
+	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
 func init() {
@@ -149,7 +149,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	set := newProfileSet()
 	for i, p := range t.Profiles {
 		built, err := t.buildProfile(p, func(p *Profile) (caddytls.CA, error) {
-			return mtlscaddyfile.LoadTrustPool(ctx, p, "TrustPoolRaw")
+			return trustpool.Load(ctx, p, "TrustPoolRaw")
 		})
 		if err != nil {
 			return fmt.Errorf("profile %d (%s): %w", i+1, profileName(p), err)

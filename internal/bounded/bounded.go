@@ -50,16 +50,19 @@ func ReadFile(path string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// CheckRegular fails unless path (after symbolic links) is a regular file:
-// for files that other code (Caddy's trust pool modules, crypto/tls) will
-// read, which would block on a FIFO.
-func CheckRegular(path string) error {
+// CheckRegular fails unless path (after symbolic links) is a regular file
+// of at most max bytes: for files that other code (Caddy's trust pool
+// modules) will read whole, which would block on a FIFO.
+func CheckRegular(path string, max int64) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
 	if err := regular(fi); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if fi.Size() > max {
+		return fmt.Errorf("%s: larger than %d bytes", path, max)
 	}
 	return nil
 }

@@ -52,11 +52,18 @@ func TestNotRegular(t *testing.T) {
 		if _, err := ReadFile(path, 1<<10); !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), kind) {
 			t.Errorf("ReadFile(%s): %v, want a %s refused", path, err, kind)
 		}
-		if err := CheckRegular(path); !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), path) {
+		if err := CheckRegular(path, 1<<10); !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), path) {
 			t.Errorf("CheckRegular(%s): %v", path, err)
 		}
 	}
-	if err := CheckRegular(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if err := CheckRegular(filepath.Join(dir, "missing"), 1<<10); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("CheckRegular of a missing file: %v", err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, make([]byte, 2048), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckRegular(big, 1<<10); err == nil || !strings.Contains(err.Error(), "larger than 1024 bytes") {
+		t.Errorf("CheckRegular of a file over the limit: %v", err)
 	}
 }

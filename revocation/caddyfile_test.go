@@ -1,4 +1,4 @@
-package caddyfile_test
+package revocation_test
 
 import (
 	"encoding/json"
@@ -7,10 +7,10 @@ import (
 
 	cf "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
+	"github.com/caddy-mtls/caddy-mtls/revocation"
 )
 
-func TestParseRevocation(t *testing.T) {
+func TestUnmarshalCaddyfile(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		input string
@@ -23,7 +23,8 @@ func TestParseRevocation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := cf.NewTestDispenser(tc.input)
 			d.Next()
-			rc, err := mtlscaddyfile.ParseRevocation(d)
+			rc := new(revocation.Config)
+			err := rc.UnmarshalCaddyfile(d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +39,7 @@ func TestParseRevocation(t *testing.T) {
 	}
 }
 
-func TestParseRevocationErrors(t *testing.T) {
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, input, want string
 	}{
@@ -46,12 +47,13 @@ func TestParseRevocationErrors(t *testing.T) {
 		{"unknown_cache two values", "revocation {\n ocsp\n unknown_cache 5s 10s\n}", "wrong argument count"},
 		{"unknown_cache not a duration", "revocation {\n ocsp\n unknown_cache soon\n}", "invalid unknown_cache 'soon'"},
 		{"unknown_cache zero", "revocation {\n ocsp\n unknown_cache 0s\n}", "invalid unknown_cache '0s'"},
+		{"argument", "revocation strict {\n ocsp\n}", "wrong argument count"},
 		{"unknown_cache twice", "revocation {\n ocsp\n unknown_cache 5s\n unknown_cache 5s\n}", "'unknown_cache' given twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := cf.NewTestDispenser(tc.input)
 			d.Next()
-			_, err := mtlscaddyfile.ParseRevocation(d)
+			err := new(revocation.Config).UnmarshalCaddyfile(d)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
 			}
