@@ -219,10 +219,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	h.events = metrics.NewEmitter(ctx)
-	if h.ExpiryWarning < 0 {
-		return fmt.Errorf("expiry_warning %s: must not be negative", time.Duration(h.ExpiryWarning))
+	for _, step := range []func(caddy.Context) error{
+		h.provisionOptions,
+		h.provisionTrust,
+		h.provisionPinned,
+		h.provisionRevocation,
+		h.provisionStoredClients,
+		h.provisionHeader,
+		h.provisionForward,
+		h.provisionCache,
+		h.provisionExpiryWarnings,
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
 	}
+	return nil
+}
 
+// provisionOptions checks the plain options first, before anything is
+// loaded or started.
+func (h *Handler) provisionOptions(caddy.Context) error {
 	switch h.Mode {
 	case "", "require":
 	case "optional":
@@ -230,22 +247,37 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	default:
 		return fmt.Errorf("mode %q: want require or optional", h.Mode)
 	}
-
-	if h.TrustPoolRaw != nil {
-		ca, err := trustpool.Load(ctx, h, "TrustPoolRaw")
-		if err != nil {
-			return err
-		}
-		h.checker.Roots = ca.CertPool()
-		if lister, ok := ca.(caddytls.CertificateProvider); ok {
-			trust := map[string]time.Time{}
-			for _, c := range lister.Certificates() {
-				trust[certcodec.Name(c)] = c.NotAfter
-			}
-			metrics.SetExpiry(h, metrics.KindTrust, trust)
-		}
+	if h.ExpiryWarning < 0 {
+		return fmt.Errorf("expiry_warning %s: must not be negative", time.Duration(h.ExpiryWarning))
 	}
+	if h.CacheSize < 0 {
+		return fmt.Errorf("cache_size %d: must not be negative", h.CacheSize)
+	}
+	return nil
+}
 
+// provisionTrust loads the trust pool, and shows its CAs' expiry.
+func (h *Handler) provisionTrust(ctx caddy.Context) error {
+	if h.TrustPoolRaw == nil {
+		return nil
+	}
+	ca, err := trustpool.Load(ctx, h, "TrustPoolRaw")
+	if err != nil {
+		return err
+	}
+	h.checker.Roots = ca.CertPool()
+	if lister, ok := ca.(caddytls.CertificateProvider); ok {
+		trust := map[string]time.Time{}
+		for _, c := range lister.Certificates() {
+			trust[certcodec.Name(c)] = c.NotAfter
+		}
+		metrics.SetExpiry(h, metrics.KindTrust, trust)
+	}
+	return nil
+}
+
+// provisionPinned loads the pinned clients, each alias and certificate once.
+func (h *Handler) provisionPinned(caddy.Context) error {
 	h.pinned = make(map[[sha256.Size]byte]*Client, len(h.Clients))
 	h.pinnedExpiry = make(map[string]time.Time, len(h.Clients))
 	aliases := make(map[string]bool, len(h.Clients))
@@ -270,86 +302,119 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.pinnedExpiry[c.Alias] = cert.NotAfter
 	}
 	metrics.SetExpiry(h, metrics.KindClient, h.pinnedExpiry)
+	return nil
+}
 
-	if h.Revocation != nil {
-		var err error
-		if h.revocation, err = revocation.New(ctx, *h.Revocation, h.logger); err != nil {
-			return err
-		}
-		if h.revocation != nil {
-			h.checker.Revocation = h.revocation
-			go h.revocation.Watch(ctx)
-		}
+// provisionRevocation loads the CRLs and starts re-reading them.
+func (h *Handler) provisionRevocation(ctx caddy.Context) error {
+	if h.Revocation == nil {
+		return nil
 	}
-
-	if sc := h.ClientsFromStorage; sc != nil {
-		interval := time.Duration(sc.Refresh)
-		if interval < 0 {
-			return fmt.Errorf("clients_from_storage refresh %s: must be positive", interval)
-		}
-		if interval == 0 {
-			interval = DefaultStorageRefresh
-		}
-		if err := h.useStoredClients(ctx, ctx.Storage(), interval); err != nil {
-			return fmt.Errorf("clients_from_storage: %w", err)
-		}
+	var err error
+	if h.revocation, err = revocation.New(ctx, *h.Revocation, h.logger); err != nil {
+		return err
 	}
+	if h.revocation != nil {
+		h.checker.Revocation = h.revocation
+		go h.revocation.Watch(ctx)
+	}
+	return nil
+}
 
+// provisionStoredClients starts using the clients stored through the admin
+// API.
+func (h *Handler) provisionStoredClients(ctx caddy.Context) error {
+	sc := h.ClientsFromStorage
+	if sc == nil {
+		return nil
+	}
+	interval := time.Duration(sc.Refresh)
+	if interval < 0 {
+		return fmt.Errorf("clients_from_storage refresh %s: must be positive", interval)
+	}
+	if interval == 0 {
+		interval = DefaultStorageRefresh
+	}
+	if err := h.useStoredClients(ctx, ctx.Storage(), interval); err != nil {
+		return fmt.Errorf("clients_from_storage: %w", err)
+	}
+	return nil
+}
+
+// provisionHeader reads the header fallback: its fields, format and who may
+// set it. The certificate fields are removed from every request, header
+// fallback or not.
+func (h *Handler) provisionHeader(ctx caddy.Context) error {
 	h.strip = []string{DefaultField, DefaultChainField}
-	if hc := h.Header; hc != nil {
-		var err error
-		if h.headerField, err = fieldName(hc.Field, DefaultField); err != nil {
-			return fmt.Errorf("header: %w", err)
-		}
-		if hc.ChainField != "" {
-			if h.chainField, err = fieldName(hc.ChainField, DefaultChainField); err != nil {
-				return fmt.Errorf("header chain: %w", err)
-			}
-		}
-		h.headerFormat = certcodec.Auto
-		if hc.Format != "" {
-			if h.headerFormat, err = certcodec.ParseFormat(hc.Format); err != nil {
-				return fmt.Errorf("header: %w", err)
-			}
-		}
-		if err := h.provisionHeaderSources(ctx, hc); err != nil {
-			return fmt.Errorf("header: %w", err)
-		}
-		h.addStrip(h.headerField)
-		h.addStrip(h.chainField)
-		for _, f := range []string{h.headerField, h.chainField} {
-			if strings.ContainsAny(f, "_.") {
-				h.logger.Warn("Caddy drops request header fields with '_' or '.' in their name unless the server lists them in expected_underscore_headers or expected_dot_headers",
-					zap.String("field", f))
-			}
+	hc := h.Header
+	if hc == nil {
+		return nil
+	}
+	var err error
+	if h.headerField, err = fieldName(hc.Field, DefaultField); err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	if hc.ChainField != "" {
+		if h.chainField, err = fieldName(hc.ChainField, DefaultChainField); err != nil {
+			return fmt.Errorf("header chain: %w", err)
 		}
 	}
-	if fc := h.Forward; fc != nil {
-		var err error
-		if h.forwardField, err = fieldName(fc.Field, DefaultField); err != nil {
+	h.headerFormat = certcodec.Auto
+	if hc.Format != "" {
+		if h.headerFormat, err = certcodec.ParseFormat(hc.Format); err != nil {
+			return fmt.Errorf("header: %w", err)
+		}
+	}
+	if err := h.provisionHeaderSources(ctx, hc); err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	h.addStrip(h.headerField)
+	h.addStrip(h.chainField)
+	for _, f := range []string{h.headerField, h.chainField} {
+		if strings.ContainsAny(f, "_.") {
+			h.logger.Warn("Caddy drops request header fields with '_' or '.' in their name unless the server lists them in expected_underscore_headers or expected_dot_headers",
+				zap.String("field", f))
+		}
+	}
+	return nil
+}
+
+// provisionForward reads how the accepted certificate is passed on.
+func (h *Handler) provisionForward(caddy.Context) error {
+	fc := h.Forward
+	if fc == nil {
+		return nil
+	}
+	var err error
+	if h.forwardField, err = fieldName(fc.Field, DefaultField); err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	h.forwardFmt = certcodec.RFC9440
+	if fc.Format != "" {
+		if h.forwardFmt, err = certcodec.ParseFormat(fc.Format); err != nil {
 			return fmt.Errorf("forward: %w", err)
 		}
-		h.forwardFmt = certcodec.RFC9440
-		if fc.Format != "" {
-			if h.forwardFmt, err = certcodec.ParseFormat(fc.Format); err != nil {
-				return fmt.Errorf("forward: %w", err)
-			}
-			if h.forwardFmt == certcodec.Auto {
-				return fmt.Errorf("forward: format auto is for reading; name one")
-			}
+		if h.forwardFmt == certcodec.Auto {
+			return fmt.Errorf("forward: format auto is for reading; name one")
 		}
-		h.addStrip(h.forwardField)
 	}
+	h.addStrip(h.forwardField)
+	return nil
+}
 
+// provisionCache makes the verdict cache.
+func (h *Handler) provisionCache(caddy.Context) error {
 	size := h.CacheSize
-	if size < 0 {
-		return fmt.Errorf("cache_size %d: must not be negative", size)
-	}
 	if size == 0 {
 		size = DefaultCacheSize
 	}
 	h.cache = certcheck.NewCache[*verdict](size)
+	return nil
+}
 
+// provisionExpiryWarnings warns about the handler's certificates that end
+// soon, now and daily.
+func (h *Handler) provisionExpiryWarnings(ctx caddy.Context) error {
 	window := time.Duration(h.ExpiryWarning)
 	if window == 0 {
 		window = metrics.DefaultExpiryWarning
