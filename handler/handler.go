@@ -26,6 +26,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/events"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
@@ -120,7 +121,7 @@ type Handler struct {
 	clientsKey      string               // its key in clientsReaders ("": h's own)
 	clientsReleased bool                 // Cleanup ended the use of clients
 	pinnedExpiry    map[string]time.Time // alias -> not after
-	events          *metrics.Emitter
+	events          *events.Emitter
 	revocation      *revocation.Checker
 	logger          *zap.Logger
 }
@@ -218,7 +219,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := metrics.Register(ctx); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	h.events = metrics.NewEmitter(ctx)
+	h.events = events.NewEmitter(ctx)
 	for _, step := range []func(caddy.Context) error{
 		h.provisionOptions,
 		h.provisionTrust,
@@ -417,9 +418,9 @@ func (h *Handler) provisionCache(caddy.Context) error {
 func (h *Handler) provisionExpiryWarnings(ctx caddy.Context) error {
 	window := time.Duration(h.ExpiryWarning)
 	if window == 0 {
-		window = metrics.DefaultExpiryWarning
+		window = events.DefaultExpiryWarning
 	}
-	metrics.WatchExpiring(ctx, h, window, h.logger, h.events)
+	events.WatchExpiring(ctx, h, window, h.logger, h.events)
 	return nil
 }
 
@@ -675,12 +676,12 @@ func (b *trailerStripper) Read(p []byte) (int, error) {
 // handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, source certcheck.Source, v *verdict, cause error) error {
 	rejectedCounters[reason][source].Inc()
-	if h.events.Enabled(metrics.EventRequestRejected) {
+	if h.events.Enabled(events.RequestRejected) {
 		data := map[string]any{"reason": reason.String(), "source": source.String(), "remote_addr": r.RemoteAddr}
 		if v != nil {
 			data["fingerprint"] = v.fingerprint
 		}
-		h.events.Emit(metrics.EventRequestRejected, data)
+		h.events.Emit(events.RequestRejected, data)
 	}
 	if c := h.logger.Check(zapcore.DebugLevel, "client certificate refused"); c != nil {
 		fields := []zap.Field{

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sort"
 	"sync"
 	"time"
 
@@ -88,4 +89,27 @@ func (t *expiryTracker) Collect(ch chan<- prometheus.Metric) {
 	for k, notAfter := range earliest {
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, notAfter.Sub(now).Seconds(), k[0], k[1])
 	}
+}
+
+// Certificate is a certificate a module showed the expiry of.
+type Certificate struct {
+	Kind, Name string
+	NotAfter   time.Time
+}
+
+// ExpiringBefore returns the certificates of owner that end before
+// deadline, soonest first.
+func ExpiringBefore(owner any, deadline time.Time) []Certificate {
+	var list []Certificate
+	expiry.mu.Lock()
+	for kind, names := range expiry.owners[owner] {
+		for name, notAfter := range names {
+			if notAfter.Before(deadline) {
+				list = append(list, Certificate{kind, name, notAfter})
+			}
+		}
+	}
+	expiry.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].NotAfter.Before(list[j].NotAfter) })
+	return list
 }

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/events"
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
@@ -186,9 +187,9 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.watchKeyPairsIfUsed(t.profiles.Load())
 	window := time.Duration(t.ExpiryWarning)
 	if window <= 0 {
-		window = metrics.DefaultExpiryWarning
+		window = events.DefaultExpiryWarning
 	}
-	metrics.WatchExpiring(ctx, t, window, t.logger, metrics.NewEmitter(ctx))
+	events.WatchExpiring(ctx, t, window, t.logger, events.NewEmitter(ctx))
 	return nil
 }
 
