@@ -246,6 +246,3 @@ func unmarshalHeaderBlock(d *caddyfile.Dispenser, hc *Header) error {
 	}
 	return nil
 }
-
-// Interface guard
-var _ caddyfile.Unmarshaler = (*Handler)(nil)
