@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -83,9 +82,6 @@ func (a *AdminAPI) store() *store.Store {
 	return store.New(a.storage, a.logger)
 }
 
-// storageTimeout bounds the storage work of one API call.
-const storageTimeout = 30 * time.Second
-
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// Every route reads the body the same way, those that take none too, so
 	// that an oversize body gets its 413 before anything is done.
@@ -93,7 +89,7 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), storageTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), store.Timeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	// Split the path as sent, so that an escaped '/' stays inside its name

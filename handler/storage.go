@@ -31,10 +31,6 @@ type StorageClients struct {
 // DefaultStorageRefresh is how often stored clients are read by default.
 const DefaultStorageRefresh = 30 * time.Second
 
-// storageTimeout bounds one reading of the stored clients: a storage that
-// hangs must not stall the refresh for good.
-const storageTimeout = 30 * time.Second
-
 // storedClients is one reading of the stored clients. gen changes with the
 // content, and verdicts of another generation are not reused.
 type storedClients struct {
@@ -103,7 +99,7 @@ func (r *clientsReader) Destruct() error {
 
 // read reads the stored clients and puts them in force if they changed.
 func (r *clientsReader) read(ctx context.Context) error {
-	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
+	readCtx, cancel := context.WithTimeout(ctx, store.Timeout)
 	defer cancel()
 	clients, err := r.st.Clients(readCtx)
 	if err != nil {

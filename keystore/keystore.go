@@ -68,8 +68,8 @@ type KeyPair struct {
 	Certificate tls.Certificate // leaf first, then its chain; Leaf is set
 }
 
-// Store is what a keystore holds.
-type Store struct {
+// Contents is what a keystore holds.
+type Contents struct {
 	// KeyPairs, sorted by alias.
 	KeyPairs []KeyPair
 	// Trusted certificates (JKS trusted certificate entries, PKCS#12
@@ -79,7 +79,7 @@ type Store struct {
 
 // KeyPair returns the key pair with the alias (JKS aliases are compared case
 // insensitively, as Java does).
-func (s *Store) KeyPair(alias string) (KeyPair, bool) {
+func (s *Contents) KeyPair(alias string) (KeyPair, bool) {
 	for _, kp := range s.KeyPairs {
 		if kp.Alias == alias || strings.EqualFold(kp.Alias, alias) {
 			return kp, true
@@ -98,7 +98,7 @@ const MaxFileSize = 4 << 20
 
 // Load reads a keystore file. keyPassword decrypts the private keys of a JKS
 // and defaults to password.
-func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
+func Load(path string, typ Type, password, keyPassword string) (*Contents, error) {
 	data, err := bounded.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
@@ -107,7 +107,7 @@ func Load(path string, typ Type, password, keyPassword string) (*Store, error) {
 }
 
 // decode reads a keystore's bytes; name is for errors.
-func decode(name string, data []byte, typ Type, password, keyPassword string) (*Store, error) {
+func decode(name string, data []byte, typ Type, password, keyPassword string) (*Contents, error) {
 	if keyPassword == "" {
 		keyPassword = password
 	}
@@ -119,7 +119,7 @@ func decode(name string, data []byte, typ Type, password, keyPassword string) (*
 	}
 	// The readers are third-party code fed a file anyone with write access
 	// to its folder can replace: a panic in one must not end the process.
-	return safe.Decode("keystore "+name, func() (*Store, error) {
+	return safe.Decode("keystore "+name, func() (*Contents, error) {
 		switch typ {
 		case JKS:
 			return loadJKS(data, password, keyPassword)
@@ -130,21 +130,24 @@ func decode(name string, data []byte, typ Type, password, keyPassword string) (*
 	})
 }
 
-func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
+func loadJKS(data []byte, password, keyPassword string) (*Contents, error) {
 	// The JKS reader allocates whatever a length or count in the file says
 	// before reading it: a corrupt one would ask for gigabytes, and the Go
 	// runtime ends the whole process when it cannot have them.
-	if err := checkJKSLayout(data); err != nil {
+	digestAt, err := checkJKSLayout(data)
+	if err != nil {
 		return nil, fmt.Errorf("reading JKS: %w", err)
 	}
 	ks := jks.New()
 	if err := ks.Load(bytes.NewReader(data), []byte(password)); err != nil {
-		if strings.Contains(err.Error(), "digest") {
+		// The reader has no error of its own for a digest that does not
+		// match (a wrong password, or a changed byte): compare it here.
+		if !bytes.Equal(jksDigest(data[:digestAt], password), data[digestAt:digestAt+sha1.Size]) {
 			return nil, fmt.Errorf("%w: %v", ErrPassword, err)
 		}
 		return nil, fmt.Errorf("reading JKS: %w", err)
 	}
-	st := new(Store)
+	st := new(Contents)
 	for _, alias := range ks.Aliases() {
 		switch {
 		case ks.IsPrivateKeyEntry(alias):
@@ -186,8 +189,9 @@ func loadJKS(data []byte, password, keyPassword string) (*Store, error) {
 // is matched by bytes actually there, so that what reading it allocates is
 // bounded by the file's size (about ten times it at worst: a chain of
 // 4-byte certificates gets a 40-byte slot each). It checks nothing else:
-// the JKS reader does. Bytes after the digest are ignored, as Java does.
-func checkJKSLayout(data []byte) error {
+// the JKS reader does. It returns where the digest starts; bytes after the
+// digest are ignored, as Java does.
+func checkJKSLayout(data []byte) (digestAt int, err error) {
 	rest := data
 	corrupt := func(what string) error {
 		return fmt.Errorf("corrupt keystore: %s at byte %d does not fit in the file's %d bytes", what, len(data)-len(rest), len(data))
@@ -228,57 +232,71 @@ func checkJKSLayout(data []byte) error {
 
 	magic, ok := u32()
 	if !ok || magic != 0xFEEDFEED {
-		return errors.New("not a JKS (no FEEDFEED magic number)")
+		return 0, errors.New("not a JKS (no FEEDFEED magic number)")
 	}
 	version, ok := u32()
 	if !ok {
-		return corrupt("the version")
+		return 0, corrupt("the version")
 	}
 	if version != 1 && version != 2 {
-		return fmt.Errorf("unknown JKS version %d", version)
+		return 0, fmt.Errorf("unknown JKS version %d", version)
 	}
 	entries, ok := u32()
 	if !ok {
-		return corrupt("the number of entries")
+		return 0, corrupt("the number of entries")
 	}
 	for i := uint64(0); i < entries; i++ {
 		tag, ok := u32()
 		if !ok || !str() || !take(8) { // tag, alias, creation time
-			return corrupt(fmt.Sprintf("entry %d", i+1))
+			return 0, corrupt(fmt.Sprintf("entry %d", i+1))
 		}
 		switch tag {
 		case 1: // a private key and its certificate chain
 			keyLen, ok := u32()
 			if !ok || !take(keyLen) {
-				return corrupt(fmt.Sprintf("the private key of entry %d", i+1))
+				return 0, corrupt(fmt.Sprintf("the private key of entry %d", i+1))
 			}
 			certs, ok := u32()
 			if !ok {
-				return corrupt(fmt.Sprintf("the chain of entry %d", i+1))
+				return 0, corrupt(fmt.Sprintf("the chain of entry %d", i+1))
 			}
 			for j := uint64(0); j < certs; j++ {
 				if !cert(version) {
-					return corrupt(fmt.Sprintf("certificate %d of entry %d", j+1, i+1))
+					return 0, corrupt(fmt.Sprintf("certificate %d of entry %d", j+1, i+1))
 				}
 			}
 		case 2: // a trusted certificate
 			if !cert(version) {
-				return corrupt(fmt.Sprintf("the certificate of entry %d", i+1))
+				return 0, corrupt(fmt.Sprintf("the certificate of entry %d", i+1))
 			}
 		default:
-			return fmt.Errorf("corrupt keystore: entry %d has the unknown tag %d", i+1, tag)
+			return 0, fmt.Errorf("corrupt keystore: entry %d has the unknown tag %d", i+1, tag)
 		}
 	}
 	if len(rest) < sha1.Size {
-		return fmt.Errorf("corrupt keystore: %d bytes after the entries where the %d-byte digest should be", len(rest), sha1.Size)
+		return 0, fmt.Errorf("corrupt keystore: %d bytes after the entries where the %d-byte digest should be", len(rest), sha1.Size)
 	}
-	return nil
+	return len(data) - len(rest), nil
+}
+
+// jksDigest is the digest that ends a JKS whose bytes before it are
+// content, as the JKS reader computes it: SHA-1 of the password (each of
+// its bytes as a UTF-16 code unit), the words "Mighty Aphrodite" and the
+// content.
+func jksDigest(content []byte, password string) []byte {
+	h := sha1.New()
+	for i := 0; i < len(password); i++ {
+		h.Write([]byte{0, password[i]})
+	}
+	h.Write([]byte("Mighty Aphrodite"))
+	h.Write(content)
+	return h.Sum(nil)
 }
 
 // loadPKCS12 reads a PKCS#12 file: one key pair with its chain, several
 // (loadPKCS12KeyPairs), or a trust store of certificates only. A key pair's
 // alias is its friendly name, when it has one.
-func loadPKCS12(data []byte, password string) (*Store, error) {
+func loadPKCS12(data []byte, password string) (*Contents, error) {
 	if err := checkPKCS12Work(data); err != nil {
 		return nil, err
 	}
@@ -292,7 +310,7 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Store{KeyPairs: []KeyPair{kp}}, nil
+		return &Contents{KeyPairs: []KeyPair{kp}}, nil
 	}
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
@@ -301,9 +319,10 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 	if ok {
 		return st, mkErr
 	}
-	if mkErr != nil && strings.Contains(err.Error(), "expected exactly one key bag") {
-		// Several keys, which the reader of several could not read either
-		// (a bag or attribute it does not know): its reason is the one.
+	if mkErr != nil && plainKeyBags(data) > 1 {
+		// Several keys, which the reader of one refused and the reader of
+		// several could not read either (a bag or attribute it does not
+		// know): its reason is the one.
 		return nil, fmt.Errorf("reading PKCS#12 of several key pairs: %v", mkErr)
 	}
 	certs, tsErr := pkcs12.DecodeTrustStore(data, password)
@@ -313,7 +332,7 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("reading PKCS#12: %v (as a trust store: %v)", err, tsErr)
 	}
-	return &Store{Trusted: certs}, nil
+	return &Contents{Trusted: certs}, nil
 }
 
 // loadPKCS12KeyPairs reads a PKCS#12 file of several key pairs, as Java's
@@ -322,7 +341,7 @@ func loadPKCS12(data []byte, password string) (*Store, error) {
 // and its chain from the file's other certificates. ok is false when the
 // file holds fewer than two keys (or cannot be read so), for the other
 // readers to try.
-func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err error) {
+func loadPKCS12KeyPairs(data []byte, password string) (st *Contents, ok bool, err error) {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if err != nil {
 		return nil, false, err
@@ -332,7 +351,7 @@ func loadPKCS12KeyPairs(data []byte, password string) (st *Store, ok bool, err e
 
 // keyPairsOfBlocks is loadPKCS12KeyPairs after the file's bags are read:
 // ToPEM's blocks, with their friendlyName and localKeyId headers.
-func keyPairsOfBlocks(blocks []*pem.Block) (st *Store, ok bool, err error) {
+func keyPairsOfBlocks(blocks []*pem.Block) (st *Contents, ok bool, err error) {
 	var keys, certs []*pem.Block
 	for _, b := range blocks {
 		switch b.Type {
@@ -351,7 +370,7 @@ func keyPairsOfBlocks(blocks []*pem.Block) (st *Store, ok bool, err error) {
 			return nil, true, fmt.Errorf("reading PKCS#12: certificate %d: %w", i+1, err)
 		}
 	}
-	st = new(Store)
+	st = new(Contents)
 	for i, b := range keys {
 		alias := b.Headers["friendlyName"]
 		if alias == "" {
@@ -459,6 +478,6 @@ func CheckKeyMatches(cert *x509.Certificate, key any) error {
 	return nil
 }
 
-func sortKeyPairs(st *Store) {
+func sortKeyPairs(st *Contents) {
 	sort.Slice(st.KeyPairs, func(i, j int) bool { return st.KeyPairs[i].Alias < st.KeyPairs[j].Alias })
 }

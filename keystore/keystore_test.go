@@ -168,22 +168,8 @@ func TestJKSCorrupt(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.Must(testpki.NewCA("JKS CA"))
 	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	read := func(name string, entry testpki.JKSEntry) []byte {
-		path := filepath.Join(dir, name)
-		if err := testpki.WriteJKS(path, "storepass", "storepass", entry); err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := checkJKSLayout(data); err != nil {
-			t.Fatalf("%s: a good keystore refused: %v", name, err)
-		}
-		return data
-	}
-	keyJKS := read("key.jks", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
-	trustJKS := read("trust.jks", testpki.JKSEntry{Alias: "ca", Cert: ca})
+	keyJKS := jksBytes(t, "storepass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
+	trustJKS := jksBytes(t, "storepass", testpki.JKSEntry{Alias: "ca", Cert: ca})
 
 	// The offsets of the fields in a one-entry version 2 keystore.
 	be := binary.BigEndian
@@ -222,6 +208,13 @@ func TestJKSCorrupt(t *testing.T) {
 			t.Errorf("%s: got %v, want an error naming %q", tc.name, err, tc.want)
 		}
 	}
+	// A changed byte inside an entry: the digest no longer matches, which
+	// the reader cannot tell from a wrong password.
+	changed := bytes.Clone(keyJKS)
+	changed[certLenAt+4+10] ^= 0xFF
+	if _, err := loadJKS(changed, "storepass", "storepass"); !errors.Is(err, ErrPassword) {
+		t.Fatalf("a changed certificate byte: %v, want ErrPassword", err)
+	}
 	// Bytes after the digest are ignored, as Java's reader does.
 	if _, err := loadJKS(append(bytes.Clone(keyJKS), 0), "storepass", "storepass"); err != nil {
 		t.Fatalf("a byte after the digest: %v", err)
@@ -243,21 +236,51 @@ func TestJKSCorrupt(t *testing.T) {
 	}
 }
 
+// jksBytes returns the bytes of a JKS of entries written with password
+// (the store's and the keys'), a layout the check accepts.
+func jksBytes(t testing.TB, password string, entries ...testpki.JKSEntry) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "test.jks")
+	if err := testpki.WriteJKS(path, password, password, entries...); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkJKSLayout(data); err != nil {
+		t.Fatalf("a good keystore refused: %v", err)
+	}
+	return data
+}
+
+// TestJKSDigest: jksDigest is the JKS reader's digest, a non-ASCII password
+// too: it matches the digest that ends a keystore written with the password,
+// and not with another.
+func TestJKSDigest(t *testing.T) {
+	alice := testpki.Must(testpki.Must(testpki.NewCA("JKS CA")).Issue(testpki.Options{CommonName: "alice"}))
+	for _, password := range []string{"storepass", "pässwörd"} {
+		data := jksBytes(t, password, testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
+		at, _ := checkJKSLayout(data)
+		if !bytes.Equal(jksDigest(data[:at], password), data[at:]) || bytes.Equal(jksDigest(data[:at], password+"x"), data[at:]) {
+			t.Fatalf("password %q: the digest is not the reader's", password)
+		}
+		if _, err := loadJKS(data, password, password); err != nil {
+			t.Fatalf("password %q: %v", password, err)
+		}
+		if _, err := loadJKS(data, password+"x", password); !errors.Is(err, ErrPassword) {
+			t.Fatalf("password %q, another given: %v", password, err)
+		}
+	}
+}
+
 // FuzzLoadJKS: every input returns, with a keystore or an error, having
 // allocated a small multiple of its size at most (the second seed asked for
 // 160 GB before the layout check, which ended the whole process).
 func FuzzLoadJKS(f *testing.F) {
 	ca := testpki.Must(testpki.NewCA("JKS CA"))
 	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	path := filepath.Join(f.TempDir(), "seed.jks")
-	if err := testpki.WriteJKS(path, "pass", "pass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, testpki.JKSEntry{Alias: "ca", Cert: ca}); err != nil {
-		f.Fatal(err)
-	}
-	seed, err := os.ReadFile(path)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(seed)
+	f.Add(jksBytes(f, "pass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, testpki.JKSEntry{Alias: "ca", Cert: ca}))
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0xFF, 0xFF, 0xFF, 0xFF})
 	// A private key of 100 MB claimed: fresh memory, which the system gives.
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0})
@@ -425,6 +448,15 @@ func TestPKCS12FromKeytool(t *testing.T) {
 	if _, err := Load(path, PKCS12, "wrong", ""); !errors.Is(err, ErrPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
+	// keytool writes the keys in plain contents, where they are counted
+	// without the password.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := plainKeyBags(data); n != 2 {
+		t.Fatalf("%d key bags counted, want 2", n)
+	}
 }
 
 // TestPKCS12DuplicateAliases: two key pairs whose aliases differ only in
@@ -451,5 +483,58 @@ func TestPKCS12DuplicateAliases(t *testing.T) {
 	}
 	if _, _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")[:1]...)); err == nil || !strings.Contains(err.Error(), "no certificate of its localKeyId") {
 		t.Fatalf("a key without its certificate: %v", err)
+	}
+}
+
+// TestPKCS12SeveralKeysUnreadable: a PKCS#12 file of two keys that the
+// reader of several key pairs cannot read either (here: all its bags in one
+// plain SafeContents, where go-pkcs12's ToPEM wants two) is refused with
+// that reader's reason, not as a trust store.
+func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
+	ca := testpki.Must(testpki.NewCA("P12 CA"))
+	marshal := func(v any) []byte {
+		t.Helper()
+		der, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	explicit := func(der []byte) asn1.RawValue {
+		return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: der}
+	}
+	oidKeyBag := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 1}
+	oidCertBag := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 3}
+	oidX509Cert := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}
+	var bags []safeBag
+	for _, cn := range []string{"a", "b"} {
+		c := testpki.Must(ca.Issue(testpki.Options{CommonName: cn}))
+		key, err := x509.MarshalPKCS8PrivateKey(c.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := marshal(struct {
+			ID   asn1.ObjectIdentifier
+			Data []byte `asn1:"tag:0,explicit"`
+		}{oidX509Cert, c.Cert.Raw})
+		bags = append(bags, safeBag{ID: oidCertBag, Value: explicit(cert)}, safeBag{ID: oidKeyBag, Value: explicit(key)})
+	}
+	contents := []contentInfo{{ContentType: oidData, Content: explicit(marshal(marshal(bags)))}}
+	// No MAC: go-pkcs12 reads such a file with the empty password.
+	pfx := struct {
+		Version  int
+		AuthSafe contentInfo
+	}{3, contentInfo{ContentType: oidData, Content: explicit(marshal(marshal(contents)))}}
+	data := marshal(pfx)
+	if n := plainKeyBags(data); n != 2 {
+		t.Fatalf("%d key bags counted, want 2", n)
+	}
+	path := filepath.Join(t.TempDir(), "two-keys.p12")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, PKCS12, "", "")
+	if err == nil || !strings.Contains(err.Error(), "of several key pairs") || !strings.Contains(err.Error(), "authenticated safe") || strings.Contains(err.Error(), "trust store") {
+		t.Fatalf("two keys in one SafeContents: %v", err)
 	}
 }

@@ -84,6 +84,7 @@ var (
 	oidPKCS12PBE         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 1} // pbeWithSHAAnd..., one arc below
 	oidData              = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
 	oidEncryptedData     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 6}
+	oidKeyBag            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 1}
 	oidShroudedKeyBag    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 2}
 	errTooMuchDerivation = fmt.Errorf("more key derivation than %d iterations of %d bytes", MaxIterations, maxKeyLength)
 )
@@ -111,49 +112,81 @@ func checkPKCS12Work(data []byte) error {
 	} else if err := checkCount("MAC", pfx.MacData.Iterations); err != nil {
 		return err
 	}
-	if !pfx.AuthSafe.ContentType.Equal(oidData) {
-		return nil
-	}
-	var safe []byte
-	var contents []contentInfo
-	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &safe); err != nil {
-		return nil
-	}
-	if _, err := asn1.Unmarshal(safe, &contents); err != nil {
-		return nil
-	}
-	for i, ci := range contents {
-		switch {
-		case ci.ContentType.Equal(oidEncryptedData):
+	for i, ci := range pfx.contents() {
+		if ci.ContentType.Equal(oidEncryptedData) {
 			var ed encryptedData
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err == nil {
 				if err := checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm); err != nil {
 					return err
 				}
 			}
-		case ci.ContentType.Equal(oidData):
-			var plain []byte
-			var bags []safeBag
-			if _, err := asn1.Unmarshal(ci.Content.Bytes, &plain); err != nil {
+			continue
+		}
+		for j, bag := range ci.plainBags() {
+			var key encryptedPrivateKeyInfo
+			if !bag.ID.Equal(oidShroudedKeyBag) {
 				continue
 			}
-			if _, err := asn1.Unmarshal(plain, &bags); err != nil {
-				continue
-			}
-			for j, bag := range bags {
-				var key encryptedPrivateKeyInfo
-				if !bag.ID.Equal(oidShroudedKeyBag) {
-					continue
-				}
-				if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err == nil {
-					if err := checkAlgorithm(fmt.Sprintf("key %d of contents %d", j+1, i+1), key.Algorithm); err != nil {
-						return err
-					}
+			if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err == nil {
+				if err := checkAlgorithm(fmt.Sprintf("key %d of contents %d", j+1, i+1), key.Algorithm); err != nil {
+					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// plainKeyBags counts the key bags (plain or shrouded) in the plain
+// contents of a PKCS#12 file, which are readable without the password:
+// where OpenSSL, Java's keytool, Windows and go-pkcs12 write the keys. Key
+// bags inside encrypted contents are not counted.
+func plainKeyBags(data []byte) int {
+	var pfx pfxPDU
+	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
+		return 0
+	}
+	n := 0
+	for _, ci := range pfx.contents() {
+		for _, bag := range ci.plainBags() {
+			if bag.ID.Equal(oidKeyBag) || bag.ID.Equal(oidShroudedKeyBag) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// contents returns the contents of the file's authenticated safe, or none
+// when it is not plain data (a public-key protected file) or does not
+// parse.
+func (pfx *pfxPDU) contents() []contentInfo {
+	var contents []contentInfo
+	if !pfx.AuthSafe.ContentType.Equal(oidData) || !unmarshalOctets(pfx.AuthSafe.Content.Bytes, &contents) {
+		return nil
+	}
+	return contents
+}
+
+// plainBags returns the safe bags of plain contents, or none for encrypted
+// contents or contents that do not parse.
+func (ci *contentInfo) plainBags() []safeBag {
+	var bags []safeBag
+	if !ci.ContentType.Equal(oidData) || !unmarshalOctets(ci.Content.Bytes, &bags) {
+		return nil
+	}
+	return bags
+}
+
+// unmarshalOctets reads der, an OCTET STRING, and what it holds into v; it
+// reports whether both parse.
+func unmarshalOctets(der []byte, v any) bool {
+	var octets []byte
+	if _, err := asn1.Unmarshal(der, &octets); err != nil {
+		return false
+	}
+	_, err := asn1.Unmarshal(octets, v)
+	return err == nil
 }
 
 // checkAlgorithm checks a password-based encryption's key derivation.

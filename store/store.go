@@ -34,6 +34,12 @@ import (
 // Prefix is where this project's entries live in the storage.
 const Prefix = "caddy_mtls"
 
+// Timeout is how long one piece of storage work may take: a reading of the
+// stored clients or of a stored key pair, or the storage work of one admin
+// API call. Callers bound their contexts with it, so that a storage that
+// hangs does not stall a refresh or a request for good.
+const Timeout = 30 * time.Second
+
 const (
 	clientsDir  = Prefix + "/clients"
 	keyPairsDir = Prefix + "/keypairs"

@@ -224,6 +224,3 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 	}
 	return p, nil
 }
-
-// Interface guard
-var _ caddyfile.Unmarshaler = (*Transport)(nil)

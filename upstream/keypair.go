@@ -25,7 +25,7 @@ func loadStoredKeyPair(ctx caddy.Context, name string) (*storedKeyPair, error) {
 	if err := store.CheckName(name); err != nil {
 		return nil, err
 	}
-	readCtx, cancel := context.WithTimeout(ctx, storageTimeout)
+	readCtx, cancel := context.WithTimeout(ctx, store.Timeout)
 	defer cancel()
 	kp, err := store.New(ctx.Storage(), ctx.Logger()).KeyPair(readCtx, name)
 	if err != nil {
@@ -41,9 +41,6 @@ func loadStoredKeyPair(ctx caddy.Context, name string) (*storedKeyPair, error) {
 func (s *storedKeyPair) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	return s.current.Load(), nil
 }
-
-// storageTimeout bounds one reading of a stored key pair.
-const storageTimeout = 30 * time.Second
 
 // DefaultKeyPairRefresh is how often stored key pairs are read again.
 const DefaultKeyPairRefresh = 30 * time.Second
@@ -63,7 +60,7 @@ func (t *Transport) refreshKeyPairs(st *store.Store) {
 		if p.keyPair == nil {
 			continue
 		}
-		readCtx, cancel := context.WithTimeout(t.ctx, storageTimeout)
+		readCtx, cancel := context.WithTimeout(t.ctx, store.Timeout)
 		kp, err := st.KeyPair(readCtx, p.keyPair.name)
 		cancel()
 		if err != nil {

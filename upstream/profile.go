@@ -101,7 +101,7 @@ type profile struct {
 	name     string // its first server pattern, for logs
 	patterns []string
 	base     *tls.Config
-	keyPairs *keystore.Store
+	keyPairs *keystore.Contents
 	// aliasTemplate holds placeholders when the identity is chosen per
 	// request; the default identity serves otherwise and for health checks.
 	aliasTemplate string
@@ -123,26 +123,55 @@ type profile struct {
 	defaultRT *http.Transport
 }
 
-// build makes a profile ready: trust pool, identities, TLS settings.
-// inherited is the base transport's TLS client config (nil without TLS).
+// build makes a profile ready, in steps: what it inherits from the base
+// transport, its trust, its client identity, its TLS settings and, last,
+// the revocation checking it starts. inherited is the base transport's TLS
+// client config (nil without TLS).
 func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule func(*Profile) (caddytls.CA, error)) (*profile, error) {
 	if len(p.Servers) == 0 {
 		return nil, errors.New("no servers")
 	}
-	out := &profile{name: p.Servers[0], patterns: p.Servers, base: new(tls.Config)}
+	out := newProfile(p.Servers, inherited)
+	if err := p.applyTrust(out, loadModule); err != nil {
+		return nil, err
+	}
+	if err := p.applyIdentity(ctx, out); err != nil {
+		return nil, err
+	}
+	if err := p.applyTLSSettings(out); err != nil {
+		return nil, err
+	}
+	if err := p.startRevocation(ctx, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// newProfile starts the profile of the server patterns from what the base
+// transport's TLS client config (nil without TLS) gives: its trust pool,
+// its lowest version and its client identity, static or automated.
+func newProfile(servers []string, inherited *tls.Config) *profile {
+	out := &profile{name: servers[0], patterns: servers, base: new(tls.Config)}
 	if inherited != nil {
 		out.base.RootCAs = inherited.RootCAs
 		out.base.MinVersion = inherited.MinVersion
 		out.defaultCerts = inherited.Certificates
 		out.inheritedGetCert = inherited.GetClientCertificate
 	}
+	return out
+}
+
+// applyTrust sets the profile's own trust pool, when it has one: a
+// `tls.ca_pool.source` module (loaded by loadModule) or the certificates of
+// a WSO2 TrustStore, not both.
+func (p *Profile) applyTrust(out *profile, loadModule func(*Profile) (caddytls.CA, error)) error {
 	switch {
 	case p.TrustPoolRaw != nil && p.trustPool != nil:
-		return nil, errors.New("two trust pools")
+		return errors.New("two trust pools")
 	case p.TrustPoolRaw != nil:
 		ca, err := loadModule(p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out.base.RootCAs = ca.CertPool()
 		if lister, ok := ca.(caddytls.CertificateProvider); ok {
@@ -150,7 +179,7 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		}
 	case p.trustPool != nil:
 		if len(p.trustPool) == 0 {
-			return nil, errors.New("trust store has no certificates")
+			return errors.New("trust store has no certificates")
 		}
 		out.base.RootCAs = x509.NewCertPool()
 		for _, c := range p.trustPool {
@@ -158,8 +187,14 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 		}
 		out.trust = p.trustPool
 	}
+	return nil
+}
 
-	repl := caddy.NewReplacer()
+// applyIdentity sets the client identity the profile presents, when it has
+// one of its own: a stored key pair, a PEM certificate and key, or a
+// keystore; at most one of them. A profile with its own identity no longer
+// inherits the base's automated client certificate.
+func (p *Profile) applyIdentity(ctx caddy.Context, out *profile) error {
 	identities := 0
 	for _, set := range []bool{p.ClientKeystore != nil, p.ClientCertificateFile != "" || p.ClientKeyFile != "", p.ClientKeyPair != ""} {
 		if set {
@@ -171,82 +206,110 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 	}
 	switch {
 	case identities > 1:
-		return nil, errors.New("give one of client_keystore, client_certificate_file and client_keypair")
+		return errors.New("give one of client_keystore, client_certificate_file and client_keypair")
 	case p.ClientKeyPair != "":
 		kp, err := loadStoredKeyPair(ctx, p.ClientKeyPair)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out.keyPair = kp
 		out.defaultCerts = nil
 	case p.ClientCertificateFile != "" || p.ClientKeyFile != "":
 		if p.ClientCertificateFile == "" || p.ClientKeyFile == "" {
-			return nil, errors.New("client certificate needs both the certificate and the key file")
+			return errors.New("client certificate needs both the certificate and the key file")
 		}
 		cert, err := loadKeyPairFiles(p.ClientCertificateFile, p.ClientKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("loading client key pair: %w", err)
+			return fmt.Errorf("loading client key pair: %w", err)
 		}
 		out.defaultCerts = []tls.Certificate{cert}
 	case p.ClientKeystore != nil:
-		ks := p.ClientKeystore
-		typ, err := keystore.ParseType(ks.Type, ks.File)
-		if err != nil {
-			return nil, err
-		}
-		st, err := keystore.Load(ks.File, typ, repl.ReplaceKnown(ks.Password, ""), repl.ReplaceKnown(ks.KeyPassword, ""))
-		if err != nil {
-			return nil, fmt.Errorf("loading keystore %s: %w", filepath.Base(ks.File), err)
-		}
-		if len(st.KeyPairs) == 0 {
-			return nil, fmt.Errorf("keystore %s holds no key pair", filepath.Base(ks.File))
-		}
-		out.keyPairs = st
-		switch {
-		case strings.Contains(ks.Alias, "{"):
-			out.aliasTemplate = ks.Alias
-			out.defaultCerts = allCerts(st)
-			if ks.DefaultAlias != "" {
-				kp, ok := st.KeyPair(ks.DefaultAlias)
-				if !ok {
-					return nil, fmt.Errorf("keystore %s has no key pair %q (default_alias)", filepath.Base(ks.File), ks.DefaultAlias)
-				}
-				out.defaultCerts = []tls.Certificate{kp.Certificate}
-			}
-		case ks.DefaultAlias != "":
-			return nil, errors.New("default_alias goes with a placeholder alias")
-		case ks.Alias != "":
-			kp, ok := st.KeyPair(ks.Alias)
-			if !ok {
-				return nil, fmt.Errorf("keystore %s has no key pair %q", filepath.Base(ks.File), ks.Alias)
-			}
-			out.defaultCerts = []tls.Certificate{kp.Certificate}
-		default:
-			out.defaultCerts = allCerts(st)
-		}
+		return p.ClientKeystore.applyTo(out)
 	}
+	return nil
+}
 
+// applyTo loads the keystore (its passwords' placeholders replaced) and sets
+// the identities the profile presents from it: with a placeholder alias,
+// the key pair it names in each request, and for health checks
+// default_alias's, else all of them; with a fixed alias, its key pair;
+// without an alias, all of them, for the server's acceptable CAs to choose
+// among.
+func (ks *Keystore) applyTo(out *profile) error {
+	repl := caddy.NewReplacer()
+	typ, err := keystore.ParseType(ks.Type, ks.File)
+	if err != nil {
+		return err
+	}
+	st, err := keystore.Load(ks.File, typ, repl.ReplaceKnown(ks.Password, ""), repl.ReplaceKnown(ks.KeyPassword, ""))
+	if err != nil {
+		return fmt.Errorf("loading keystore %s: %w", filepath.Base(ks.File), err)
+	}
+	if len(st.KeyPairs) == 0 {
+		return fmt.Errorf("keystore %s holds no key pair", filepath.Base(ks.File))
+	}
+	out.keyPairs = st
+	// present makes alias's key pair the default identity; which, in
+	// errors, names the option that gave alias.
+	present := func(alias, which string) error {
+		kp, ok := st.KeyPair(alias)
+		if !ok {
+			return fmt.Errorf("keystore %s has no key pair %q%s", filepath.Base(ks.File), alias, which)
+		}
+		out.defaultCerts = []tls.Certificate{kp.Certificate}
+		return nil
+	}
+	switch {
+	case strings.Contains(ks.Alias, "{"):
+		out.aliasTemplate = ks.Alias
+		out.defaultCerts = allCerts(st)
+		if ks.DefaultAlias != "" {
+			return present(ks.DefaultAlias, " (default_alias)")
+		}
+	case ks.DefaultAlias != "":
+		return errors.New("default_alias goes with a placeholder alias")
+	case ks.Alias != "":
+		return present(ks.Alias, "")
+	default:
+		out.defaultCerts = allCerts(st)
+	}
+	return nil
+}
+
+// applyTLSSettings sets the server name sent and verified, the lowest TLS
+// version (tls1.2 or tls1.3; the inherited one when not given) and whether
+// the upstream's certificate is verified.
+func (p *Profile) applyTLSSettings(out *profile) error {
 	out.base.ServerName = p.ServerName
 	if p.MinVersion != "" {
 		v, ok := caddytls.SupportedProtocols[p.MinVersion]
 		if !ok || v < tls.VersionTLS12 {
-			return nil, fmt.Errorf("min_version %q: want tls1.2 or tls1.3", p.MinVersion)
+			return fmt.Errorf("min_version %q: want tls1.2 or tls1.3", p.MinVersion)
 		}
 		out.base.MinVersion = v
 	}
 	out.base.InsecureSkipVerify = p.InsecureSkipVerify
-	if p.Revocation != nil {
-		var err error
-		if out.revocation, err = revocation.New(ctx, *p.Revocation, ctx.Logger()); err != nil {
-			return nil, err
-		}
-		if out.revocation != nil {
-			watchCtx, cancel := context.WithCancel(ctx)
-			out.stop = cancel
-			go out.revocation.Watch(watchCtx)
-		}
+	return nil
+}
+
+// startRevocation makes the checker of the backend's chain, when the
+// profile configures one, and starts its CRL watcher, which stops when the
+// profile retires. It is the last step, so that a profile that fails an
+// earlier one leaves no watcher running.
+func (p *Profile) startRevocation(ctx caddy.Context, out *profile) error {
+	if p.Revocation == nil {
+		return nil
 	}
-	return out, nil
+	var err error
+	if out.revocation, err = revocation.New(ctx, *p.Revocation, ctx.Logger()); err != nil {
+		return err
+	}
+	if out.revocation != nil {
+		watchCtx, cancel := context.WithCancel(ctx)
+		out.stop = cancel
+		go out.revocation.Watch(watchCtx)
+	}
+	return nil
 }
 
 // retire closes what the profile holds open: idle connections, watchers.
@@ -260,7 +323,7 @@ func (p *profile) retire() {
 	}
 }
 
-func allCerts(st *keystore.Store) []tls.Certificate {
+func allCerts(st *keystore.Contents) []tls.Certificate {
 	certs := make([]tls.Certificate, len(st.KeyPairs))
 	for i, kp := range st.KeyPairs {
 		certs[i] = kp.Certificate

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -368,15 +369,20 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// isHandshakeError reports whether err comes from a failed TLS handshake.
+// isHandshakeError reports whether err comes from a failed TLS handshake:
+// one of crypto/tls's error types, or a TLS alert it sent or received,
+// which it gives as a *net.OpError of the operation "local error" or
+// "remote error" (the alert's own type is not exported).
 func isHandshakeError(err error) bool {
 	var (
 		verify *tls.CertificateVerificationError
 		alert  tls.AlertError
 		record tls.RecordHeaderError
+		ech    *tls.ECHRejectionError
+		op     *net.OpError
 	)
-	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
-		strings.Contains(err.Error(), "tls: ")
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) || errors.As(err, &ech) ||
+		errors.As(err, &op) && (op.Op == "local error" || op.Op == "remote error")
 }
 
 // badGateway is the 502 answer to a request that cannot be sent.
@@ -548,4 +554,5 @@ var (
 	_ reverseproxy.TLSTransport                        = (*Transport)(nil)
 	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*Transport)(nil)
 	_ reverseproxy.RequestHeaderOpsTransport           = (*Transport)(nil)
+	_ caddyfile.Unmarshaler                            = (*Transport)(nil)
 )

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -360,5 +361,59 @@ func TestProfileInheritanceLimits(t *testing.T) {
 	var unknown x509.UnknownAuthorityError
 	if got, err := proxy(tr, f.backendA.Addr, nil); !errors.As(err, &unknown) {
 		t.Fatalf("a profile under an insecure base: %q %v, want an unknown authority", got, err)
+	}
+}
+
+// TestHandshakeErrors: the round trip errors of failed TLS handshakes are
+// told from others by their types: a backend refusing the gateway's
+// (missing) certificate with an alert during the handshake (TLS 1.2: in
+// TLS 1.3 the refusal comes after the client's side of the handshake, as
+// an alert or a broken pipe, whichever the client meets first); a backend
+// whose certificate is not trusted; a backend that does not speak TLS. A
+// refused connection is not one.
+func TestHandshakeErrors(t *testing.T) {
+	f := newFixture(t)
+	// Backend A's server, client certificates required, TLS 1.2 at most.
+	tls12 := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	tls12.TLS = &tls.Config{
+		Certificates: []tls.Certificate{f.backendA.Server.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    testpki.Pool(f.caA),
+		MaxVersion:   tls.VersionTLS12,
+	}
+	tls12.StartTLS()
+	t.Cleanup(tls12.Close)
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(plain.Close)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	localhost := func(addr string) string {
+		_, port, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort("localhost", port)
+	}
+
+	cases := []struct {
+		name, addr string
+		want       bool
+	}{
+		{"no client certificate, TLS 1.2", localhost(tls12.Listener.Addr().String()), true},
+		{"untrusted backend", f.backendB.Addr, true},
+		{"plain HTTP backend", localhost(plain.Listener.Addr().String()), true},
+		{"connection refused", closedAddr, false},
+	}
+	var profiles []string
+	for _, tc := range cases {
+		profiles = append(profiles, `{"servers":["`+tc.addr+`"],"trust_pool":{"provider":"file","pem_files":["`+f.files["serverCA-a"]+`"]}}`)
+	}
+	tr := mustTransport(t, `{"tls":{},"profiles":[`+strings.Join(profiles, ",")+`]}`)
+	for _, tc := range cases {
+		_, err := proxy(tr, tc.addr, nil)
+		if err == nil || isHandshakeError(err) != tc.want {
+			t.Errorf("%s: %v (%T): a handshake error %v, want %v", tc.name, err, errors.Unwrap(err), err != nil && isHandshakeError(err), tc.want)
+		}
 	}
 }
