@@ -47,7 +47,7 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzLoadJKS -fuzztime 30s ./keystore
 	go test -run '^$$' -fuzz FuzzLoadPKCS12 -fuzztime 30s ./keystore
 	go test -run '^$$' -fuzz FuzzParseProfilesFile -fuzztime 30s ./upstream
-	go test -run '^$$' -fuzz FuzzParseCertificatePEM -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz FuzzParsePEM -fuzztime 30s ./certcodec
 	go test -run '^$$' -fuzz FuzzParseCRL -fuzztime 30s ./revocation
 	go test -run '^$$' -fuzz FuzzParseOCSP -fuzztime 30s ./revocation
 

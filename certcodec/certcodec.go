@@ -5,8 +5,11 @@
 //
 // Every value is treated as hostile: sizes and counts are bounded, and
 // anything that is not exactly one of the formats is an error with a reason.
-// Decoding returns DER bytes; parsing them into certificates is left to the
-// caller, so a cached verdict can be found without parsing.
+// Decode and DecodeChain return DER bytes; ParseHeader also parses them,
+// for a caller that found no cached verdict by the raw value.
+//
+// ParsePEM reads the PEM texts operators give (certificate files, the admin
+// API's fields) by the rules the caller asks for.
 package certcodec
 
 import (

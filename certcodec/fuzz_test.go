@@ -2,6 +2,7 @@ package certcodec
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"net/url"
 	"strings"
@@ -53,6 +54,55 @@ func FuzzDecode(f *testing.F) {
 		}
 		if _, err := DecodeChain(value, fm); err != nil && found == RFC9440 {
 			t.Fatalf("a single byte sequence must also be a valid chain list: %v", err)
+		}
+	})
+}
+
+// FuzzParsePEM checks that no PEM text (a pinned client's file, an admin API
+// field) makes ParsePEM panic or succeed with nothing, and that the options
+// agree: what a strict one accepts, the lenient one accepts alike.
+func FuzzParsePEM(f *testing.F) {
+	leaf, inter := testChain(f)
+	f.Add([]byte(pemText(leaf)))
+	f.Add([]byte(pemText(leaf, inter)))
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("junk\n" + pemText(leaf) + "junk"))
+	f.Add([]byte("not a certificate"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := map[PEMWant][]*x509.Certificate{}
+		for _, want := range []PEMWant{PEMFirst, PEMOne, PEMAll, PEMChain} {
+			certs, err := ParsePEM(data, want)
+			if err != nil {
+				continue
+			}
+			if len(certs) == 0 || (want == PEMFirst || want == PEMOne) && len(certs) != 1 {
+				t.Fatalf("%d: %d certificates", want, len(certs))
+			}
+			for _, c := range certs {
+				if c == nil {
+					t.Fatalf("%d: nil certificate without an error", want)
+				}
+			}
+			got[want] = certs
+		}
+		// What a strict option accepts, a lenient one accepts alike.
+		for _, p := range []struct{ strict, lenient PEMWant }{{PEMOne, PEMFirst}, {PEMOne, PEMAll}, {PEMChain, PEMAll}, {PEMAll, PEMFirst}} {
+			s, ok := got[p.strict]
+			if !ok {
+				continue
+			}
+			if p.lenient == PEMFirst {
+				s = s[:1]
+			}
+			l := got[p.lenient]
+			if len(l) != len(s) {
+				t.Fatalf("%d accepted %d certificates, %d %d", p.strict, len(s), p.lenient, len(l))
+			}
+			for i := range s {
+				if !bytes.Equal(s[i].Raw, l[i].Raw) {
+					t.Fatalf("%d and %d disagree on certificate %d", p.strict, p.lenient, i+1)
+				}
+			}
 		}
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -460,35 +459,25 @@ func (c *Client) load() (*x509.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading certificate file %s: %w", c.CertificateFile, err)
 		}
-		cert, err := safe.Decode("certificate file "+c.CertificateFile, func() (*x509.Certificate, error) { return ParseCertificatePEM(data) })
+		cert, err := safe.Decode("certificate file "+c.CertificateFile, func() (*x509.Certificate, error) { return firstCertificate(data) })
 		if err != nil {
 			return nil, fmt.Errorf("certificate file %s: %w", c.CertificateFile, err)
 		}
 		return cert, nil
 	case c.Certificate != "":
-		return safe.Decode("certificate", func() (*x509.Certificate, error) { return ParseCertificatePEM([]byte(c.Certificate)) })
+		return safe.Decode("certificate", func() (*x509.Certificate, error) { return firstCertificate([]byte(c.Certificate)) })
 	}
 	return nil, errors.New("no certificate given")
 }
 
-// ParseCertificatePEM returns the first certificate of PEM data. Data holding
-// no CERTIFICATE block, or one that does not parse, is an error.
-func ParseCertificatePEM(data []byte) (*x509.Certificate, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM CERTIFICATE block found")
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing certificate: %w", err)
-		}
-		return cert, nil
+// firstCertificate returns the first certificate of PEM data, passing over
+// other blocks (a key kept in the same file).
+func firstCertificate(data []byte) (*x509.Certificate, error) {
+	certs, err := certcodec.ParsePEM(data, certcodec.PEMFirst)
+	if err != nil {
+		return nil, err
 	}
+	return certs[0], nil
 }
 
 // ParseRange parses a CIDR range, or a single IP address as a range of one.

@@ -733,20 +733,6 @@ func TestRevocation(t *testing.T) {
 	}
 }
 
-// FuzzParseCertificatePEM: no pinned certificate file makes the PEM reader
-// panic, and what it accepts is a certificate.
-func FuzzParseCertificatePEM(f *testing.F) {
-	ca := testpki.Must(testpki.NewCA("fuzz CA"))
-	f.Add(ca.CertPEM())
-	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
-	f.Add([]byte("not a certificate"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if cert, err := ParseCertificatePEM(data); err == nil && cert == nil {
-			t.Fatal("nil certificate without an error")
-		}
-	})
-}
-
 // TestPinnedRevocation: a pinned client whose certificate chains to the
 // trust pool is checked against its issuer's CRL like any chained one (a
 // revoked partner pinned as a client was accepted in strict mode), and a

@@ -113,27 +113,11 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 		return v, nil
 	}
 
-	ders, _, err := certcodec.Decode(values[0], h.headerFormat)
+	certs, _, err := certcodec.ParseHeader(values[0], chain, h.headerFormat, certcodec.HeaderFields{Cert: h.headerField, Chain: h.chainField})
 	if err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", h.headerField, err)
+		return nil, err
 	}
-	for _, cv := range chain {
-		more, err := certcodec.DecodeChain(cv, h.headerFormat)
-		if err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", h.chainField, err)
-		}
-		if len(ders)+len(more) > certcodec.MaxCerts {
-			return nil, fmt.Errorf("decoding %s: %w", h.chainField, certcodec.ErrTooMany)
-		}
-		ders = append(ders, more...)
-	}
-	certs := make([]*x509.Certificate, len(ders))
-	for i, der := range ders {
-		if certs[i], err = x509.ParseCertificate(der); err != nil {
-			return nil, fmt.Errorf("parsing certificate %d of %s: %w", i+1, h.headerField, err)
-		}
-	}
-	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(ders[0]), certcheck.SourceHeader, now)
+	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), certcheck.SourceHeader, now)
 	h.cache.Put(certcheck.SourceHeader, key, v, v.expires, v.gen)
 	return v, nil
 }

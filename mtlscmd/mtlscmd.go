@@ -5,7 +5,6 @@ package mtlscmd
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -172,7 +171,7 @@ is 1 when it does not verify.
 			chain, _ := f.GetString("chain")
 			caPath, _ := f.GetString("ca")
 			var (
-				ders   [][]byte
+				certs  []*x509.Certificate
 				format string
 				err    error
 			)
@@ -180,30 +179,21 @@ is 1 when it does not verify.
 			case chain != "" && header == "":
 				return errors.New("--chain goes with --header")
 			case header != "" && len(args) == 0:
-				var found certcodec.Format
-				ders, found, err = certcodec.Decode(header, certcodec.Auto)
-				format = "header, " + found.String()
-				if err == nil && chain != "" {
-					var rest [][]byte
-					if rest, err = certcodec.DecodeChain(chain, certcodec.Auto); err != nil {
-						err = fmt.Errorf("chain: %w", err)
-					}
-					ders = append(ders, rest...)
+				var chains []string
+				if chain != "" {
+					chains = []string{chain}
 				}
+				var found certcodec.Format
+				certs, found, err = certcodec.ParseHeader(header, chains, certcodec.Auto, certcodec.HeaderFields{Cert: "--header", Chain: "--chain"})
+				format = "header, " + found.String()
 			case header == "" && len(args) == 1:
-				ders, err = readPEMFile(args[0], cmd.InOrStdin())
+				certs, err = readPEMFile(args[0], cmd.InOrStdin())
 				format = "PEM file"
 			default:
 				return errors.New("give a PEM file or --header <value>, not both")
 			}
 			if err != nil {
 				return err
-			}
-			certs := make([]*x509.Certificate, len(ders))
-			for i, der := range ders {
-				if certs[i], err = x509.ParseCertificate(der); err != nil {
-					return fmt.Errorf("certificate %d: %w", i+1, err)
-				}
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "source:       %s\n", format)
@@ -254,10 +244,12 @@ func describe(w io.Writer, c *x509.Certificate) {
 	}
 }
 
-func readPEMFile(path string, stdin io.Reader) ([][]byte, error) {
+// readPEMFile returns the certificates of a PEM file ("-" for stdin, when
+// stdin is given), in order, passing over other blocks.
+func readPEMFile(path string, stdin io.Reader) ([]*x509.Certificate, error) {
 	var data []byte
 	var err error
-	if path == "-" {
+	if path == "-" && stdin != nil {
 		data, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
 	} else {
 		data, err = os.ReadFile(path)
@@ -265,31 +257,23 @@ func readPEMFile(path string, stdin io.Reader) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ders [][]byte
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type == "CERTIFICATE" {
-			ders = append(ders, block.Bytes)
-		}
+	certs, err := certcodec.ParsePEM(data, certcodec.PEMAll)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if len(ders) == 0 {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-	}
-	return ders, nil
+	return certs, nil
 }
 
+// readPool reads the CA(s) of a PEM file as client_cert_auth's trust_pool
+// file does.
 func readPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
+	certs, err := readPEMFile(path, nil)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
 	return pool, nil
 }

@@ -246,18 +246,9 @@ func parseKeyPair(name, certPEM, keyPEM string) (*KeyPair, error) {
 	}
 	// The certificate field is served back by the API: it must hold
 	// certificates and nothing else (a key pasted into it would leak).
-	for rest := []byte(certPEM); ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			if strings.TrimSpace(string(rest)) != "" {
-				return nil, inputErrorf("certificate: data that is not PEM")
-			}
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, inputErrorf("certificate: a %q PEM block where only certificates may be", block.Type)
-		}
+	// tls.X509KeyPair then reads the key and matches it to the leaf.
+	if _, err := certcodec.ParsePEM([]byte(certPEM), certcodec.PEMChain); err != nil {
+		return nil, inputErrorf("certificate: %v", err)
 	}
 	tc, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
@@ -401,16 +392,12 @@ func parseOneCertificate(certPEM string) (*x509.Certificate, error) {
 	if len(certPEM) > maxPEM {
 		return nil, inputErrorf("certificate longer than %d bytes", maxPEM)
 	}
-	block, rest := pem.Decode([]byte(certPEM))
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, inputErrorf("certificate: no PEM CERTIFICATE block")
+	certs, err := certcodec.ParsePEM([]byte(certPEM), certcodec.PEMOne)
+	if errors.Is(err, certcodec.ErrPEMMoreThanOne) {
+		return nil, inputErrorf("certificate: %v (give the client's certificate alone)", err)
 	}
-	if strings.TrimSpace(string(rest)) != "" {
-		return nil, inputErrorf("certificate: more than one PEM block (give the client's certificate alone)")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		return nil, inputErrorf("certificate: %v", err)
 	}
-	return cert, nil
+	return certs[0], nil
 }
