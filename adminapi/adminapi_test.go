@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -23,8 +23,8 @@ func newTestAPI(t *testing.T) (*AdminAPI, *store.Store) {
 	t.Helper()
 	a := &AdminAPI{storage: &certmagic.FileStorage{Path: t.TempDir()}, logger: zap.NewNop()}
 	s := a.store()
-	ca := testpki.Must(testpki.NewCA("Unit Root"))
-	keep := testpki.Must(ca.Issue(testpki.Options{CommonName: "keep"}))
+	ca := demopki.Must(demopki.NewCA("Unit Root"))
+	keep := demopki.Must(ca.Issue(demopki.Options{CommonName: "keep"}))
 	if _, err := s.PutClient(context.Background(), "keep", "gold", string(keep.CertPEM())); err != nil {
 		t.Fatal(err)
 	}

@@ -8,20 +8,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 func testChain(t testing.TB) (leaf, inter []byte) {
 	t.Helper()
-	root, err := testpki.NewCA("codec root")
+	root, err := demopki.NewCA("codec root")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mid, err := root.Issue(testpki.Options{CommonName: "codec intermediate", IsCA: true})
+	mid, err := root.Issue(demopki.Options{CommonName: "codec intermediate", IsCA: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := mid.Issue(testpki.Options{CommonName: "codec client"})
+	c, err := mid.Issue(demopki.Options{CommonName: "codec client"})
 	if err != nil {
 		t.Fatal(err)
 	}

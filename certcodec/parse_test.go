@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // errParse stands, in the tables, for an error that names a certificate that
@@ -17,7 +17,7 @@ var errParse = errors.New("a certificate that does not parse")
 func TestParsePEM(t *testing.T) {
 	leaf, inter := testChain(t)
 	L, I := pemText(leaf), pemText(inter)
-	K := string(testpki.Must(testpki.NewCA("key holder")).KeyPEM())
+	K := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
 	B := pemText([]byte("not a certificate"))
 	// Each option's result: how many certificates (leaf first, then inter),
 	// or the error.

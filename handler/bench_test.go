@@ -17,7 +17,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // batch is how many requests are prepared, untimed, at a time. Each request
@@ -27,7 +27,7 @@ const batch = 1024
 
 type benchCase struct {
 	name   string
-	certs  []*testpki.Cert // TLS peer chain
+	certs  []*demopki.Cert // TLS peer chain
 	header string          // Client-Cert value, sent by a trusted proxy
 }
 
@@ -73,16 +73,16 @@ func benchHandler(b *testing.B, h *Handler, cases func(i int) benchCase) {
 // two callers alternate through a cache of one).
 func BenchmarkServeHTTP(b *testing.B) {
 	p := newPKI(b)
-	second, err := p.root.Issue(testpki.Options{CommonName: "carol"})
+	second, err := p.root.Issue(demopki.Options{CommonName: "carol"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	callers := []*testpki.Cert{p.valid, second}
+	callers := []*demopki.Cert{p.valid, second}
 	// The test PKI lives a day: a window of 1 ns keeps the expiry warnings
 	// (with their stack traces) out of the benchmark's output.
 	cfg := strings.TrimSuffix(headerConfig(p, `{}`, `{}`), "}") + `, "expiry_warning": 1}`
 
-	run := func(b *testing.B, miss bool, mk func(c *testpki.Cert) benchCase) {
+	run := func(b *testing.B, miss bool, mk func(c *demopki.Cert) benchCase) {
 		h := provision(b, cfg)
 		if miss {
 			h.cache = certcheck.NewCache[*verdict](1)
@@ -100,15 +100,15 @@ func BenchmarkServeHTTP(b *testing.B) {
 			kind = "miss"
 		}
 		b.Run("tls/"+kind, func(b *testing.B) {
-			run(b, miss, func(c *testpki.Cert) benchCase { return benchCase{certs: []*testpki.Cert{c}} })
+			run(b, miss, func(c *demopki.Cert) benchCase { return benchCase{certs: []*demopki.Cert{c}} })
 		})
 		for _, f := range []certcodec.Format{certcodec.RFC9440, certcodec.URLPEM, certcodec.PEM, certcodec.Base64DER} {
-			encoded := map[*testpki.Cert]string{}
+			encoded := map[*demopki.Cert]string{}
 			for _, c := range callers {
 				encoded[c] = certcodec.Encode(c.Cert.Raw, f)
 			}
 			b.Run("header_"+f.String()+"/"+kind, func(b *testing.B) {
-				run(b, miss, func(c *testpki.Cert) benchCase { return benchCase{header: encoded[c]} })
+				run(b, miss, func(c *demopki.Cert) benchCase { return benchCase{header: encoded[c]} })
 			})
 		}
 	}
@@ -123,7 +123,7 @@ func BenchmarkCacheEntry(b *testing.B) {
 	const n = 500
 	for _, tc := range []struct {
 		name   string
-		issuer *testpki.Cert
+		issuer *demopki.Cert
 		chain  []*x509.Certificate
 	}{
 		{"root_issued", p.root, nil},
@@ -131,7 +131,7 @@ func BenchmarkCacheEntry(b *testing.B) {
 	} {
 		chains := make([][]*x509.Certificate, n)
 		for i := range chains {
-			leaf, err := tc.issuer.Issue(testpki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
+			leaf, err := tc.issuer.Issue(demopki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -22,24 +22,24 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // pki is the test PKI shared by the handler tests.
 type pki struct {
 	dir                     string
-	root, other, mid        *testpki.Cert
-	valid, viaMid, expired  *testpki.Cert
-	notYet, serverOnly      *testpki.Cert
-	wrongCA, selfSigned     *testpki.Cert
-	pinned, pinnedServerEKU *testpki.Cert
+	root, other, mid        *demopki.Cert
+	valid, viaMid, expired  *demopki.Cert
+	notYet, serverOnly      *demopki.Cert
+	wrongCA, selfSigned     *demopki.Cert
+	pinned, pinnedServerEKU *demopki.Cert
 	rootPath, otherPath     string
 	pinnedPath, pinnedSEKU  string
 }
 
 func newPKI(t testing.TB) *pki {
 	t.Helper()
-	must := func(c *testpki.Cert, err error) *testpki.Cert {
+	must := func(c *demopki.Cert, err error) *demopki.Cert {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -48,20 +48,20 @@ func newPKI(t testing.TB) *pki {
 	}
 	p := &pki{dir: t.TempDir()}
 	now := time.Now()
-	p.root = must(testpki.NewCA("Test Root"))
-	p.other = must(testpki.NewCA("Other Root"))
-	p.mid = must(p.root.Issue(testpki.Options{CommonName: "Test Intermediate", IsCA: true}))
-	p.valid = must(p.root.Issue(testpki.Options{CommonName: "alice", DNSNames: []string{"alice.example"}, URIs: []string{"spiffe://example/alice"}, Emails: []string{"alice@example.com"}}))
-	p.viaMid = must(p.mid.Issue(testpki.Options{CommonName: "bob"}))
-	p.expired = must(p.root.Issue(testpki.Options{CommonName: "old", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}))
-	p.notYet = must(p.root.Issue(testpki.Options{CommonName: "future", NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)}))
-	p.serverOnly = must(p.root.Issue(testpki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
-	p.wrongCA = must(p.other.Issue(testpki.Options{CommonName: "mallory"}))
-	p.selfSigned = must(testpki.SelfSigned(testpki.Options{CommonName: "eve"}))
-	p.pinned = must(testpki.SelfSigned(testpki.Options{CommonName: "partner"}))
-	p.pinnedServerEKU = must(testpki.SelfSigned(testpki.Options{CommonName: "partner2", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	p.root = must(demopki.NewCA("Test Root"))
+	p.other = must(demopki.NewCA("Other Root"))
+	p.mid = must(p.root.Issue(demopki.Options{CommonName: "Test Intermediate", IsCA: true}))
+	p.valid = must(p.root.Issue(demopki.Options{CommonName: "alice", DNSNames: []string{"alice.example"}, URIs: []string{"spiffe://example/alice"}, Emails: []string{"alice@example.com"}}))
+	p.viaMid = must(p.mid.Issue(demopki.Options{CommonName: "bob"}))
+	p.expired = must(p.root.Issue(demopki.Options{CommonName: "old", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}))
+	p.notYet = must(p.root.Issue(demopki.Options{CommonName: "future", NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)}))
+	p.serverOnly = must(p.root.Issue(demopki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	p.wrongCA = must(p.other.Issue(demopki.Options{CommonName: "mallory"}))
+	p.selfSigned = must(demopki.SelfSigned(demopki.Options{CommonName: "eve"}))
+	p.pinned = must(demopki.SelfSigned(demopki.Options{CommonName: "partner"}))
+	p.pinnedServerEKU = must(demopki.SelfSigned(demopki.Options{CommonName: "partner2", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
 	var err error
-	write := func(c *testpki.Cert, name string) string {
+	write := func(c *demopki.Cert, name string) string {
 		t.Helper()
 		path, _, werr := c.WriteFiles(p.dir, name)
 		if werr != nil {
@@ -109,7 +109,7 @@ type result struct {
 }
 
 type reqOpts struct {
-	certs   []*testpki.Cert // TLS peer chain, leaf first
+	certs   []*demopki.Cert // TLS peer chain, leaf first
 	remote  string
 	trusted bool // the server's trusted_proxies matched
 	header  http.Header
@@ -189,22 +189,22 @@ func TestTrustDecision(t *testing.T) {
 	h := provision(t, p.trustConfig())
 	tests := []struct {
 		name   string
-		chain  []*testpki.Cert
+		chain  []*demopki.Cert
 		status int
 		reason certcheck.Reason
 		id     string
 	}{
-		{"valid", []*testpki.Cert{p.valid}, 0, certcheck.OK, "alice"},
-		{"valid through intermediate", []*testpki.Cert{p.viaMid, p.mid}, 0, certcheck.OK, "bob"},
-		{"intermediate not sent", []*testpki.Cert{p.viaMid}, 403, certcheck.Untrusted, ""},
-		{"expired", []*testpki.Cert{p.expired}, 403, certcheck.Expired, ""},
-		{"not yet valid", []*testpki.Cert{p.notYet}, 403, certcheck.NotYetValid, ""},
-		{"wrong EKU", []*testpki.Cert{p.serverOnly}, 403, certcheck.EKU, ""},
-		{"wrong CA", []*testpki.Cert{p.wrongCA}, 403, certcheck.Untrusted, ""},
-		{"self-signed, not pinned", []*testpki.Cert{p.selfSigned}, 403, certcheck.Untrusted, ""},
-		{"root itself", []*testpki.Cert{p.root}, 403, certcheck.CACertificate, ""},
-		{"pinned", []*testpki.Cert{p.pinned}, 0, certcheck.OK, "partner"},
-		{"pinned with server-only EKU", []*testpki.Cert{p.pinnedServerEKU}, 403, certcheck.EKU, ""},
+		{"valid", []*demopki.Cert{p.valid}, 0, certcheck.OK, "alice"},
+		{"valid through intermediate", []*demopki.Cert{p.viaMid, p.mid}, 0, certcheck.OK, "bob"},
+		{"intermediate not sent", []*demopki.Cert{p.viaMid}, 403, certcheck.Untrusted, ""},
+		{"expired", []*demopki.Cert{p.expired}, 403, certcheck.Expired, ""},
+		{"not yet valid", []*demopki.Cert{p.notYet}, 403, certcheck.NotYetValid, ""},
+		{"wrong EKU", []*demopki.Cert{p.serverOnly}, 403, certcheck.EKU, ""},
+		{"wrong CA", []*demopki.Cert{p.wrongCA}, 403, certcheck.Untrusted, ""},
+		{"self-signed, not pinned", []*demopki.Cert{p.selfSigned}, 403, certcheck.Untrusted, ""},
+		{"root itself", []*demopki.Cert{p.root}, 403, certcheck.CACertificate, ""},
+		{"pinned", []*demopki.Cert{p.pinned}, 0, certcheck.OK, "partner"},
+		{"pinned with server-only EKU", []*demopki.Cert{p.pinnedServerEKU}, 403, certcheck.EKU, ""},
 		{"no certificate", nil, 401, certcheck.NoCert, ""},
 	}
 	for _, tc := range tests {
@@ -228,7 +228,7 @@ func TestTrustDecision(t *testing.T) {
 func TestPlaceholders(t *testing.T) {
 	p := newPKI(t)
 	h := provision(t, p.trustConfig())
-	res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}})
+	res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}})
 	if res.status != 0 {
 		t.Fatal(res.err)
 	}
@@ -243,13 +243,13 @@ func TestPlaceholders(t *testing.T) {
 			t.Errorf("{http.auth.user.%s} = %q, want %q", k, res.vars[k], v)
 		}
 	}
-	res = serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}})
+	res = serve(h, reqOpts{certs: []*demopki.Cert{p.pinned}})
 	if res.vars["alias"] != "partner" || res.vars["tier"] != "gold" || res.vars["id"] != "partner" {
 		t.Fatalf("pinned placeholders: %v", res.vars)
 	}
 }
 
-func fingerprint(c *testpki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
+func fingerprint(c *demopki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
 
 func TestOptionalMode(t *testing.T) {
 	p := newPKI(t)
@@ -264,10 +264,10 @@ func TestOptionalMode(t *testing.T) {
 			t.Fatalf("no certificate in optional mode: {http.auth.user.%s} = %q", name, v)
 		}
 	}
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.wrongCA}}); res.status != 403 {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{p.wrongCA}}); res.status != 403 {
 		t.Fatalf("bad certificate in optional mode: status %d", res.status)
 	}
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 0 || res.vars["id"] != "alice" {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}}); res.status != 0 || res.vars["id"] != "alice" {
 		t.Fatalf("good certificate in optional mode: status %d", res.status)
 	}
 }
@@ -299,8 +299,8 @@ func TestHeaderPath(t *testing.T) {
 		}
 		return out
 	}
-	enc := func(c *testpki.Cert, f certcodec.Format) string { return certcodec.Encode(c.Cert.Raw, f) }
-	proxyCert := []*testpki.Cert{p.pinned} // the proxy's own TLS identity
+	enc := func(c *demopki.Cert, f certcodec.Format) string { return certcodec.Encode(c.Cert.Raw, f) }
+	proxyCert := []*demopki.Cert{p.pinned} // the proxy's own TLS identity
 
 	for _, f := range []certcodec.Format{certcodec.RFC9440, certcodec.URLPEM, certcodec.PEM, certcodec.Base64DER} {
 		res := serve(h, reqOpts{trusted: true, certs: proxyCert, header: hdr("Client-Cert", enc(p.valid, f))})
@@ -327,11 +327,11 @@ func TestHeaderPath(t *testing.T) {
 	if res.status != 401 || !strings.HasSuffix(res.err.Error(), certcheck.UntrustedSource.String()) {
 		t.Fatalf("spoofed header without TLS certificate: status %d (%v)", res.status, res.err)
 	}
-	res = serve(h, reqOpts{trusted: false, certs: []*testpki.Cert{p.wrongCA}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
+	res = serve(h, reqOpts{trusted: false, certs: []*demopki.Cert{p.wrongCA}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
 	if res.status != 403 {
 		t.Fatalf("spoofed header over an untrusted TLS certificate: status %d", res.status)
 	}
-	res = serve(h, reqOpts{trusted: false, certs: []*testpki.Cert{p.pinned}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
+	res = serve(h, reqOpts{trusted: false, certs: []*demopki.Cert{p.pinned}, header: hdr("Client-Cert", enc(p.valid, certcodec.RFC9440))})
 	if res.status != 0 || res.vars["id"] != "partner" || res.vars["source"] != "tls" {
 		t.Fatalf("spoofed header over a good TLS certificate: status %d, vars %v", res.status, res.vars)
 	}
@@ -393,7 +393,7 @@ func TestSpoofedForwardFieldStripped(t *testing.T) {
 	p := newPKI(t)
 	for i, cfg := range []string{p.trustConfig(), headerConfig(p, "", `{"field":"X-Client-Cert","format":"pem"}`)} {
 		h := provision(t, cfg)
-		res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}, header: http.Header{
+		res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}, header: http.Header{
 			"Client-Cert": {"spoofed"}, "Client-Cert-Chain": {"spoofed"}, "X-Client-Cert": {"spoofed"},
 		}})
 		if res.status != 0 {
@@ -407,7 +407,7 @@ func TestSpoofedForwardFieldStripped(t *testing.T) {
 		}
 	}
 	h := provision(t, headerConfig(p, "", `{"field":"X-Client-Cert","format":"pem"}`))
-	res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}, header: http.Header{"X-Client-Cert": {"spoofed"}}})
+	res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}, header: http.Header{"X-Client-Cert": {"spoofed"}}})
 	if got := res.upstream.Get("X-Client-Cert"); got != certcodec.Encode(p.valid.Cert.Raw, certcodec.PEM) {
 		t.Fatalf("forwarded %q", got)
 	}
@@ -448,14 +448,14 @@ func TestProvisionErrors(t *testing.T) {
 	// Inline PEM works as well as a file.
 	pemJSON, _ := json.Marshal(string(p.pinned.CertPEM()))
 	h := provision(t, `{"clients":[{"alias":"inline","certificate":`+string(pemJSON)+`}]}`)
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}}); res.vars["id"] != "inline" {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{p.pinned}}); res.vars["id"] != "inline" {
 		t.Fatalf("inline pinned client: %d %v", res.status, res.err)
 	}
 }
 
 func TestVerdictNeverOutlivesCertificate(t *testing.T) {
 	p := newPKI(t)
-	short, err := p.root.Issue(testpki.Options{CommonName: "short", NotAfter: time.Now().Add(2 * time.Second)})
+	short, err := p.root.Issue(demopki.Options{CommonName: "short", NotAfter: time.Now().Add(2 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +488,7 @@ func TestEmptyHeaderIsNoHeader(t *testing.T) {
 		t.Fatalf("empty header from a trusted proxy: status %d (%v), want 401 no_cert", res.status, res.err)
 	}
 	// Nor does the proxy's own TLS certificate stand in for the caller's.
-	res = serve(h, reqOpts{trusted: true, certs: []*testpki.Cert{p.valid}, header: http.Header{"Client-Cert": {" "}}})
+	res = serve(h, reqOpts{trusted: true, certs: []*demopki.Cert{p.valid}, header: http.Header{"Client-Cert": {" "}}})
 	if res.status != 401 {
 		t.Fatalf("blank header over the proxy's TLS certificate: status %d, want 401", res.status)
 	}
@@ -594,12 +594,12 @@ func urlEscape(s string) string {
 }
 
 func TestVerdictEndsWithTheRoot(t *testing.T) {
-	root, err := testpki.NewCA("short-lived root")
+	root, err := demopki.NewCA("short-lived root")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A leaf that outlives its root.
-	leaf, err := root.Issue(testpki.Options{CommonName: "leaf", NotAfter: time.Now().Add(48 * time.Hour)})
+	leaf, err := root.Issue(demopki.Options{CommonName: "leaf", NotAfter: time.Now().Add(48 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,13 +628,13 @@ func TestKeyUsage(t *testing.T) {
 		"no digital signature": x509.KeyUsageKeyEncipherment,
 		"crl sign only":        x509.KeyUsageCRLSign,
 	} {
-		c := testpki.Must(p.root.Issue(testpki.Options{CommonName: name, KeyUsage: ku}))
-		if res := serve(h, reqOpts{certs: []*testpki.Cert{c}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.KeyUsage.String()) {
+		c := demopki.Must(p.root.Issue(demopki.Options{CommonName: name, KeyUsage: ku}))
+		if res := serve(h, reqOpts{certs: []*demopki.Cert{c}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.KeyUsage.String()) {
 			t.Fatalf("%s: status %d (%v)", name, res.status, res.err)
 		}
 	}
-	ok := testpki.Must(p.root.Issue(testpki.Options{CommonName: "rsa-style", KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}))
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{ok}}); res.status != 0 {
+	ok := demopki.Must(p.root.Issue(demopki.Options{CommonName: "rsa-style", KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}))
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{ok}}); res.status != 0 {
 		t.Fatalf("digital signature and key encipherment: status %d (%v)", res.status, res.err)
 	}
 }
@@ -642,7 +642,7 @@ func TestKeyUsage(t *testing.T) {
 func TestRefusedSubjectIsCapped(t *testing.T) {
 	p := newPKI(t)
 	h := provision(t, p.trustConfig())
-	big := testpki.Must(testpki.SelfSigned(testpki.Options{CommonName: "x", Organization: strings.Repeat("O", 20000)}))
+	big := demopki.Must(demopki.SelfSigned(demopki.Options{CommonName: "x", Organization: strings.Repeat("O", 20000)}))
 	v := h.fromTLS([]*x509.Certificate{big.Cert}, time.Now())
 	if v.accepted || len(v.subject) > maxLoggedSubject+16 {
 		t.Fatalf("accepted %v, subject kept %d bytes", v.accepted, len(v.subject))
@@ -710,16 +710,16 @@ func TestStackedHandlers(t *testing.T) {
 
 func TestRevocation(t *testing.T) {
 	p := newPKI(t)
-	revoked := testpki.Must(p.root.Issue(testpki.Options{CommonName: "revoked"}))
+	revoked := demopki.Must(p.root.Issue(demopki.Options{CommonName: "revoked"}))
 	crl := filepath.Join(p.dir, "root.crl")
 	if err := p.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
 		t.Fatal(err)
 	}
 	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},"revocation":{"crl":["`+crl+`"]}}`)
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
 		t.Fatalf("revoked: %d %v", res.status, res.err)
 	}
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 0 {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}}); res.status != 0 {
 		t.Fatalf("valid: %d %v", res.status, res.err)
 	}
 	// The CRL now revokes alice too: once re-read, her cached verdict is
@@ -728,7 +728,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.revocation.Reload(context.Background())
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{p.valid}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{p.valid}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
 		t.Fatalf("valid after the new CRL: %d %v", res.status, res.err)
 	}
 }
@@ -739,7 +739,7 @@ func TestRevocation(t *testing.T) {
 // pinned certificate whose issuer is not known is not refused for that.
 func TestPinnedRevocation(t *testing.T) {
 	p := newPKI(t)
-	revoked := testpki.Must(p.root.Issue(testpki.Options{CommonName: "revoked-partner"}))
+	revoked := demopki.Must(p.root.Issue(demopki.Options{CommonName: "revoked-partner"}))
 	revokedPath, _, err := revoked.WriteFiles(p.dir, "revoked-partner")
 	if err != nil {
 		t.Fatal(err)
@@ -752,11 +752,11 @@ func TestPinnedRevocation(t *testing.T) {
 		h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},
 			"clients":[{"alias":"revoked","certificate_file":"`+revokedPath+`"},{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}],
 			"revocation":{"mode":"`+mode+`","crl":["`+crl+`"]}}`)
-		if res := serve(h, reqOpts{certs: []*testpki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
+		if res := serve(h, reqOpts{certs: []*demopki.Cert{revoked}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
 			t.Fatalf("%s: revoked pinned client: %d %v", mode, res.status, res.err)
 		}
 		// The self-signed pinned partner has no known issuer: accepted.
-		if res := serve(h, reqOpts{certs: []*testpki.Cert{p.pinned}}); res.status != 0 || res.vars["id"] != "partner" {
+		if res := serve(h, reqOpts{certs: []*demopki.Cert{p.pinned}}); res.status != 0 || res.vars["id"] != "partner" {
 			t.Fatalf("%s: self-signed pinned client: %d %v", mode, res.status, res.err)
 		}
 	}
@@ -769,17 +769,17 @@ func TestPinnedRevocation(t *testing.T) {
 // pool as a leaf is refused as a CA.
 func TestPinnedSelfSignedCA(t *testing.T) {
 	p := newPKI(t)
-	ca := testpki.Must(testpki.NewCA("openssl-made"))
+	ca := demopki.Must(demopki.NewCA("openssl-made"))
 	path, _, err := ca.WriteFiles(p.dir, "openssl-made")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := provision(t, `{"clients":[{"alias":"tool","certificate_file":"`+path+`"}]}`)
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{ca}}); res.status != 0 || res.vars["id"] != "tool" {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{ca}}); res.status != 0 || res.vars["id"] != "tool" {
 		t.Fatalf("pinned CA:TRUE self-signed certificate: %d %v", res.status, res.err)
 	}
 	h = provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+path+`"]}}`)
-	if res := serve(h, reqOpts{certs: []*testpki.Cert{ca}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.CACertificate.String()) {
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{ca}}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.CACertificate.String()) {
 		t.Fatalf("the CA itself under the trust pool: %d %v", res.status, res.err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // TestHeaderNeedsFrom: a header fallback that does not say who may set it
@@ -60,8 +60,8 @@ func TestHeaderFrom(t *testing.T) {
 // chains to that pool (the load balancer's own), whatever the address.
 func TestHeaderFromClientCertificate(t *testing.T) {
 	p := newPKI(t)
-	lbCA := testpki.Must(testpki.NewCA("LB CA"))
-	lb := testpki.Must(lbCA.Issue(testpki.Options{CommonName: "lb"}))
+	lbCA := demopki.Must(demopki.NewCA("LB CA"))
+	lb := demopki.Must(lbCA.Issue(demopki.Options{CommonName: "lb"}))
 	lbCAPath, _, err := lbCA.WriteFiles(p.dir, "lb-ca")
 	if err != nil {
 		t.Fatal(err)
@@ -73,11 +73,11 @@ func TestHeaderFromClientCertificate(t *testing.T) {
 		req          reqOpts
 		believed     bool
 	}{
-		{"the load balancer's certificate", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "203.0.113.9:1234"}, true},
-		{"a caller's certificate of another CA", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{p.valid}, remote: "203.0.113.9:1234"}, false},
+		{"the load balancer's certificate", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*demopki.Cert{lb}, remote: "203.0.113.9:1234"}, true},
+		{"a caller's certificate of another CA", `{"from_client_certificate":` + pool + `}`, reqOpts{certs: []*demopki.Cert{p.valid}, remote: "203.0.113.9:1234"}, false},
 		{"no certificate", `{"from_client_certificate":` + pool + `}`, reqOpts{remote: "10.1.2.3:1234"}, false},
-		{"the load balancer's certificate, from the wrong address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "203.0.113.9:1234"}, false},
-		{"the load balancer's certificate, from its address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*testpki.Cert{lb}, remote: "10.1.2.3:1234"}, true},
+		{"the load balancer's certificate, from the wrong address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*demopki.Cert{lb}, remote: "203.0.113.9:1234"}, false},
+		{"the load balancer's certificate, from its address", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{certs: []*demopki.Cert{lb}, remote: "10.1.2.3:1234"}, true},
 		{"the right address, no certificate", `{"from":["10.1.0.0/16"],"from_client_certificate":` + pool + `}`, reqOpts{remote: "10.1.2.3:1234"}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -105,7 +105,7 @@ func TestHeaderFromClientCertificate(t *testing.T) {
 func TestTrailersRemoved(t *testing.T) {
 	p := newPKI(t)
 	h := provision(t, headerConfig(p, `{"field":"X-SSL-Client-Cert","chain":"X-Chain"}`, ""))
-	r := newRequest(reqOpts{certs: []*testpki.Cert{p.valid}})
+	r := newRequest(reqOpts{certs: []*demopki.Cert{p.valid}})
 	names := []string{"X-Ssl-Client-Cert", "X-Chain", "Client-Cert", "Client-Cert-Chain"}
 	r.Trailer = http.Header{"X-Other": nil}
 	for _, n := range names {

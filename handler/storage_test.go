@@ -10,7 +10,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -53,7 +53,7 @@ func TestStoredClientsShared(t *testing.T) {
 		return h
 	}
 	alias := func(h *Handler) string {
-		res := serve(h, reqOpts{certs: []*testpki.Cert{p.wrongCA}})
+		res := serve(h, reqOpts{certs: []*demopki.Cert{p.wrongCA}})
 		if res.status != 0 {
 			return fmt.Sprint(res.status)
 		}

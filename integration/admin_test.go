@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // adminCall makes a request to Caddy's admin endpoint.
@@ -370,15 +370,15 @@ func checkCluster(t *testing.T, e *env, a *caddyProc, portA, portB int) {
 func TestStoredKeyPairProfile(t *testing.T) {
 	e := newEnv(t)
 	storageDir := filepath.Join(e.dir, "storage")
-	issuer := testpki.Must(testpki.NewCA("gateway identities"))
-	v1 := testpki.Must(issuer.Issue(testpki.Options{CommonName: "gateway-v1"}))
-	v2 := testpki.Must(issuer.Issue(testpki.Options{CommonName: "gateway-v2"}))
+	issuer := demopki.Must(demopki.NewCA("gateway identities"))
+	v1 := demopki.Must(issuer.Issue(demopki.Options{CommonName: "gateway-v1"}))
+	v2 := demopki.Must(issuer.Issue(demopki.Options{CommonName: "gateway-v2"}))
 	backend := testpeer.StartBackend(t, "b", issuer)
 	serverCA := filepath.Join(e.dir, "backend-ca.pem")
 	writeFile(t, serverCA, string(backend.ServerCA.CertPEM()))
 
 	c := startCaddy(t, e, `{"admin":{"listen":"{admin}"},"storage":{"module":"file_system","root":"`+storageDir+`"}}`, "json")
-	upload := func(kp *testpki.Cert) {
+	upload := func(kp *demopki.Cert) {
 		t.Helper()
 		status, body := adminCall(t, c, http.MethodPost, "/mtls/keypairs/gw?replace=true", map[string]string{"certificate": string(kp.CertPEM()), "private_key": string(kp.KeyPEM())})
 		if status != 200 {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 func caddyCmd(t *testing.T, args ...string) (string, error) {
@@ -40,8 +40,8 @@ func TestMTLSCommand(t *testing.T) {
 		}
 	}
 	// A caller under an intermediate, sent in the chain header.
-	mid := testpki.Must(e.root.Issue(testpki.Options{CommonName: "Integration Intermediate", IsCA: true}))
-	carol := testpki.Must(mid.Issue(testpki.Options{CommonName: "carol"}))
+	mid := demopki.Must(e.root.Issue(demopki.Options{CommonName: "Integration Intermediate", IsCA: true}))
+	carol := demopki.Must(mid.Issue(demopki.Options{CommonName: "carol"}))
 	leaf := certcodec.Encode(carol.Cert.Raw, certcodec.RFC9440)
 	out, err = caddyCmd(t, "mtls", "inspect", "--ca", e.path("root"), "--header", leaf, "--chain", certcodec.Encode(mid.Cert.Raw, certcodec.RFC9440))
 	if err != nil || !strings.Contains(out, "chain:        1 more certificate(s)") || !strings.Contains(out, "verifies:     yes") {

@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 var caddyBin string
@@ -70,33 +70,33 @@ type env struct {
 	t   *testing.T
 	dir string
 
-	root, other, serverCA *testpki.Cert
-	server                *testpki.Cert
-	alice, bob, mallory   *testpki.Cert // alice and bob chain to root, mallory to other
-	expired, partner      *testpki.Cert // partner is self-signed, pinned
+	root, other, serverCA *demopki.Cert
+	server                *demopki.Cert
+	alice, bob, mallory   *demopki.Cert // alice and bob chain to root, mallory to other
+	expired, partner      *demopki.Cert // partner is self-signed, pinned
 	files                 map[string]string
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), files: map[string]string{}}
-	must := func(c *testpki.Cert, err error) *testpki.Cert {
+	must := func(c *demopki.Cert, err error) *demopki.Cert {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	e.root = must(testpki.NewCA("Integration Root"))
-	e.other = must(testpki.NewCA("Other Root"))
-	e.serverCA = must(testpki.NewCA("Server CA"))
-	e.server = must(e.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}))
-	e.alice = must(e.root.Issue(testpki.Options{CommonName: "alice"}))
-	e.bob = must(e.other.Issue(testpki.Options{CommonName: "bob"}))
-	e.mallory = must(e.other.Issue(testpki.Options{CommonName: "mallory"}))
-	e.expired = must(e.root.Issue(testpki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
-	e.partner = must(testpki.SelfSigned(testpki.Options{CommonName: "partner-app"}))
-	for name, c := range map[string]*testpki.Cert{
+	e.root = must(demopki.NewCA("Integration Root"))
+	e.other = must(demopki.NewCA("Other Root"))
+	e.serverCA = must(demopki.NewCA("Server CA"))
+	e.server = must(e.serverCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}))
+	e.alice = must(e.root.Issue(demopki.Options{CommonName: "alice"}))
+	e.bob = must(e.other.Issue(demopki.Options{CommonName: "bob"}))
+	e.mallory = must(e.other.Issue(demopki.Options{CommonName: "mallory"}))
+	e.expired = must(e.root.Issue(demopki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
+	e.partner = must(demopki.SelfSigned(demopki.Options{CommonName: "partner-app"}))
+	for name, c := range map[string]*demopki.Cert{
 		"root": e.root, "other": e.other, "serverca": e.serverCA, "server": e.server,
 		"alice": e.alice, "bob": e.bob, "mallory": e.mallory, "expired": e.expired, "partner": e.partner,
 	} {
@@ -269,7 +269,7 @@ type response struct {
 
 // goClient makes an HTTPS client that trusts the server CA and presents
 // cert (nil for none).
-func (e *env) goClient(cert *testpki.Cert) *http.Client {
+func (e *env) goClient(cert *demopki.Cert) *http.Client {
 	cfg := &tls.Config{RootCAs: x509.NewCertPool()}
 	cfg.RootCAs.AddCert(e.serverCA.Cert)
 	if cert != nil {
@@ -368,7 +368,7 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func fingerprintHex(c *testpki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
+func fingerprintHex(c *demopki.Cert) string { return certcodec.Fingerprint(c.Cert.Raw) }
 
 // loadConfig posts a config to the admin API's /load.
 func loadConfig(t *testing.T, c *caddyProc, config, contentType string) (int, []byte) {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // TestManyIdentities: 1000 client identities chosen per request from one
@@ -27,15 +27,15 @@ func TestManyIdentities(t *testing.T) {
 		idle        = 5 * time.Second // keepalive: idle connections close after this
 	)
 	e := newEnv(t)
-	ca := testpki.Must(testpki.NewCA("backend clients"))
+	ca := demopki.Must(demopki.NewCA("backend clients"))
 	backend := testpeer.StartBackend(t, "ids", ca)
-	entries := make([]testpki.JKSEntry, identities)
+	entries := make([]demopki.JKSEntry, identities)
 	for i := range entries {
 		alias := fmt.Sprintf("id-%04d", i)
-		entries[i] = testpki.JKSEntry{Alias: alias, Cert: testpki.Must(ca.Issue(testpki.Options{CommonName: alias + "-at-ids"})), Key: true}
+		entries[i] = demopki.JKSEntry{Alias: alias, Cert: demopki.Must(ca.Issue(demopki.Options{CommonName: alias + "-at-ids"})), Key: true}
 	}
 	jks := filepath.Join(e.dir, "ids.jks")
-	if err := testpki.WriteJKS(jks, "changeit", "changeit", entries...); err != nil {
+	if err := demopki.WriteJKS(jks, "changeit", "changeit", entries...); err != nil {
 		t.Fatal(err)
 	}
 	serverCA := filepath.Join(e.dir, "ids-server-ca.pem")

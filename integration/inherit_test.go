@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // TestProfileInheritsAutomatedClientCert: a profile without an identity of
@@ -17,7 +17,7 @@ import (
 // renews, as the http transport would.
 func TestProfileInheritsAutomatedClientCert(t *testing.T) {
 	e := newEnv(t)
-	root := testpki.Must(testpki.NewCA("Gateway Clients Root"))
+	root := demopki.Must(demopki.NewCA("Gateway Clients Root"))
 	rootCert, rootKey, err := root.WriteFiles(e.dir, "pki-root")
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // startNginx runs nginx (Debian's package) in the foreground with the given
@@ -179,8 +179,8 @@ func doFrom(t *testing.T, ip, url string, header http.Header) response {
 // address, with or without a certificate of its own, cannot name anyone.
 func TestNginxInFrontClientCertificate(t *testing.T) {
 	e := newEnv(t)
-	lbCA := testpki.Must(testpki.NewCA("Load Balancer CA"))
-	lb := testpki.Must(lbCA.Issue(testpki.Options{CommonName: "nginx-lb"}))
+	lbCA := demopki.Must(demopki.NewCA("Load Balancer CA"))
+	lb := demopki.Must(lbCA.Issue(demopki.Options{CommonName: "nginx-lb"}))
 	lbCAPath, _, err := lbCA.WriteFiles(e.dir, "lb-ca")
 	if err != nil {
 		t.Fatal(err)

@@ -12,32 +12,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // gatewayEnv is the PKI of the gateway-to-backend tests.
 type gatewayEnv struct {
 	*env
-	caA, caB, caN *testpki.Cert // the client CAs the backends require
+	caA, caB, caN *demopki.Cert // the client CAs the backends require
 	a, b          *testpeer.Backend
 	nginxPort     int
-	nginxCA       *testpki.Cert
+	nginxCA       *demopki.Cert
 }
 
 func newGatewayEnv(t *testing.T) *gatewayEnv {
 	g := &gatewayEnv{env: newEnv(t)}
-	g.caA = testpki.Must(testpki.NewCA("backend A clients"))
-	g.caB = testpki.Must(testpki.NewCA("backend B clients"))
-	g.caN = testpki.Must(testpki.NewCA("nginx clients"))
+	g.caA = demopki.Must(demopki.NewCA("backend A clients"))
+	g.caB = demopki.Must(demopki.NewCA("backend B clients"))
+	g.caN = demopki.Must(demopki.NewCA("nginx clients"))
 	g.a = testpeer.StartBackend(t, "a", g.caA)
 	g.b = testpeer.StartBackend(t, "b", g.caB)
-	g.nginxCA = testpki.Must(testpki.NewCA("nginx server CA"))
-	nginxServer := testpki.Must(g.nginxCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}}))
-	for name, c := range map[string]*testpki.Cert{
-		"gw-a":  testpki.Must(g.caA.Issue(testpki.Options{CommonName: "gateway-for-a"})),
-		"gw-a2": testpki.Must(g.caA.Issue(testpki.Options{CommonName: "gateway-for-a-v2"})),
-		"gw-n":  testpki.Must(g.caN.Issue(testpki.Options{CommonName: "gateway-for-nginx"})),
+	g.nginxCA = demopki.Must(demopki.NewCA("nginx server CA"))
+	nginxServer := demopki.Must(g.nginxCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}}))
+	for name, c := range map[string]*demopki.Cert{
+		"gw-a":  demopki.Must(g.caA.Issue(demopki.Options{CommonName: "gateway-for-a"})),
+		"gw-a2": demopki.Must(g.caA.Issue(demopki.Options{CommonName: "gateway-for-a-v2"})),
+		"gw-n":  demopki.Must(g.caN.Issue(demopki.Options{CommonName: "gateway-for-nginx"})),
 		"srv-a": g.a.ServerCA,
 		"srv-b": g.b.ServerCA,
 		"srv-n": g.nginxCA,
@@ -53,9 +53,9 @@ func newGatewayEnv(t *testing.T) *gatewayEnv {
 	// Backend B's identities, one per caller alias, in a JKS (Apigee's
 	// KeyStore with a KeyAlias per request).
 	g.files["callers.jks"] = filepath.Join(g.dir, "callers.jks")
-	err := testpki.WriteJKS(g.files["callers.jks"], "changeit", "changeit",
-		testpki.JKSEntry{Alias: "alice", Cert: testpki.Must(g.caB.Issue(testpki.Options{CommonName: "alice-at-b"})), Key: true},
-		testpki.JKSEntry{Alias: "partner", Cert: testpki.Must(g.caB.Issue(testpki.Options{CommonName: "partner-at-b"})), Key: true})
+	err := demopki.WriteJKS(g.files["callers.jks"], "changeit", "changeit",
+		demopki.JKSEntry{Alias: "alice", Cert: demopki.Must(g.caB.Issue(demopki.Options{CommonName: "alice-at-b"})), Key: true},
+		demopki.JKSEntry{Alias: "partner", Cert: demopki.Must(g.caB.Issue(demopki.Options{CommonName: "partner-at-b"})), Key: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ https://localhost:%[1]d {
 	c := startCaddy(t, g.env, cfg, "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
 	base := fmt.Sprintf("https://localhost:%d", port)
 
-	get := func(caller *testpki.Cert, path string) (int, string) {
+	get := func(caller *demopki.Cert, path string) (int, string) {
 		t.Helper()
 		res := doRaw(t, g.goClient(caller), base+path)
 		return res.status, res.body
@@ -164,7 +164,7 @@ https://localhost:%[1]d {
 
 	t.Run("each backend its profile", func(t *testing.T) {
 		for _, tc := range []struct {
-			caller *testpki.Cert
+			caller *demopki.Cert
 			path   string
 			want   string
 		}{
@@ -354,7 +354,7 @@ func doRaw(t *testing.T, client *http.Client, url string) rawResponse {
 }
 
 // goClientKeepAlive is goClient with connection reuse.
-func (e *env) goClientKeepAlive(cert *testpki.Cert) *http.Client {
+func (e *env) goClientKeepAlive(cert *demopki.Cert) *http.Client {
 	c := e.goClient(cert)
 	c.Transport.(*http.Transport).DisableKeepAlives = false
 	return c

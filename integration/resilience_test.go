@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // openFDs counts the open file descriptors of a process.
@@ -56,9 +56,9 @@ func goroutineCount(c *caddyProc) (int, error) {
 // gateway's goroutines and file descriptors return to their baseline.
 func TestResilience(t *testing.T) {
 	e := newEnv(t)
-	clientCA := testpki.Must(testpki.NewCA("backend clients"))
+	clientCA := demopki.Must(demopki.NewCA("backend clients"))
 	good := testpeer.StartBackend(t, "good", clientCA)
-	gw := testpki.Must(clientCA.Issue(testpki.Options{CommonName: "gateway"}))
+	gw := demopki.Must(clientCA.Issue(demopki.Options{CommonName: "gateway"}))
 	gwCert, gwKey, err := gw.WriteFiles(e.dir, "gw")
 	if err != nil {
 		t.Fatal(err)

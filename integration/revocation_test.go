@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // TestCRLRevocation: a caller on the CA's CRL is refused; a CRL changed at
@@ -16,7 +16,7 @@ func TestCRLRevocation(t *testing.T) {
 	e := newEnv(t)
 	be := startBackend(t)
 	port := freePort(t)
-	revoked := testpki.Must(e.root.Issue(testpki.Options{CommonName: "revoked-caller"}))
+	revoked := demopki.Must(e.root.Issue(demopki.Options{CommonName: "revoked-caller"}))
 	crl := filepath.Join(e.dir, "root.crl")
 	if err := e.root.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
 		t.Fatal(err)

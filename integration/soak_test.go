@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // The log messages the soak counts (see upstream/file.go,
@@ -154,9 +154,9 @@ func TestSoak(t *testing.T) {
 
 	// The backend requires a client certificate from clientCA; the gateway's
 	// is in a keystore whose format the loader tells from its content.
-	clientCA := testpki.Must(testpki.NewCA("soak backend clients"))
+	clientCA := demopki.Must(demopki.NewCA("soak backend clients"))
 	be := testpeer.StartBackend(t, "soak", clientCA)
-	gw := testpki.Must(clientCA.Issue(testpki.Options{CommonName: "gateway-soak"}))
+	gw := demopki.Must(clientCA.Issue(demopki.Options{CommonName: "gateway-soak"}))
 	keystorePath := filepath.Join(live, "gateway.keystore")
 	if err := gw.WriteP12(keystorePath, "soakpass"); err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestSoak(t *testing.T) {
 	profilesPath := filepath.Join(live, "profiles.json")
 	writeFile(t, profilesPath, fmt.Sprintf(`{"profiles":[{"servers":["localhost:%d"],"trust_pool":{"provider":"file","pem_files":[%q]},"client_keystore":{"file":%q,"password":"soakpass"}}]}`,
 		be.Port, trustPath, keystorePath))
-	revoked := testpki.Must(e.root.Issue(testpki.Options{CommonName: "revoked-soak"}))
+	revoked := demopki.Must(e.root.Issue(demopki.Options{CommonName: "revoked-soak"}))
 	crlPath := filepath.Join(live, "root.crl")
 	if err := e.root.WriteCRL(crlPath, time.Now().Add(24*time.Hour), revoked); err != nil {
 		t.Fatal(err)

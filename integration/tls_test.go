@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // tlsSite is a site that only requests client certificates and leaves the
@@ -91,13 +91,13 @@ func TestTLSPathAdminLoad(t *testing.T) {
 
 func checkTLSSite(t *testing.T, e *env, c *caddyProc, port int) {
 	base := fmt.Sprintf("https://localhost:%d", port)
-	rfc9440 := func(cert *testpki.Cert) string { return certcodec.Encode(cert.Cert.Raw, certcodec.RFC9440) }
+	rfc9440 := func(cert *demopki.Cert) string { return certcodec.Encode(cert.Cert.Raw, certcodec.RFC9440) }
 	spoof := http.Header{"Client-Cert": {rfc9440(e.partner)}, "Client-Cert-Chain": {rfc9440(e.root)}}
 
 	t.Run("go client", func(t *testing.T) {
 		cases := []struct {
 			path   string
-			cert   *testpki.Cert
+			cert   *demopki.Cert
 			status int
 			caller string
 		}{
@@ -275,7 +275,7 @@ https://localhost:%[1]d {
 	base := fmt.Sprintf("https://localhost:%d", port)
 	for _, tc := range []struct {
 		path   string
-		cert   *testpki.Cert
+		cert   *demopki.Cert
 		status int
 	}{
 		{"/a/", e.alice, 200}, {"/a/", e.bob, 403}, {"/b/", e.bob, 200}, {"/b/", e.alice, 403},

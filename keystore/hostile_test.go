@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 // badIVPKCS12 builds a PKCS#12 file without a MAC whose encrypted contents
@@ -69,7 +69,7 @@ func TestPKCS12BadIV(t *testing.T) {
 // recovered in production, but is a bug all the same) or derive keys
 // longer than the checks allow. Seeds: a good file, the bad IV one.
 func FuzzLoadPKCS12(f *testing.F) {
-	gw := testpki.Must(testpki.Must(testpki.NewCA("P12 CA")).Issue(testpki.Options{CommonName: "gateway"}))
+	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
 	path := filepath.Join(f.TempDir(), "gw.p12")
 	if err := gw.WriteP12(path, "p12pass"); err != nil {
 		f.Fatal(err)

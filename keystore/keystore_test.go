@@ -16,19 +16,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 func TestJKS(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.Must(testpki.NewCA("JKS CA"))
-	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	bob := testpki.Must(ca.Issue(testpki.Options{CommonName: "bob"}))
+	ca := demopki.Must(demopki.NewCA("JKS CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	bob := demopki.Must(ca.Issue(demopki.Options{CommonName: "bob"}))
 	path := filepath.Join(dir, "clients.jks")
-	err := testpki.WriteJKS(path, "storepass", "keypass",
-		testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true},
-		testpki.JKSEntry{Alias: "Bob", Cert: bob, Key: true},
-		testpki.JKSEntry{Alias: "ca", Cert: ca})
+	err := demopki.WriteJKS(path, "storepass", "keypass",
+		demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true},
+		demopki.JKSEntry{Alias: "Bob", Cert: bob, Key: true},
+		demopki.JKSEntry{Alias: "ca", Cert: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestJKS(t *testing.T) {
 
 	// The key password defaults to the store password.
 	same := filepath.Join(dir, "same.jks")
-	if err := testpki.WriteJKS(same, "secret", "secret", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}); err != nil {
+	if err := demopki.WriteJKS(same, "secret", "secret", demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(same, JKS, "secret", ""); err != nil {
@@ -73,9 +73,9 @@ func TestJKS(t *testing.T) {
 
 func TestPKCS12(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.Must(testpki.NewCA("P12 CA"))
-	mid := testpki.Must(ca.Issue(testpki.Options{CommonName: "P12 Intermediate", IsCA: true}))
-	gw := testpki.Must(mid.Issue(testpki.Options{CommonName: "gateway"}))
+	ca := demopki.Must(demopki.NewCA("P12 CA"))
+	mid := demopki.Must(ca.Issue(demopki.Options{CommonName: "P12 Intermediate", IsCA: true}))
+	gw := demopki.Must(mid.Issue(demopki.Options{CommonName: "gateway"}))
 	path := filepath.Join(dir, "gw.p12")
 	if err := gw.WriteP12(path, "p12pass"); err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestPKCS12(t *testing.T) {
 	}
 
 	trust := filepath.Join(dir, "trust.p12")
-	if err := testpki.WriteTrustP12(trust, "t", ca, mid); err != nil {
+	if err := demopki.WriteTrustP12(trust, "t", ca, mid); err != nil {
 		t.Fatal(err)
 	}
 	st, err = Load(trust, PKCS12, "t", "")
@@ -108,8 +108,8 @@ func TestPKCS12(t *testing.T) {
 // its friendly name as the alias.
 func TestPKCS12FromOpenSSL(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.Must(testpki.NewCA("OpenSSL CA"))
-	gw := testpki.Must(ca.Issue(testpki.Options{CommonName: "gateway"}))
+	ca := demopki.Must(demopki.NewCA("OpenSSL CA"))
+	gw := demopki.Must(ca.Issue(demopki.Options{CommonName: "gateway"}))
 	certPath, keyPath, err := gw.WriteFiles(dir, "gw")
 	if err != nil {
 		t.Fatal(err)
@@ -166,10 +166,10 @@ func TestLoadErrors(t *testing.T) {
 // when it cannot have them), and so is every truncation of a good one.
 func TestJKSCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.Must(testpki.NewCA("JKS CA"))
-	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	keyJKS := jksBytes(t, "storepass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
-	trustJKS := jksBytes(t, "storepass", testpki.JKSEntry{Alias: "ca", Cert: ca})
+	ca := demopki.Must(demopki.NewCA("JKS CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	keyJKS := jksBytes(t, "storepass", demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
+	trustJKS := jksBytes(t, "storepass", demopki.JKSEntry{Alias: "ca", Cert: ca})
 
 	// The offsets of the fields in a one-entry version 2 keystore.
 	be := binary.BigEndian
@@ -238,10 +238,10 @@ func TestJKSCorrupt(t *testing.T) {
 
 // jksBytes returns the bytes of a JKS of entries written with password
 // (the store's and the keys'), a layout the check accepts.
-func jksBytes(t testing.TB, password string, entries ...testpki.JKSEntry) []byte {
+func jksBytes(t testing.TB, password string, entries ...demopki.JKSEntry) []byte {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "test.jks")
-	if err := testpki.WriteJKS(path, password, password, entries...); err != nil {
+	if err := demopki.WriteJKS(path, password, password, entries...); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(path)
@@ -258,9 +258,9 @@ func jksBytes(t testing.TB, password string, entries ...testpki.JKSEntry) []byte
 // too: it matches the digest that ends a keystore written with the password,
 // and not with another.
 func TestJKSDigest(t *testing.T) {
-	alice := testpki.Must(testpki.Must(testpki.NewCA("JKS CA")).Issue(testpki.Options{CommonName: "alice"}))
+	alice := demopki.Must(demopki.Must(demopki.NewCA("JKS CA")).Issue(demopki.Options{CommonName: "alice"}))
 	for _, password := range []string{"storepass", "pässwörd"} {
-		data := jksBytes(t, password, testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
+		data := jksBytes(t, password, demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true})
 		at, _ := checkJKSLayout(data)
 		if !bytes.Equal(jksDigest(data[:at], password), data[at:]) || bytes.Equal(jksDigest(data[:at], password+"x"), data[at:]) {
 			t.Fatalf("password %q: the digest is not the reader's", password)
@@ -278,9 +278,9 @@ func TestJKSDigest(t *testing.T) {
 // allocated a small multiple of its size at most (the second seed asked for
 // 160 GB before the layout check, which ended the whole process).
 func FuzzLoadJKS(f *testing.F) {
-	ca := testpki.Must(testpki.NewCA("JKS CA"))
-	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	f.Add(jksBytes(f, "pass", testpki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, testpki.JKSEntry{Alias: "ca", Cert: ca}))
+	ca := demopki.Must(demopki.NewCA("JKS CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	f.Add(jksBytes(f, "pass", demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, demopki.JKSEntry{Alias: "ca", Cert: ca}))
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0xFF, 0xFF, 0xFF, 0xFF})
 	// A private key of 100 MB claimed: fresh memory, which the system gives.
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0})
@@ -302,7 +302,7 @@ func FuzzLoadJKS(f *testing.F) {
 // count in the error, whether the MAC is the classic one or PBMAC1.
 func TestPKCS12Iterations(t *testing.T) {
 	dir := t.TempDir()
-	gw := testpki.Must(testpki.Must(testpki.NewCA("P12 CA")).Issue(testpki.Options{CommonName: "gateway"}))
+	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
 	path := filepath.Join(dir, "gw.p12")
 	if err := gw.WriteP12(path, "p12pass"); err != nil {
 		t.Fatal(err)
@@ -464,8 +464,8 @@ func TestPKCS12FromKeytool(t *testing.T) {
 // would give out the other's identity), as is a key without the
 // certificate of its localKeyId.
 func TestPKCS12DuplicateAliases(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("P12 CA"))
-	block := func(c *testpki.Cert, name, id string) []*pem.Block {
+	ca := demopki.Must(demopki.NewCA("P12 CA"))
+	block := func(c *demopki.Cert, name, id string) []*pem.Block {
 		der, err := x509.MarshalECPrivateKey(c.Key.(*ecdsa.PrivateKey)) // as ToPEM gives EC keys
 		if err != nil {
 			t.Fatal(err)
@@ -473,8 +473,8 @@ func TestPKCS12DuplicateAliases(t *testing.T) {
 		h := map[string]string{"friendlyName": name, "localKeyId": id}
 		return []*pem.Block{{Type: "PRIVATE KEY", Headers: h, Bytes: der}, {Type: "CERTIFICATE", Headers: h, Bytes: c.Cert.Raw}}
 	}
-	a := testpki.Must(ca.Issue(testpki.Options{CommonName: "a"}))
-	b := testpki.Must(ca.Issue(testpki.Options{CommonName: "b"}))
+	a := demopki.Must(ca.Issue(demopki.Options{CommonName: "a"}))
+	b := demopki.Must(ca.Issue(demopki.Options{CommonName: "b"}))
 	if st, ok, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")...)); !ok || err != nil || len(st.KeyPairs) != 2 {
 		t.Fatalf("two key pairs: %v %v", ok, err)
 	}
@@ -491,7 +491,7 @@ func TestPKCS12DuplicateAliases(t *testing.T) {
 // plain SafeContents, where go-pkcs12's ToPEM wants two) is refused with
 // that reader's reason, not as a trust store.
 func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("P12 CA"))
+	ca := demopki.Must(demopki.NewCA("P12 CA"))
 	marshal := func(v any) []byte {
 		t.Helper()
 		der, err := asn1.Marshal(v)
@@ -508,7 +508,7 @@ func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
 	oidX509Cert := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}
 	var bags []safeBag
 	for _, cn := range []string{"a", "b"} {
-		c := testpki.Must(ca.Issue(testpki.Options{CommonName: cn}))
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: cn}))
 		key, err := x509.MarshalPKCS8PrivateKey(c.Key)
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -114,30 +114,30 @@ func writeDemoPKI(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	serverCA, err := testpki.NewCA("Demo Server CA")
+	serverCA, err := demopki.NewCA("Demo Server CA")
 	if err != nil {
 		return err
 	}
-	clientsCA, err := testpki.NewCA("Demo Clients CA")
+	clientsCA, err := demopki.NewCA("Demo Clients CA")
 	if err != nil {
 		return err
 	}
-	rogueCA, err := testpki.NewCA("Rogue CA")
+	rogueCA, err := demopki.NewCA("Rogue CA")
 	if err != nil {
 		return err
 	}
-	certs := map[string]*testpki.Cert{"server-ca": serverCA, "clients-ca": clientsCA}
-	for name, mk := range map[string]func() (*testpki.Cert, error){
-		"server": func() (*testpki.Cert, error) {
-			return serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	certs := map[string]*demopki.Cert{"server-ca": serverCA, "clients-ca": clientsCA}
+	for name, mk := range map[string]func() (*demopki.Cert, error){
+		"server": func() (*demopki.Cert, error) {
+			return serverCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 		},
-		"alice": func() (*testpki.Cert, error) {
-			return clientsCA.Issue(testpki.Options{CommonName: "alice", Organization: "Demo Payments", Emails: []string{"alice@example.com"}})
+		"alice": func() (*demopki.Cert, error) {
+			return clientsCA.Issue(demopki.Options{CommonName: "alice", Organization: "Demo Payments", Emails: []string{"alice@example.com"}})
 		},
-		"partner": func() (*testpki.Cert, error) {
-			return testpki.SelfSigned(testpki.Options{CommonName: "partner-app", Organization: "Partner Inc"})
+		"partner": func() (*demopki.Cert, error) {
+			return demopki.SelfSigned(demopki.Options{CommonName: "partner-app", Organization: "Partner Inc"})
 		},
-		"mallory": func() (*testpki.Cert, error) { return rogueCA.Issue(testpki.Options{CommonName: "mallory"}) },
+		"mallory": func() (*demopki.Cert, error) { return rogueCA.Issue(demopki.Options{CommonName: "mallory"}) },
 	} {
 		if certs[name], err = mk(); err != nil {
 			return err

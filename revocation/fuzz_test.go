@@ -10,15 +10,15 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // FuzzParseCRL checks that no CRL file or answer of a CRL URL makes the
 // parser panic, and that a CRL it accepts parses again from its DER to the
 // same CRL. The seeds run with every `go test`.
 func FuzzParseCRL(f *testing.F) {
-	ca := testpki.Must(testpki.NewCA("Fuzz CA"))
-	leaf := testpki.Must(ca.Issue(testpki.Options{CommonName: "leaf"}))
+	ca := demopki.Must(demopki.NewCA("Fuzz CA"))
+	leaf := demopki.Must(ca.Issue(demopki.Options{CommonName: "leaf"}))
 	now := time.Now()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number: big.NewInt(7), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
@@ -58,9 +58,9 @@ func FuzzParseCRL(f *testing.F) {
 // that one it accepts is about the certificate asked about, with a known
 // status. The seeds run with every `go test`.
 func FuzzParseOCSP(f *testing.F) {
-	ca := testpki.Must(testpki.NewCA("Fuzz OCSP CA"))
-	cert := testpki.Must(ca.Issue(testpki.Options{CommonName: "leaf"}))
-	other := testpki.Must(ca.Issue(testpki.Options{CommonName: "other"}))
+	ca := demopki.Must(demopki.NewCA("Fuzz OCSP CA"))
+	cert := demopki.Must(ca.Issue(demopki.Options{CommonName: "leaf"}))
+	other := demopki.Must(ca.Issue(demopki.Options{CommonName: "other"}))
 	now := time.Now()
 	for _, status := range []int{ocsp.Good, ocsp.Revoked, ocsp.Unknown} {
 		f.Add(ocspResponse(f, ca, cert, status, now.Add(time.Hour)))

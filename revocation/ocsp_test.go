@@ -22,13 +22,13 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ocsp"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // startOCSPResponder runs `openssl ocsp` as the CA's responder on loopback,
 // answering from an index of the good and revoked certificates. It returns
 // the responder's URL and a function that stops it.
-func startOCSPResponder(t *testing.T, ca *testpki.Cert, port int, good, revoked []*testpki.Cert) (string, func()) {
+func startOCSPResponder(t *testing.T, ca *demopki.Cert, port int, good, revoked []*demopki.Cert) (string, func()) {
 	t.Helper()
 	dir := t.TempDir()
 	caPath, keyPath, err := ca.WriteFiles(dir, "ca")
@@ -36,7 +36,7 @@ func startOCSPResponder(t *testing.T, ca *testpki.Cert, port int, good, revoked 
 		t.Fatal(err)
 	}
 	var index strings.Builder
-	line := func(status string, c *testpki.Cert, revokedAt string) {
+	line := func(status string, c *demopki.Cert, revokedAt string) {
 		fmt.Fprintf(&index, "%s\t%s\t%s\t%X\tunknown\t/CN=%s\n", status, c.Cert.NotAfter.UTC().Format("060102150405Z"), revokedAt, c.Cert.SerialNumber, c.Cert.Subject.CommonName)
 	}
 	for _, c := range good {
@@ -91,9 +91,9 @@ func startOCSPResponder(t *testing.T, ca *testpki.Cert, port int, good, revoked 
 }
 
 func TestOCSP(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("OCSP CA"))
-	good := testpki.Must(ca.Issue(testpki.Options{CommonName: "good"}))
-	revoked := testpki.Must(ca.Issue(testpki.Options{CommonName: "revoked"}))
+	ca := demopki.Must(demopki.NewCA("OCSP CA"))
+	good := demopki.Must(ca.Issue(demopki.Options{CommonName: "good"}))
+	revoked := demopki.Must(ca.Issue(demopki.Options{CommonName: "revoked"}))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -101,9 +101,9 @@ func TestOCSP(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	// A certificate that names the responder itself (AIA).
-	withAIA := testpki.Must(ca.Issue(testpki.Options{CommonName: "aia", OCSPServer: []string{fmt.Sprintf("http://127.0.0.1:%d", port)}}))
-	url, stop := startOCSPResponder(t, ca, port, []*testpki.Cert{good, withAIA}, []*testpki.Cert{revoked})
-	unknown := testpki.Must(ca.Issue(testpki.Options{CommonName: "not-in-index"}))
+	withAIA := demopki.Must(ca.Issue(demopki.Options{CommonName: "aia", OCSPServer: []string{fmt.Sprintf("http://127.0.0.1:%d", port)}}))
+	url, stop := startOCSPResponder(t, ca, port, []*demopki.Cert{good, withAIA}, []*demopki.Cert{revoked})
+	unknown := demopki.Must(ca.Issue(demopki.Options{CommonName: "not-in-index"}))
 
 	strict, err := New(context.Background(), Config{Mode: "strict", OCSP: true, OCSPResponder: url}, zap.NewNop())
 	if err != nil {
@@ -151,7 +151,7 @@ func TestOCSP(t *testing.T) {
 
 // ocspResponse returns an OCSP response signed by ca giving cert's status,
 // current until nextUpdate (none if zero).
-func ocspResponse(t testing.TB, ca, cert *testpki.Cert, status int, nextUpdate time.Time) []byte {
+func ocspResponse(t testing.TB, ca, cert *demopki.Cert, status int, nextUpdate time.Time) []byte {
 	t.Helper()
 	tmpl := ocsp.Response{Status: status, SerialNumber: cert.Cert.SerialNumber, ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: nextUpdate}
 	if status == ocsp.Revoked {
@@ -168,8 +168,8 @@ func ocspResponse(t testing.TB, ca, cert *testpki.Cert, status int, nextUpdate t
 // certificate in strict mode only for unknown_cache, and the refusal tells
 // callers not to remember it longer.
 func TestOCSPUnknownIsShortLived(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("OCSP CA"))
-	good := testpki.Must(ca.Issue(testpki.Options{CommonName: "good"}))
+	ca := demopki.Must(demopki.NewCA("OCSP CA"))
+	good := demopki.Must(ca.Issue(demopki.Options{CommonName: "good"}))
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch hits.Add(1) {
@@ -210,8 +210,8 @@ func TestOCSPUnknownIsShortLived(t *testing.T) {
 
 // unknown_cache sets how long an unknown status is remembered.
 func TestOCSPUnknownCacheConfigured(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("OCSP CA"))
-	good := testpki.Must(ca.Issue(testpki.Options{CommonName: "good"}))
+	ca := demopki.Must(demopki.NewCA("OCSP CA"))
+	good := demopki.Must(ca.Issue(demopki.Options{CommonName: "good"}))
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -236,8 +236,8 @@ func TestOCSPUnknownCacheConfigured(t *testing.T) {
 // Concurrent first lookups of one certificate make one query, even when the
 // responder hangs.
 func TestOCSPConcurrentLookupsCoalesced(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("OCSP CA"))
-	good := testpki.Must(ca.Issue(testpki.Options{CommonName: "good"}))
+	ca := demopki.Must(demopki.NewCA("OCSP CA"))
+	good := demopki.Must(ca.Issue(demopki.Options{CommonName: "good"}))
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -273,8 +273,8 @@ func TestOCSPConcurrentLookupsCoalesced(t *testing.T) {
 
 // Unloading the config cancels an OCSP query to a responder that hangs.
 func TestOCSPCancelled(t *testing.T) {
-	ca := testpki.Must(testpki.NewCA("OCSP CA"))
-	good := testpki.Must(ca.Issue(testpki.Options{CommonName: "good"}))
+	ca := demopki.Must(demopki.NewCA("OCSP CA"))
+	good := demopki.Must(ca.Issue(demopki.Options{CommonName: "good"}))
 	got := make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body) // else the server does not see the client go

@@ -19,28 +19,28 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
 type fixture struct {
 	dir               string
-	ca, mid, fakeCA   *testpki.Cert
-	good, bad, viaMid *testpki.Cert
+	ca, mid, fakeCA   *demopki.Cert
+	good, bad, viaMid *demopki.Cert
 }
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{dir: t.TempDir()}
-	f.ca = testpki.Must(testpki.NewCA("Revoking CA"))
-	f.fakeCA = testpki.Must(testpki.NewCA("Revoking CA")) // same name, another key
-	f.mid = testpki.Must(f.ca.Issue(testpki.Options{CommonName: "Revoking Intermediate", IsCA: true}))
-	f.good = testpki.Must(f.ca.Issue(testpki.Options{CommonName: "good"}))
-	f.bad = testpki.Must(f.ca.Issue(testpki.Options{CommonName: "bad"}))
-	f.viaMid = testpki.Must(f.mid.Issue(testpki.Options{CommonName: "via-mid"}))
+	f.ca = demopki.Must(demopki.NewCA("Revoking CA"))
+	f.fakeCA = demopki.Must(demopki.NewCA("Revoking CA")) // same name, another key
+	f.mid = demopki.Must(f.ca.Issue(demopki.Options{CommonName: "Revoking Intermediate", IsCA: true}))
+	f.good = demopki.Must(f.ca.Issue(demopki.Options{CommonName: "good"}))
+	f.bad = demopki.Must(f.ca.Issue(demopki.Options{CommonName: "bad"}))
+	f.viaMid = demopki.Must(f.mid.Issue(demopki.Options{CommonName: "via-mid"}))
 	return f
 }
 
-func chain(certs ...*testpki.Cert) []*x509.Certificate {
+func chain(certs ...*demopki.Cert) []*x509.Certificate {
 	out := make([]*x509.Certificate, len(certs))
 	for i, c := range certs {
 		out[i] = c.Cert
@@ -186,14 +186,14 @@ func TestConfigErrors(t *testing.T) {
 
 // writeCRL writes, as PEM, a CRL signed by ca with the given number and
 // dates that revokes the given certificates.
-func writeCRL(t *testing.T, path string, ca *testpki.Cert, number int64, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) {
+func writeCRL(t *testing.T, path string, ca *demopki.Cert, number int64, thisUpdate, nextUpdate time.Time, revoked ...*demopki.Cert) {
 	t.Helper()
 	writeCRLAs(t, path, ca.Cert, ca.Key, number, thisUpdate, nextUpdate, revoked...)
 }
 
 // writeCRLAs is writeCRL with the issuer's name and key identifier taken
 // from issuer and the signature made with key, which may not be issuer's.
-func writeCRLAs(t *testing.T, path string, issuer *x509.Certificate, key crypto.Signer, number int64, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) {
+func writeCRLAs(t *testing.T, path string, issuer *x509.Certificate, key crypto.Signer, number int64, thisUpdate, nextUpdate time.Time, revoked ...*demopki.Cert) {
 	t.Helper()
 	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
 	for _, r := range revoked {

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 func newStore(t *testing.T) (*Store, *certmagic.FileStorage, *observer.ObservedLogs) {
@@ -25,9 +25,9 @@ func newStore(t *testing.T) (*Store, *certmagic.FileStorage, *observer.ObservedL
 func TestClients(t *testing.T) {
 	s, fs, logs := newStore(t)
 	ctx := context.Background()
-	ca := testpki.Must(testpki.NewCA("Store CA"))
-	alice := testpki.Must(ca.Issue(testpki.Options{CommonName: "alice"}))
-	bob := testpki.Must(ca.Issue(testpki.Options{CommonName: "bob"}))
+	ca := demopki.Must(demopki.NewCA("Store CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	bob := demopki.Must(ca.Issue(demopki.Options{CommonName: "bob"}))
 
 	info, err := s.PutClient(ctx, "alice", "gold", string(alice.CertPEM()))
 	if err != nil {
@@ -74,8 +74,8 @@ func TestClients(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	s, _, _ := newStore(t)
 	ctx := context.Background()
-	ca := testpki.Must(testpki.NewCA("CA"))
-	c := testpki.Must(ca.Issue(testpki.Options{CommonName: "c"}))
+	ca := demopki.Must(demopki.NewCA("CA"))
+	c := demopki.Must(ca.Issue(demopki.Options{CommonName: "c"}))
 	for name, call := range map[string]func() error{
 		"alias with slash":    func() error { _, err := s.PutClient(ctx, "a/b", "", string(c.CertPEM())); return err },
 		"alias with dots":     func() error { _, err := s.PutClient(ctx, "a..b", "", string(c.CertPEM())); return err },
@@ -130,8 +130,8 @@ func TestKeyPairs(t *testing.T) {
 			t.Fatalf("%s: %+v", kt, info)
 		}
 	}
-	ca := testpki.Must(testpki.NewCA("Upload CA"))
-	up := testpki.Must(ca.Issue(testpki.Options{CommonName: "uploaded"}))
+	ca := demopki.Must(demopki.NewCA("Upload CA"))
+	up := demopki.Must(ca.Issue(demopki.Options{CommonName: "uploaded"}))
 	if _, err := s.PutKeyPair(ctx, "uploaded", string(up.CertPEM()), string(up.KeyPEM()), false); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func (failingStorage) Store(context.Context, string, []byte) error {
 func TestStorageFailure(t *testing.T) {
 	fs := &certmagic.FileStorage{Path: t.TempDir()}
 	s := New(failingStorage{fs}, zap.NewNop())
-	ca := testpki.Must(testpki.NewCA("CA"))
+	ca := demopki.Must(demopki.NewCA("CA"))
 	_, err := s.PutClient(context.Background(), "a", "", string(ca.CertPEM()))
 	var input *InputError
 	if err == nil || errors.As(err, &input) || !strings.Contains(err.Error(), "disk full") {
@@ -183,10 +183,10 @@ func TestStorageFailure(t *testing.T) {
 func TestConcurrentWriters(t *testing.T) {
 	s, _, _ := newStore(t)
 	ctx := context.Background()
-	ca := testpki.Must(testpki.NewCA("CA"))
+	ca := demopki.Must(demopki.NewCA("CA"))
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
-		c := testpki.Must(ca.Issue(testpki.Options{CommonName: fmt.Sprintf("writer-%d", i)}))
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprintf("writer-%d", i)}))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -209,8 +209,8 @@ func TestConcurrentWriters(t *testing.T) {
 func TestConflictsAndLeaks(t *testing.T) {
 	s, _, _ := newStore(t)
 	ctx := context.Background()
-	ca := testpki.Must(testpki.NewCA("CA"))
-	c := testpki.Must(ca.Issue(testpki.Options{CommonName: "c"}))
+	ca := demopki.Must(demopki.NewCA("CA"))
+	c := demopki.Must(ca.Issue(demopki.Options{CommonName: "c"}))
 	if _, err := s.PutClient(ctx, "c1", "", string(c.CertPEM())); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 func (f *fixture) profilesJSON(addr, serverCA string) string {
@@ -63,11 +63,11 @@ func TestProfilesFileJSONReload(t *testing.T) {
 func TestProfilesFileWSO2(t *testing.T) {
 	f := newFixture(t)
 	trust := filepath.Join(f.dir, "client-truststore.jks")
-	if err := testpki.WriteJKS(trust, "wso2carbon", "", testpki.JKSEntry{Alias: "backend-b", Cert: f.backendB.ServerCA}); err != nil {
+	if err := demopki.WriteJKS(trust, "wso2carbon", "", demopki.JKSEntry{Alias: "backend-b", Cert: f.backendB.ServerCA}); err != nil {
 		t.Fatal(err)
 	}
 	keys := filepath.Join(f.dir, "wso2carbon.jks")
-	if err := testpki.WriteJKS(keys, "wso2carbon", "keypass", testpki.JKSEntry{Alias: "wso2carbon", Cert: f.gwB, Key: true}); err != nil {
+	if err := demopki.WriteJKS(keys, "wso2carbon", "keypass", demopki.JKSEntry{Alias: "wso2carbon", Cert: f.gwB, Key: true}); err != nil {
 		t.Fatal(err)
 	}
 	// As WSO2's documentation writes it, with a relative Location that
@@ -153,7 +153,7 @@ func TestProfilesFileKeystoreChange(t *testing.T) {
 	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
 		t.Fatalf("before: %q %v", got, err)
 	}
-	rotated := testpki.Must(f.caB.Issue(testpki.Options{CommonName: "gateway-for-b-rotated"}))
+	rotated := demopki.Must(f.caB.Issue(demopki.Options{CommonName: "gateway-for-b-rotated"}))
 	if err := rotated.WriteP12(f.files["gwB.p12"], "p12pass"); err != nil {
 		t.Fatal(err)
 	}

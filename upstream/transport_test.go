@@ -24,8 +24,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
 )
 
 func provisionTransport(t testing.TB, config string) (*Transport, error) {
@@ -82,24 +82,24 @@ func proxy(tr *Transport, addr string, vars map[string]string) (string, error) {
 
 type fixture struct {
 	dir                string
-	caA, caB           *testpki.Cert // client CAs the two backends require
-	gwA, gwB           *testpki.Cert // the gateway's identities for each
-	alice, bob         *testpki.Cert // per-caller identities under caB
+	caA, caB           *demopki.Cert // client CAs the two backends require
+	gwA, gwB           *demopki.Cert // the gateway's identities for each
+	alice, bob         *demopki.Cert // per-caller identities under caB
 	backendA, backendB *testpeer.Backend
 	files              map[string]string
 }
 
 func newFixture(t testing.TB) *fixture {
 	f := &fixture{dir: t.TempDir(), files: map[string]string{}}
-	f.caA = testpki.Must(testpki.NewCA("client CA A"))
-	f.caB = testpki.Must(testpki.NewCA("client CA B"))
-	f.gwA = testpki.Must(f.caA.Issue(testpki.Options{CommonName: "gateway-for-a"}))
-	f.gwB = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "gateway-for-b"}))
-	f.alice = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "alice-at-b"}))
-	f.bob = testpki.Must(f.caB.Issue(testpki.Options{CommonName: "bob-at-b"}))
+	f.caA = demopki.Must(demopki.NewCA("client CA A"))
+	f.caB = demopki.Must(demopki.NewCA("client CA B"))
+	f.gwA = demopki.Must(f.caA.Issue(demopki.Options{CommonName: "gateway-for-a"}))
+	f.gwB = demopki.Must(f.caB.Issue(demopki.Options{CommonName: "gateway-for-b"}))
+	f.alice = demopki.Must(f.caB.Issue(demopki.Options{CommonName: "alice-at-b"}))
+	f.bob = demopki.Must(f.caB.Issue(demopki.Options{CommonName: "bob-at-b"}))
 	f.backendA = testpeer.StartBackend(t, "a", f.caA)
 	f.backendB = testpeer.StartBackend(t, "b", f.caB)
-	write := func(name string, c *testpki.Cert) {
+	write := func(name string, c *demopki.Cert) {
 		cert, key, err := c.WriteFiles(f.dir, name)
 		if err != nil {
 			t.Fatal(err)
@@ -110,10 +110,10 @@ func newFixture(t testing.TB) *fixture {
 	write("serverCA-a", f.backendA.ServerCA)
 	write("serverCA-b", f.backendB.ServerCA)
 	f.files["clients.jks"] = filepath.Join(f.dir, "clients.jks")
-	err := testpki.WriteJKS(f.files["clients.jks"], "storepass", "storepass",
-		testpki.JKSEntry{Alias: "alice", Cert: f.alice, Key: true},
-		testpki.JKSEntry{Alias: "bob", Cert: f.bob, Key: true},
-		testpki.JKSEntry{Alias: "gateway", Cert: f.gwB, Key: true})
+	err := demopki.WriteJKS(f.files["clients.jks"], "storepass", "storepass",
+		demopki.JKSEntry{Alias: "alice", Cert: f.alice, Key: true},
+		demopki.JKSEntry{Alias: "bob", Cert: f.bob, Key: true},
+		demopki.JKSEntry{Alias: "gateway", Cert: f.gwB, Key: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,11 +312,11 @@ func TestRevokedBackend(t *testing.T) {
 	f := newFixture(t)
 	crl := filepath.Join(f.dir, "backend-a.crl")
 	for _, tc := range []struct {
-		revoked []*testpki.Cert
+		revoked []*demopki.Cert
 		wantErr string
 	}{
 		{nil, ""},
-		{[]*testpki.Cert{f.backendA.Server}, "backend certificate refused: localhost (revocation status revoked)"},
+		{[]*demopki.Cert{f.backendA.Server}, "backend certificate refused: localhost (revocation status revoked)"},
 	} {
 		if err := f.backendA.ServerCA.WriteCRL(crl, time.Now().Add(time.Hour), tc.revoked...); err != nil {
 			t.Fatal(err)
@@ -378,7 +378,7 @@ func TestHandshakeErrors(t *testing.T) {
 	tls12.TLS = &tls.Config{
 		Certificates: []tls.Certificate{f.backendA.Server.TLSCertificate()},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    testpki.Pool(f.caA),
+		ClientCAs:    demopki.Pool(f.caA),
 		MaxVersion:   tls.VersionTLS12,
 	}
 	tls12.StartTLS()

@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 type pki struct {
-	clientCA, serverCA, beCA *testpki.Cert
+	clientCA, serverCA, beCA *demopki.Cert
 	callers                  []tls.Certificate // issued by clientCA
 	chainCallers             []tls.Certificate // issued by an intermediate of clientCA, sent with it
 	files                    map[string]string
@@ -31,24 +31,24 @@ type pki struct {
 func makePKI(dir string, n int) (*pki, error) {
 	p := &pki{files: map[string]string{}}
 	var err error
-	if p.clientCA, err = testpki.NewCA("Bench Clients"); err != nil {
+	if p.clientCA, err = demopki.NewCA("Bench Clients"); err != nil {
 		return nil, err
 	}
-	if p.serverCA, err = testpki.NewCA("Bench Server CA"); err != nil {
+	if p.serverCA, err = demopki.NewCA("Bench Server CA"); err != nil {
 		return nil, err
 	}
-	if p.beCA, err = testpki.NewCA("Bench Backend CA"); err != nil {
+	if p.beCA, err = demopki.NewCA("Bench Backend CA"); err != nil {
 		return nil, err
 	}
-	server, err := p.serverCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}})
+	server, err := p.serverCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost"}})
 	if err != nil {
 		return nil, err
 	}
-	gw, err := p.beCA.Issue(testpki.Options{CommonName: "gateway"})
+	gw, err := p.beCA.Issue(demopki.Options{CommonName: "gateway"})
 	if err != nil {
 		return nil, err
 	}
-	for name, c := range map[string]*testpki.Cert{"client-ca": p.clientCA, "server-ca": p.serverCA, "backend-ca": p.beCA, "server": server, "gateway": gw} {
+	for name, c := range map[string]*demopki.Cert{"client-ca": p.clientCA, "server-ca": p.serverCA, "backend-ca": p.beCA, "server": server, "gateway": gw} {
 		cert, key, err := c.WriteFiles(dir, name)
 		if err != nil {
 			return nil, err
@@ -62,12 +62,12 @@ func makePKI(dir string, n int) (*pki, error) {
 		}
 		p.callers = append(p.callers, c)
 	}
-	inter, err := p.clientCA.Issue(testpki.Options{CommonName: "Bench Clients Intermediate", IsCA: true})
+	inter, err := p.clientCA.Issue(demopki.Options{CommonName: "Bench Clients Intermediate", IsCA: true})
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < *concurrency; i++ {
-		c, err := inter.Issue(testpki.Options{CommonName: fmt.Sprintf("chain-caller-%d", i)})
+		c, err := inter.Issue(demopki.Options{CommonName: fmt.Sprintf("chain-caller-%d", i)})
 		if err != nil {
 			return nil, err
 		}
@@ -78,7 +78,7 @@ func makePKI(dir string, n int) (*pki, error) {
 
 // caller issues the certificate of the i-th distinct caller.
 func (p *pki) caller(i int) (tls.Certificate, error) {
-	c, err := p.clientCA.Issue(testpki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
+	c, err := p.clientCA.Issue(demopki.Options{CommonName: fmt.Sprintf("caller-%d", i)})
 	if err != nil {
 		return tls.Certificate{}, err
 	}

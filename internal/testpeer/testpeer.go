@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/testpki"
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
 // Backend is an HTTPS server on loopback that requires a client certificate
@@ -21,17 +21,17 @@ import (
 type Backend struct {
 	Port     int
 	Addr     string        // localhost:<port>
-	ServerCA *testpki.Cert // the CA of its server certificate (for localhost)
-	Server   *testpki.Cert // its server certificate
+	ServerCA *demopki.Cert // the CA of its server certificate (for localhost)
+	Server   *demopki.Cert // its server certificate
 	healthCN atomic.Value
 	open     atomic.Int64 // connections open now
 }
 
 // StartBackend starts a backend for the test; it stops when the test ends.
-func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
+func StartBackend(t testing.TB, name string, clientCA *demopki.Cert) *Backend {
 	t.Helper()
-	b := &Backend{ServerCA: testpki.Must(testpki.NewCA(name + " server CA"))}
-	server := testpki.Must(b.ServerCA.Issue(testpki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
+	b := &Backend{ServerCA: demopki.Must(demopki.NewCA(name + " server CA"))}
+	server := demopki.Must(b.ServerCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
 	b.Server = server
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cn := r.TLS.PeerCertificates[0].Subject.CommonName
@@ -44,7 +44,7 @@ func StartBackend(t testing.TB, name string, clientCA *testpki.Cert) *Backend {
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{server.TLSCertificate()},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    testpki.Pool(clientCA),
+		ClientCAs:    demopki.Pool(clientCA),
 	}
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		switch state {

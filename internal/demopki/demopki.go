@@ -1,6 +1,7 @@
-// Package testpki makes throwaway certificate authorities and certificates
-// for tests, benchmarks and the demo. Nothing it makes is fit for production.
-package testpki
+// Package demopki makes throwaway certificate authorities and certificates
+// for the demo (caddy mtls keygen --demo), tests and benchmarks. Nothing it
+// makes is fit for production.
+package demopki
 
 import (
 	"crypto"

@@ -1,4 +1,4 @@
-package testpki
+package demopki
 
 import (
 	"crypto/x509"
