@@ -23,7 +23,15 @@ import (
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
 //	        tls_insecure_skip_verify
-//	        revocation { mode ...; crl <file|url>...; reload <interval>; leaf_only }
+//	        revocation {
+//	            mode      skip | ignore_ca_error | strict
+//	            crl       <file|url> [...]
+//	            reload    <interval>
+//	            ocsp      [<responder url>]
+//	            ocsp_timeout  <duration>
+//	            unknown_cache <duration>
+//	            leaf_only
+//	        }
 //	    }
 //	    profiles_file <path> [reload <interval>]
 //	    max_pools     <count>
