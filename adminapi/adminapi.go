@@ -137,11 +137,7 @@ func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, 
 		return err
 	}
 	if r.Method == http.MethodDelete {
-		if err := a.store().DeleteClient(r.Context(), alias); err != nil {
-			return apiError(err)
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return deleteEntry(w, r, alias, a.store().DeleteClient)
 	}
 	var req struct {
 		Certificate string `json:"certificate"`
@@ -177,11 +173,7 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string, 
 		return err
 	}
 	if r.Method == http.MethodDelete {
-		if err := a.store().DeleteKeyPair(r.Context(), name); err != nil {
-			return apiError(err)
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return deleteEntry(w, r, name, a.store().DeleteKeyPair)
 	}
 	var req struct {
 		store.GenerateRequest
@@ -210,6 +202,16 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string, 
 	}
 	a.logger.Info("key pair stored", zap.String("name", name), zap.String("fingerprint", info.Fingerprint))
 	return writeJSON(w, http.StatusOK, info)
+}
+
+// deleteEntry answers a DELETE of the entry name with del: 204, or the
+// store's error.
+func deleteEntry(w http.ResponseWriter, r *http.Request, name string, del func(context.Context, string) error) error {
+	if err := del(r.Context(), name); err != nil {
+		return apiError(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (a *AdminAPI) keyPairCertificate(w http.ResponseWriter, r *http.Request, name string) error {

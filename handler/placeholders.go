@@ -7,20 +7,51 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// placeholderNames are the {http.auth.user.*} placeholders the handler sets.
-var placeholderNames = []string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
+// The {http.auth.user.*} placeholders the handler sets, in the order of an
+// identity's values.
+const (
+	phID = iota
+	phAlias
+	phTier
+	phSubject
+	phIssuer
+	phSerial
+	phFingerprint
+	phNotAfter
+	phSource
+	phSANDNS
+	phSANURI
+	phSANEmail
+	numPlaceholders
+)
+
+// placeholderNames are the placeholders' names after http.auth.user.
+var placeholderNames = [numPlaceholders]string{"id", "alias", "tier", "subject", "issuer", "serial", "fingerprint", "not_after", "source", "san_dns", "san_uri", "san_email"}
+
+// placeholderIndex finds a placeholder's value by its name.
+var placeholderIndex = func() map[string]int {
+	m := make(map[string]int, numPlaceholders)
+	for i, name := range placeholderNames {
+		m[name] = i
+	}
+	return m
+}()
 
 // identity is what the placeholders tell of an accepted caller, boxed once
 // (when the verdict is made), so that answering a placeholder costs no
 // allocation.
-type identity struct {
-	id, alias, tier, subject, issuer, serial, fingerprint, notAfter, source, sanDNS, sanURI, sanEmail any
-}
+type identity [numPlaceholders]any
 
 // anonymous answers every placeholder with an empty value, for requests that
 // pass without a certificate in optional mode, so that a config using them
 // gets empty values rather than the placeholders' own text.
-var anonymous = &identity{"", "", "", "", "", "", "", "", "", "", "", ""}
+var anonymous = func() *identity {
+	var id identity
+	for i := range id {
+		id[i] = ""
+	}
+	return &id
+}()
 
 // identityVarKey is the request variable that holds the request's identity.
 const identityVarKey = "client_cert_auth.identity"
@@ -36,33 +67,11 @@ func lookupIdentity(vars map[string]any, key string) (any, bool) {
 	if !ok {
 		return nil, false
 	}
-	switch name {
-	case "id":
-		return id.id, true
-	case "alias":
-		return id.alias, true
-	case "tier":
-		return id.tier, true
-	case "subject":
-		return id.subject, true
-	case "issuer":
-		return id.issuer, true
-	case "serial":
-		return id.serial, true
-	case "fingerprint":
-		return id.fingerprint, true
-	case "not_after":
-		return id.notAfter, true
-	case "source":
-		return id.source, true
-	case "san_dns":
-		return id.sanDNS, true
-	case "san_uri":
-		return id.sanURI, true
-	case "san_email":
-		return id.sanEmail, true
+	i, ok := placeholderIndex[name]
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	return id[i], true
 }
 
 // setIdentity makes id the {http.auth.user.*} placeholders of the request,

@@ -178,18 +178,18 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 		uris[i] = u.String()
 	}
 	v.identity = &identity{
-		id:          id,
-		alias:       alias,
-		tier:        tier,
-		subject:     subject,
-		issuer:      leaf.Issuer.String(),
-		serial:      leaf.SerialNumber.String(),
-		fingerprint: v.fingerprint,
-		notAfter:    leaf.NotAfter.UTC().Format(time.RFC3339),
-		source:      source.String(),
-		sanDNS:      strings.Join(leaf.DNSNames, ","),
-		sanURI:      strings.Join(uris, ","),
-		sanEmail:    strings.Join(leaf.EmailAddresses, ","),
+		phID:          id,
+		phAlias:       alias,
+		phTier:        tier,
+		phSubject:     subject,
+		phIssuer:      leaf.Issuer.String(),
+		phSerial:      leaf.SerialNumber.String(),
+		phFingerprint: v.fingerprint,
+		phNotAfter:    leaf.NotAfter.UTC().Format(time.RFC3339),
+		phSource:      source.String(),
+		phSANDNS:      strings.Join(leaf.DNSNames, ","),
+		phSANURI:      strings.Join(uris, ","),
+		phSANEmail:    strings.Join(leaf.EmailAddresses, ","),
 	}
 	return v
 }
