@@ -13,11 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/certcheck"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -145,6 +148,14 @@ func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, 
 	}
 	if err := decodeJSON(body, &req); err != nil {
 		return err
+	}
+	// A client that could never be accepted is refused now, rather than
+	// stored to refuse every call later.
+	if certs, err := certcodec.ParsePEM([]byte(req.Certificate), certcodec.PEMOne); err == nil {
+		if reason := certcheck.NeverAcceptable(certs[0], time.Now()); reason != certcheck.OK {
+			return badRequest(fmt.Errorf("certificate could never be accepted as a client's: %s (not after %s, extended key usages %v)",
+				reason, certs[0].NotAfter.UTC().Format(time.RFC3339), certs[0].ExtKeyUsage))
+		}
 	}
 	info, err := a.store().PutClient(r.Context(), alias, req.Tier, req.Certificate)
 	if err != nil {

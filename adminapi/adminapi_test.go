@@ -1,13 +1,17 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -139,5 +143,49 @@ func checkOnlyKeep(t *testing.T, s *store.Store) {
 	}
 	if len(keyPairs) != 1 || keyPairs[0].Name != "keep" {
 		t.Errorf("key pairs after refused calls: %+v", keyPairs)
+	}
+}
+
+// TestPutClientNeverAcceptable: a client certificate that could never be
+// accepted (ended, or an extended key usage without clientAuth) is refused
+// with 400 and the reason, not stored to refuse every call later; a
+// self-signed CA certificate (openssl req -x509) and one not yet valid are
+// stored.
+func TestPutClientNeverAcceptable(t *testing.T) {
+	a, s := newTestAPI(t)
+	ca := demopki.Must(demopki.NewCA("Unit Root 2"))
+	now := time.Now()
+	put := func(alias string, c *demopki.Cert) error {
+		body, _ := json.Marshal(map[string]string{"certificate": string(c.CertPEM())})
+		r := httptest.NewRequest(http.MethodPut, "/mtls/clients/"+alias, bytes.NewReader(body))
+		_, err := serveTest(a, r)
+		return err
+	}
+	for alias, c := range map[string]*demopki.Cert{
+		"ended":       demopki.Must(ca.Issue(demopki.Options{CommonName: "ended", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})),
+		"server-only": demopki.Must(ca.Issue(demopki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})),
+	} {
+		err := put(alias, c)
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusBadRequest || !strings.Contains(apiErr.Err.Error(), "could never be accepted") {
+			t.Fatalf("%s: %v", alias, err)
+		}
+		clients, err := s.Clients(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range clients {
+			if c.Alias == alias {
+				t.Fatalf("%s: stored", alias)
+			}
+		}
+	}
+	for alias, c := range map[string]*demopki.Cert{
+		"self-signed-ca": ca,
+		"not-yet":        demopki.Must(ca.Issue(demopki.Options{CommonName: "future", NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)})),
+	} {
+		if err := put(alias, c); err != nil {
+			t.Fatalf("%s: %v", alias, err)
+		}
 	}
 }

@@ -111,6 +111,20 @@ func verify(leaf *x509.Certificate, intermediates []*x509.Certificate, roots *x5
 	return nil, Untrusted
 }
 
+// NeverAcceptable returns why cert, if pinned or stored as a client, could
+// never be accepted: Expired (it has ended) or EKU (its extended key usage
+// excludes client authentication); OK otherwise. A certificate not yet valid
+// may become so, and is OK here.
+func NeverAcceptable(cert *x509.Certificate, now time.Time) Reason {
+	if now.After(cert.NotAfter) {
+		return Expired
+	}
+	if !allowsClientAuth(cert) {
+		return EKU
+	}
+	return OK
+}
+
 // checkValidity checks the validity window.
 func checkValidity(c *x509.Certificate, now time.Time) Reason {
 	switch {
