@@ -1,7 +1,9 @@
 // Package certcodec decodes and encodes X.509 certificates as they travel in
 // HTTP header fields set by TLS-terminating proxies: RFC 9440 byte sequences,
-// URL-encoded PEM (nginx's $ssl_client_escaped_cert, AWS ALB), PEM with its
-// newlines folded into spaces or tabs, and bare base64 DER.
+// URL-encoded PEM (nginx's $ssl_client_escaped_cert, AWS ALB; '+' for a space,
+// as java.net.URLEncoder writes it, too), PEM with its newlines folded into
+// spaces or tabs, bare base64 DER (one, or a comma-separated chain as Traefik
+// sends it), and Envoy's x-forwarded-client-cert (XFCC).
 //
 // Every value is treated as hostile: sizes and counts are bounded, and
 // anything that is not exactly one of the formats is an error with a reason.
@@ -13,6 +15,7 @@
 package certcodec
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -25,14 +28,15 @@ type Format uint8
 
 // The formats. Auto is for decoding only: it tells the others apart.
 const (
-	Auto      Format = iota // detect RFC9440, URLPEM, PEM or Base64DER
+	Auto      Format = iota // detect any of the others
 	RFC9440                 // ":<base64 DER>:" (RFC 9440 / RFC 8941 byte sequence)
 	URLPEM                  // URL-encoded PEM
 	PEM                     // PEM, newlines possibly folded into spaces or tabs
-	Base64DER               // bare base64 of the DER bytes
+	Base64DER               // bare base64 of the DER bytes; a chain comma-separated, leaf first
+	XFCC                    // Envoy's x-forwarded-client-cert: the last element's Cert and Chain
 )
 
-var formatNames = [...]string{"auto", "rfc9440", "url_pem", "pem", "base64_der"}
+var formatNames = [...]string{"auto", "rfc9440", "url_pem", "pem", "base64_der", "xfcc"}
 
 // String returns the format's configuration name.
 func (f Format) String() string {
@@ -81,11 +85,15 @@ func Detect(value string) Format {
 	switch {
 	case strings.HasPrefix(v, ":"):
 		return RFC9440
-	case strings.HasPrefix(v, "%"), strings.HasPrefix(v, "-----BEGIN%"):
-		// '%' is no base64 character, and plain PEM has none either.
+	case strings.HasPrefix(v, "%"), strings.HasPrefix(v, "-----BEGIN%"), strings.HasPrefix(v, "-----BEGIN+"):
+		// '%' is no base64 character, and plain PEM has none either; nor
+		// has plain PEM a '+' in its armour (form encoding's space).
 		return URLPEM
 	case strings.HasPrefix(v, pemBegin):
 		return PEM
+	case isXFCC(v):
+		// "<key>=": base64 has '=' only at its end.
+		return XFCC
 	default:
 		return Base64DER
 	}
@@ -93,9 +101,11 @@ func Detect(value string) Format {
 
 // Decode decodes a header value that carries one client certificate. PEM and
 // URL-encoded PEM may carry further certificates after the leaf (AWS ALB sends
-// the whole chain so); they are returned after it. An RFC 9440 or base64 value
-// holds exactly one certificate: a list is an error. The format found is
-// returned too (f itself unless f is Auto).
+// the whole chain so), base64 DER a comma-separated chain, leaf first
+// (Traefik's X-Forwarded-Tls-Client-Cert), and XFCC its caller's chain in its
+// last element's Chain key; they are returned after the leaf. An RFC 9440
+// value holds exactly one certificate: a list is an error. The format found
+// is returned too (f itself unless f is Auto).
 func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 	v, err := checkValue(value)
 	if err != nil {
@@ -112,20 +122,16 @@ func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 		}
 		return [][]byte{der}, f, nil
 	case Base64DER:
-		der, err := decodeBase64(v)
-		if err != nil {
-			return nil, f, err
-		}
-		return [][]byte{der}, f, nil
+		ders, err = decodeList(v, Base64DER, "item")
+		return ders, f, err
 	case URLPEM:
-		text, err := url.PathUnescape(v)
-		if err != nil {
-			return nil, f, fmt.Errorf("%w: url-encoding: %v", ErrMalformed, err)
-		}
-		ders, err = decodePEM(text, 0)
+		ders, err = decodeURLPEM(v)
 		return ders, f, err
 	case PEM:
 		ders, err = decodePEM(v, 0)
+		return ders, f, err
+	case XFCC:
+		ders, err = decodeXFCC(v)
 		return ders, f, err
 	}
 	return nil, f, fmt.Errorf("unknown certificate format %d", f)
@@ -134,6 +140,7 @@ func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 // DecodeChain decodes a header value that carries the certificates of a chain
 // (leaf excluded): an RFC 9440 list of byte sequences, concatenated PEM blocks,
 // or comma-separated base64 DER. Auto detects the format from the first item.
+// XFCC has no chain field (its chain is in its Chain key): an error.
 func DecodeChain(value string, f Format) ([][]byte, error) {
 	v, err := checkValue(value)
 	if err != nil {
@@ -147,60 +154,146 @@ func DecodeChain(value string, f Format) ([][]byte, error) {
 		ders, _, err := Decode(v, f)
 		return ders, err
 	case RFC9440, Base64DER:
-		var ders [][]byte
-		for item := range strings.SplitSeq(v, ",") {
-			if len(ders) == MaxCerts {
-				return nil, ErrTooMany
-			}
-			item = trimOWS(item)
-			var der []byte
-			if f == RFC9440 {
-				der, err = decodeByteSequence(item)
-			} else {
-				der, err = decodeBase64(item)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("chain item %d: %w", len(ders)+1, err)
-			}
-			ders = append(ders, der)
-		}
-		return ders, nil
+		return decodeList(v, f, "chain item")
+	case XFCC:
+		return nil, fmt.Errorf("%w: xfcc carries the chain in its Chain key, not in a chain field", ErrMalformed)
 	}
 	return nil, fmt.Errorf("unknown certificate format %d", f)
 }
 
+// decodeList decodes a comma-separated list of RFC 9440 byte sequences or
+// of base64 DER, at most MaxCerts items. Errors name the item at fault by
+// label and number (a list of one by number only if it is a chain).
+func decodeList(v string, f Format, label string) ([][]byte, error) {
+	var ders [][]byte
+	for item := range strings.SplitSeq(v, ",") {
+		if len(ders) == MaxCerts {
+			return nil, ErrTooMany
+		}
+		item = trimOWS(item)
+		var der []byte
+		var err error
+		if f == RFC9440 {
+			der, err = decodeByteSequence(item)
+		} else {
+			der, err = decodeBase64(item)
+		}
+		if err != nil {
+			if label == "item" && !strings.Contains(v, ",") {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s %d: %w", label, len(ders)+1, err)
+		}
+		ders = append(ders, der)
+	}
+	return ders, nil
+}
+
+// decodeURLPEM decodes URL-encoded PEM. Encoders differ on '+': nginx, Envoy
+// and AWS write a space as %20 and may leave a base64 '+' as it is; form
+// encoding (java.net.URLEncoder, url.QueryEscape) writes a space as '+' and
+// '+' as %2B. A value that escapes '+' is form-encoded: its bare '+' are
+// spaces. In any other, a bare '+' is base64's, except in the armour lines
+// ("-----BEGIN+CERTIFICATE-----"), where base64 has no place and it can only
+// be a space.
+func decodeURLPEM(v string) ([][]byte, error) {
+	var text string
+	var err error
+	if strings.IndexByte(v, '+') >= 0 && (strings.Contains(v, "%2B") || strings.Contains(v, "%2b")) {
+		text, err = url.QueryUnescape(v)
+	} else {
+		text, err = url.PathUnescape(v)
+		text = armourSpaces(text)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: url-encoding: %v", ErrMalformed, err)
+	}
+	return decodePEM(text, 0)
+}
+
+// armourSpaces turns the '+' of PEM armour lines ("-----BEGIN+PRIVATE+KEY-----")
+// into the spaces they stand for, leaving every other '+' as it is.
+func armourSpaces(s string) string {
+	if !strings.Contains(s, "-----BEGIN+") && !strings.Contains(s, "-----END+") {
+		return s
+	}
+	b := []byte(s)
+	for i := 0; ; {
+		j := strings.Index(s[i:], pemDash)
+		if j < 0 {
+			break
+		}
+		j += i + len(pemDash)
+		if !strings.HasPrefix(s[j:], "BEGIN+") && !strings.HasPrefix(s[j:], "END+") {
+			i = j
+			continue
+		}
+		k := strings.Index(s[j:], pemDash)
+		if k < 0 {
+			break
+		}
+		for m := j; m < j+k; m++ {
+			if b[m] == '+' {
+				b[m] = ' '
+			}
+		}
+		i = j + k + len(pemDash)
+	}
+	return string(b)
+}
+
 // Encode encodes DER certificate bytes for a header field in format f (Auto
-// means RFC9440).
+// means RFC9440). For XFCC the bytes are parsed for the subject and SANs;
+// a caller that holds the parsed certificate uses EncodeCertificate.
 func Encode(der []byte, f Format) string {
-	b64 := base64.StdEncoding.EncodeToString(der)
 	switch f {
 	case Base64DER:
-		return b64
-	case PEM, URLPEM:
+		return base64.StdEncoding.EncodeToString(der)
+	case PEM:
 		// Header values cannot hold newlines: PEM folds them into spaces,
 		// URL-encoded PEM keeps them as %0A.
-		sep := byte(' ')
-		if f == URLPEM {
-			sep = '\n'
+		return pemBlock(der, ' ', false)
+	case URLPEM:
+		return escapeAll(pemBlock(der, '\n', false))
+	case XFCC:
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			c = nil // bytes that are no certificate: Hash and Cert only
 		}
-		var sb strings.Builder
-		sb.Grow(len(b64) + len(b64)/64 + 64)
-		sb.WriteString("-----BEGIN CERTIFICATE-----")
-		for len(b64) > 0 {
-			n := min(64, len(b64))
-			sb.WriteByte(sep)
-			sb.WriteString(b64[:n])
-			b64 = b64[n:]
-		}
-		sb.WriteByte(sep)
-		sb.WriteString("-----END CERTIFICATE-----")
-		if f == PEM {
-			return sb.String()
-		}
-		return escapeAll(sb.String())
+		return encodeXFCC(der, c)
 	default:
-		return ":" + b64 + ":"
+		return ":" + base64.StdEncoding.EncodeToString(der) + ":"
 	}
+}
+
+// EncodeCertificate encodes c for a header field in format f, as Encode does
+// its DER bytes.
+func EncodeCertificate(c *x509.Certificate, f Format) string {
+	if f == XFCC {
+		return encodeXFCC(c.Raw, c)
+	}
+	return Encode(c.Raw, f)
+}
+
+// pemBlock returns der as a PEM CERTIFICATE block whose lines are separated
+// by sep, ending with sep if final.
+func pemBlock(der []byte, sep byte, final bool) string {
+	b64 := base64.StdEncoding.EncodeToString(der)
+	var sb strings.Builder
+	sb.Grow(len(b64) + len(b64)/64 + 64)
+	sb.WriteString("-----BEGIN CERTIFICATE-----")
+	for len(b64) > 0 {
+		n := min(64, len(b64))
+		sb.WriteByte(sep)
+		sb.WriteString(b64[:n])
+		b64 = b64[n:]
+	}
+	sb.WriteByte(sep)
+	sb.WriteString("-----END CERTIFICATE-----")
+	if final {
+		sb.WriteByte(sep)
+	}
+	return sb.String()
 }
 
 // escapeAll percent-encodes every byte but RFC 3986's unreserved ones, as

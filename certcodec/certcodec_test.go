@@ -181,7 +181,7 @@ func TestDecodeChain(t *testing.T) {
 
 func TestEncodeRoundTrip(t *testing.T) {
 	leaf, _ := testChain(t)
-	for _, f := range []Format{RFC9440, URLPEM, PEM, Base64DER} {
+	for _, f := range []Format{RFC9440, URLPEM, PEM, Base64DER, XFCC} {
 		enc := Encode(leaf, f)
 		if strings.ContainsAny(enc, "\r\n") {
 			t.Fatalf("%v: encoding has a line break, invalid in a header", f)
@@ -197,7 +197,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 }
 
 func TestParseFormat(t *testing.T) {
-	for _, name := range []string{"auto", "rfc9440", "url_pem", "pem", "base64_der"} {
+	for _, name := range []string{"auto", "rfc9440", "url_pem", "pem", "base64_der", "xfcc"} {
 		f, err := ParseFormat(name)
 		if err != nil || f.String() != name {
 			t.Fatalf("%s: %v %v", name, f, err)

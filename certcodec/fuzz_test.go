@@ -11,7 +11,9 @@ import (
 
 // FuzzDecode checks that no header value makes the decoder panic, return
 // more than MaxCerts certificates, or succeed with nothing; and that what it
-// decodes re-encodes to the same bytes. The seed corpus (testdata/fuzz and
+// decodes re-encodes to the same bytes (as RFC 9440 and as XFCC). Seeds
+// cover every format, Envoy's XFCC, Traefik's comma chain and form-encoded
+// ('+' for space) PEM. The seed corpus (testdata/fuzz and
 // the values below) runs with every `go test`.
 func FuzzDecode(f *testing.F) {
 	leaf, inter := testChain(f)
@@ -28,6 +30,20 @@ func FuzzDecode(f *testing.F) {
 		"-----BEGIN CERTIFICATE-----" + base64.StdEncoding.EncodeToString([]byte(pemLeaf)) + "-----END CERTIFICATE-----",
 		"%2D%2D%2D%2D%2DBEGIN",
 		"",
+		// Traefik's comma-separated chain, leaf first.
+		b64 + "," + base64.StdEncoding.EncodeToString(inter),
+		b64 + ",",
+		// URL-encoded PEM with '+' for spaces (java.net.URLEncoder), and
+		// with '+' only in the armour.
+		javaURLEncode(pemLeaf),
+		strings.NewReplacer(" ", "+", "\n", "%0A").Replace(pemLeaf),
+		"-----BEGIN+PRIVATE+KEY-----%0AAAAA%0A-----END+PRIVATE+KEY-----",
+		// Envoy's x-forwarded-client-cert: two elements, the caller last.
+		envoyElement("spiffe://a/b", inter, nil, "CN=front, O=Edge", "spiffe://c/d") + "," +
+			envoyElement("spiffe://a/b", leaf, [][]byte{inter}, "CN=codec client", "spiffe://e/f", "x.example", "y.example"),
+		`By=spiffe://a;Subject="CN=\"q\";,=";Cert=` + url.PathEscape(pemLeaf),
+		`Hash=00;URI="unterminated`,
+		"By=a,",
 	} {
 		f.Add(seed, uint8(Auto))
 	}
@@ -50,6 +66,11 @@ func FuzzDecode(f *testing.F) {
 			again, _, err := Decode(Encode(der, RFC9440), RFC9440)
 			if err != nil || !bytes.Equal(again[0], der) {
 				t.Fatalf("re-encoding failed: %v", err)
+			}
+			xfcc := Encode(der, XFCC)
+			again, found, err := Decode(xfcc, Auto)
+			if err != nil || found != XFCC || len(again) != 1 || !bytes.Equal(again[0], der) {
+				t.Fatalf("xfcc re-encoding %.80q: found %v, %v", xfcc, found, err)
 			}
 		}
 		if _, err := DecodeChain(value, fm); err != nil && found == RFC9440 {

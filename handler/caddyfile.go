@@ -18,7 +18,7 @@ import (
 //	    client      <alias> <cert.pem> [tier <tier>]
 //	    clients_from_storage [refresh <interval>]
 //	    header      [<field>] {
-//	        format  auto | rfc9440 | url_pem | pem | base64_der
+//	        format  auto | rfc9440 | url_pem | pem | base64_der | xfcc
 //	        chain   [<field>]
 //	        from    <cidr...> | private_ranges | trusted_proxies
 //	        from_client_certificate <source> [<args...>]
@@ -38,6 +38,8 @@ import (
 //	}
 //
 // `client` may be repeated; every other subdirective may be given once.
+// `forward`'s format is one of rfc9440 (the default), url_pem, pem,
+// base64_der and xfcc (one Envoy x-forwarded-client-cert element).
 // `header` needs `from` or `from_client_certificate` (or both).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -138,7 +140,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			for _, arg := range args {
 				if f, err := certcodec.ParseFormat(arg); err == nil {
 					if f == certcodec.Auto {
-						return d.Err("forward format auto is for reading: name one of rfc9440, url_pem, pem, base64_der")
+						return d.Err("forward format auto is for reading: name one of rfc9440, url_pem, pem, base64_der, xfcc")
 					}
 					if fc.Format != "" {
 						return d.ArgErr()
@@ -147,7 +149,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					continue
 				}
 				if fc.Field != "" || fc.Format != "" {
-					return d.Errf("forward: '%s' is not a format (rfc9440, url_pem, pem, base64_der)", arg)
+					return d.Errf("forward: '%s' is not a format (rfc9440, url_pem, pem, base64_der, xfcc)", arg)
 				}
 				if _, err := fieldName(arg, ""); err != nil {
 					return d.Errf("forward field '%s': %v", arg, err)

@@ -159,7 +159,7 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	}
 
 	if h.forwardField != "" {
-		v.forward = certcodec.Encode(leaf.Raw, h.forwardFmt)
+		v.forward = certcodec.EncodeCertificate(leaf, h.forwardFmt)
 	}
 	var alias, tier string
 	if client != nil {

@@ -1,0 +1,276 @@
+package certcodec
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+)
+
+// envoyURLEncode URL-encodes a PEM text the way Envoy does for the Cert and
+// Chain keys of x-forwarded-client-cert (ConnectionInfoImplBase::
+// urlEncodedPemEncodedPeerCertificate): only '\n', ' ', '+', '/' and '='.
+func envoyURLEncode(pem string) string {
+	return strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").Replace(pem)
+}
+
+// envoyElement is one XFCC element as Envoy's HTTP connection manager writes
+// it with set_current_client_cert_details {subject, cert, chain, uri, dns}:
+// By, Hash, then Cert, Chain, Subject, URI and DNS, joined by ';'.
+func envoyElement(by string, leaf []byte, chain [][]byte, subject, uri string, dns ...string) string {
+	sum := sha256.Sum256(leaf)
+	parts := []string{"By=" + by, "Hash=" + hex.EncodeToString(sum[:])}
+	parts = append(parts, `Cert="`+envoyURLEncode(pemText(leaf))+`"`)
+	if chain != nil {
+		parts = append(parts, `Chain="`+envoyURLEncode(pemText(append([][]byte{leaf}, chain...)...))+`"`)
+	}
+	parts = append(parts, `Subject="`+subject+`"`, "URI="+uri)
+	for _, d := range dns {
+		parts = append(parts, "DNS="+d)
+	}
+	return strings.Join(parts, ";")
+}
+
+// javaURLEncode is java.net.URLEncoder.encode(s, UTF_8): unreserved
+// characters are letters, digits and ".-*_"; a space is '+'; all else %XX.
+func javaURLEncode(s string) string {
+	const hexd = "0123456789ABCDEF"
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '*', c == '_':
+			sb.WriteByte(c)
+		case c == ' ':
+			sb.WriteByte('+')
+		default:
+			sb.WriteByte('%')
+			sb.WriteByte(hexd[c>>4])
+			sb.WriteByte(hexd[c&15])
+		}
+	}
+	return sb.String()
+}
+
+func TestDecodeXFCC(t *testing.T) {
+	leaf, inter := testChain(t)
+	proxy, _ := testChain(t)
+	caller := envoyElement("spiffe://cluster.local/ns/gw/sa/caddy", leaf, [][]byte{inter}, "CN=codec client", "spiffe://cluster.local/ns/app/sa/client", "client.example", "www.client.example")
+	callerNoChain := envoyElement("spiffe://cluster.local/ns/gw/sa/caddy", leaf, nil, "CN=codec client", "spiffe://cluster.local/ns/app/sa/client")
+	hop := envoyElement("spiffe://cluster.local/ns/edge/sa/front", proxy, nil, "CN=front, O=Edge", "spiffe://cluster.local/ns/edge/sa/front")
+	tests := []struct {
+		name  string
+		value string
+		n     int // certificates: the leaf, then its chain without it
+	}{
+		{"envoy, cert and chain", caller, 2},
+		{"envoy, cert only", callerNoChain, 1},
+		{"two elements, the caller last (Envoy appends)", hop + "," + caller, 2},
+		{"three elements, OWS around them", hop + " , " + hop + ", " + callerNoChain, 1},
+		{"keys in any case", strings.NewReplacer("By=", "by=", "Hash=", "HASH=", "Cert=", "cert=", "Chain=", "CHAIN=").Replace(caller), 2},
+		{"quoted values with , ; = and an escaped quote", `Subject="CN=a\"b, O=x;y=z";URI="spiffe://x/y?a=b;c,d";` + callerNoChain, 1},
+		{"unquoted cert", strings.Replace(callerNoChain, `Cert="`+envoyURLEncode(pemText(leaf))+`"`, "Cert="+envoyURLEncode(pemText(leaf)), 1), 1},
+		{"cert percent-encoded in full", "Hash=00;Cert=" + percentAll(pemText(leaf)), 1},
+		{"chain not starting with the leaf", `Cert="` + url.PathEscape(pemText(leaf)) + `";Chain="` + url.PathEscape(pemText(inter)) + `"`, 2},
+		{"an earlier element without cert", "By=spiffe://a;Hash=abcd;URI=spiffe://b," + callerNoChain, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Detect(tc.value); got != XFCC {
+				t.Fatalf("Detect = %v, want xfcc", got)
+			}
+			for _, f := range []Format{Auto, XFCC} {
+				ders, found, err := Decode(tc.value, f)
+				if err != nil {
+					t.Fatalf("Decode(%v): %v", f, err)
+				}
+				if found != XFCC {
+					t.Fatalf("Decode(%v) found %v", f, found)
+				}
+				if len(ders) != tc.n || !bytes.Equal(ders[0], leaf) {
+					t.Fatalf("Decode(%v): %d certificates, first the leaf: %v", f, len(ders), len(ders) > 0 && bytes.Equal(ders[0], leaf))
+				}
+				if tc.n == 2 && !bytes.Equal(ders[1], inter) {
+					t.Fatal("second certificate is not the intermediate")
+				}
+			}
+			certs, _, err := ParseHeader(tc.value, nil, XFCC, HeaderFields{Cert: "X-Forwarded-Client-Cert"})
+			if err != nil || len(certs) != tc.n || !bytes.Equal(certs[0].Raw, leaf) {
+				t.Fatalf("ParseHeader: %d certificates, %v", len(certs), err)
+			}
+		})
+	}
+}
+
+func TestDecodeXFCCMalformed(t *testing.T) {
+	leaf, inter := testChain(t)
+	cert := `Cert="` + envoyURLEncode(pemText(leaf)) + `"`
+	key := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
+	tests := []struct {
+		name  string
+		value string
+		want  error
+		text  string // in the error, if not ""
+	}{
+		{"no cert", "By=spiffe://a;Hash=abcd;Subject=\"CN=x\";URI=spiffe://b", ErrMalformed, "no Cert"},
+		{"caller without cert after one with", cert + ",By=spiffe://a;Hash=abcd", ErrMalformed, "no Cert"},
+		{"chain without cert", `Chain="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, "no Cert"},
+		{"trailing comma", cert + ",", ErrMalformed, ""},
+		{"empty element", cert + ",,", ErrMalformed, ""},
+		{"unterminated quote", `Subject="CN=x;` + cert, ErrMalformed, ""},
+		{"unterminated quote in an earlier element", `Subject="CN=x,` + cert, ErrMalformed, ""},
+		{"data after a closing quote", `Cert="` + envoyURLEncode(pemText(leaf)) + `"x`, ErrMalformed, ""},
+		{"pair without =", "Hash;" + cert, ErrMalformed, ""},
+		{"empty key", "=x;" + cert, ErrMalformed, ""},
+		{"cert twice", cert + ";" + cert, ErrMalformed, "twice"},
+		{"cert of two certificates", `Cert="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, ""},
+		{"cert a private key", `Cert="` + envoyURLEncode(key) + `"`, ErrMalformed, "private key"},
+		{"chain with a private key", cert + `;Chain="` + envoyURLEncode(pemText(leaf)+key) + `"`, ErrMalformed, "private key"},
+		{"cert not pem", `Cert="` + base64.StdEncoding.EncodeToString(leaf) + `"`, ErrMalformed, ""},
+		{"cert bad escape", `Cert="-----BEGIN%ZZ"`, ErrMalformed, ""},
+		{"chain too long", cert + `;Chain="` + envoyURLEncode(strings.Repeat(pemText(inter), MaxCerts)) + `"`, ErrTooMany, ""},
+		{"too large", cert + ";Subject=\"" + strings.Repeat("x", MaxValueLen) + "\"", ErrTooLarge, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Decode(tc.value, XFCC)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if tc.text != "" && !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("error %q does not say %q", err, tc.text)
+			}
+		})
+	}
+	// The chain field is not read in xfcc: the chain travels in Chain=.
+	if _, err := DecodeChain(cert, XFCC); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("DecodeChain(xfcc): %v", err)
+	}
+}
+
+func TestEncodeXFCC(t *testing.T) {
+	root := demopki.Must(demopki.NewCA("xfcc root"))
+	c := demopki.Must(root.Issue(demopki.Options{
+		CommonName:   `client "one"`,
+		Organization: "Acme, Inc.",
+		DNSNames:     []string{"client.example", "www.client.example"},
+		URIs:         []string{"spiffe://cluster.local/ns/app/sa/client", "https://id.example/a?b=c;d"},
+	}))
+	got := EncodeCertificate(c.Cert, XFCC)
+	if strings.ContainsAny(got, "\r\n") {
+		t.Fatal("a line break in a header value")
+	}
+	sum := sha256.Sum256(c.Cert.Raw)
+	subject := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(c.Cert.Subject.String())
+	want := "Hash=" + hex.EncodeToString(sum[:]) +
+		`;Cert="` + envoyURLEncode(pemText(c.Cert.Raw)) + `"` +
+		`;Subject="` + subject + `"` +
+		";URI=spiffe://cluster.local/ns/app/sa/client" +
+		`;URI="https://id.example/a?b=c;d"` +
+		";DNS=client.example;DNS=www.client.example"
+	if got != want {
+		t.Fatalf("EncodeCertificate(xfcc)\n got %s\nwant %s", got, want)
+	}
+	if Encode(c.Cert.Raw, XFCC) != got {
+		t.Fatal("Encode and EncodeCertificate disagree")
+	}
+	ders, found, err := Decode(got, Auto)
+	if err != nil || found != XFCC || len(ders) != 1 || !bytes.Equal(ders[0], c.Cert.Raw) {
+		t.Fatalf("round trip: found %v, %d certificates, %v", found, len(ders), err)
+	}
+	// A leaf with no SANs: Hash, Cert and Subject only.
+	plain := demopki.Must(root.Issue(demopki.Options{CommonName: "plain"}))
+	if got := EncodeCertificate(plain.Cert, XFCC); strings.Contains(got, "URI=") || strings.Contains(got, "DNS=") || !strings.HasSuffix(got, `;Subject="CN=plain"`) {
+		t.Fatalf("no SANs: %s", got)
+	}
+	// Bytes that are no certificate still encode (Hash and Cert), and
+	// decode back to themselves.
+	junk := []byte("not a certificate")
+	enc := Encode(junk, XFCC)
+	if ders, _, err := Decode(enc, XFCC); err != nil || !bytes.Equal(ders[0], junk) {
+		t.Fatalf("junk round trip %q: %v", enc, err)
+	}
+}
+
+func TestDecodeBase64Chain(t *testing.T) {
+	leaf, inter := testChain(t)
+	b64 := func(der []byte) string { return base64.StdEncoding.EncodeToString(der) }
+	for _, v := range []string{
+		b64(leaf) + "," + b64(inter),  // Traefik v3 X-Forwarded-Tls-Client-Cert
+		b64(leaf) + ", " + b64(inter), // with OWS
+	} {
+		for _, f := range []Format{Auto, Base64DER} {
+			ders, found, err := Decode(v, f)
+			if err != nil || found != Base64DER || len(ders) != 2 || !bytes.Equal(ders[0], leaf) || !bytes.Equal(ders[1], inter) {
+				t.Fatalf("Decode(%v) of a comma chain: found %v, %d certificates, %v", f, found, len(ders), err)
+			}
+		}
+	}
+	for name, tc := range map[string]struct {
+		value string
+		want  error
+	}{
+		"empty item":    {b64(leaf) + ",," + b64(inter), ErrMalformed},
+		"trailing item": {b64(leaf) + ",", ErrMalformed},
+		"bad item":      {b64(leaf) + ",MII*", ErrMalformed},
+		"too many":      {strings.Repeat(b64(inter)+",", MaxCerts) + b64(inter), ErrTooMany},
+	} {
+		if _, _, err := Decode(tc.value, Base64DER); !errors.Is(err, tc.want) {
+			t.Fatalf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+	// RFC 9440's Client-Cert still holds exactly one certificate.
+	if _, _, err := Decode(":"+b64(leaf)+":, :"+b64(inter)+":", RFC9440); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("rfc9440 list as a leaf: %v", err)
+	}
+}
+
+func TestDecodeURLPEMPlus(t *testing.T) {
+	leaf, inter := testChain(t)
+	pemLeaf := pemText(leaf)
+	if !strings.Contains(pemLeaf, "+") {
+		t.Skip("this certificate's base64 happens to hold no '+'")
+	}
+	tests := []struct {
+		name  string
+		value string
+		n     int
+	}{
+		// java.net.URLEncoder: spaces are '+', a base64 '+' is %2B.
+		{"java URLEncoder", javaURLEncode(pemLeaf), 1},
+		{"java URLEncoder, chain", javaURLEncode(pemText(leaf, inter)), 2},
+		{"java URLEncoder, no trailing newline", javaURLEncode(strings.TrimSpace(pemLeaf)), 1},
+		// Spaces as '+' in the armour, the base64 '+' left as it is.
+		{"+ in the armour, base64 + kept", strings.NewReplacer(" ", "+", "\n", "%0A").Replace(pemLeaf), 1},
+		{"+ in the armour, no newlines", strings.NewReplacer(" ", "+", "\n", "").Replace(pemLeaf), 1},
+		// url.QueryEscape: spaces '+', '+' %2B, as Java.
+		{"query escape", url.QueryEscape(pemLeaf), 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Detect(tc.value); got != URLPEM {
+				t.Fatalf("Detect = %v, want url_pem", got)
+			}
+			for _, f := range []Format{Auto, URLPEM} {
+				ders, _, err := Decode(tc.value, f)
+				if err != nil || len(ders) != tc.n || !bytes.Equal(ders[0], leaf) {
+					t.Fatalf("Decode(%v): %d certificates, %v", f, len(ders), err)
+				}
+				if tc.n == 2 && !bytes.Equal(ders[1], inter) {
+					t.Fatal("second certificate is not the intermediate")
+				}
+			}
+		})
+	}
+	key := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
+	_, _, err := Decode(javaURLEncode(key), Auto)
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "private key") {
+		t.Fatalf("java-encoded private key: %v", err)
+	}
+}

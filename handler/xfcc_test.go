@@ -1,0 +1,79 @@
+package handler
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
+)
+
+// TestHeaderXFCC: Envoy's x-forwarded-client-cert names the caller by its
+// last element; forward xfcc writes one for the backend from the accepted
+// certificate (Subject and SANs included).
+func TestHeaderXFCC(t *testing.T) {
+	p := newPKI(t)
+	xfcc := func(leaf []byte) string { return certcodec.Encode(leaf, certcodec.XFCC) }
+	for _, format := range []string{"xfcc", "auto"} {
+		h := provision(t, headerConfig(p, `{"field":"X-Forwarded-Client-Cert","format":"`+format+`"}`, `{"field":"X-Forwarded-Client-Cert","format":"xfcc"}`))
+		// Two elements: an earlier proxy's, then the caller's.
+		value := xfcc(p.pinned.Cert.Raw) + "," + xfcc(p.valid.Cert.Raw)
+		res := serve(h, reqOpts{trusted: true, header: http.Header{"X-Forwarded-Client-Cert": {value}}})
+		if res.status != 0 || res.vars["id"] != "alice" || res.vars["source"] != "header" {
+			t.Fatalf("%s: status %d (%v), vars %v", format, res.status, res.err, res.vars)
+		}
+		got := res.upstream.Values("X-Forwarded-Client-Cert")
+		if len(got) != 1 || got[0] != certcodec.EncodeCertificate(p.valid.Cert, certcodec.XFCC) {
+			t.Fatalf("%s: forwarded %q", format, got)
+		}
+		for _, want := range []string{"Hash=" + certcodec.Fingerprint(p.valid.Cert.Raw), `;Subject="CN=alice"`, ";URI=spiffe://example/alice", ";DNS=alice.example"} {
+			if !strings.Contains(got[0], want) {
+				t.Fatalf("%s: forwarded %q lacks %q", format, got[0], want)
+			}
+		}
+		// An element without Cert is undecodable: 400.
+		res = serve(h, reqOpts{trusted: true, header: http.Header{"X-Forwarded-Client-Cert": {xfcc(p.valid.Cert.Raw) + ",By=spiffe://x;Hash=00"}}})
+		if res.status != http.StatusBadRequest {
+			t.Fatalf("%s: caller element without Cert: status %d", format, res.status)
+		}
+	}
+}
+
+// TestHeaderTraefikChain: Traefik's comma-separated base64 DER chain, leaf
+// first, supplies the intermediate.
+func TestHeaderTraefikChain(t *testing.T) {
+	p := newPKI(t)
+	value := certcodec.Encode(p.viaMid.Cert.Raw, certcodec.Base64DER) + "," + certcodec.Encode(p.mid.Cert.Raw, certcodec.Base64DER)
+	for _, format := range []string{"base64_der", "auto"} {
+		h := provision(t, headerConfig(p, `{"field":"X-Forwarded-Tls-Client-Cert","format":"`+format+`"}`, ""))
+		res := serve(h, reqOpts{trusted: true, header: http.Header{"X-Forwarded-Tls-Client-Cert": {value}}})
+		if res.status != 0 || res.vars["id"] != "bob" {
+			t.Fatalf("%s: status %d (%v)", format, res.status, res.err)
+		}
+	}
+}
+
+func TestUnmarshalCaddyfileXFCC(t *testing.T) {
+	var h Handler
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`client_cert_auth {
+		trust_pool file /ca.pem
+		header X-Forwarded-Client-Cert {
+			format xfcc
+			from 10.0.0.7
+		}
+		forward X-Forwarded-Client-Cert xfcc
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Header.Format != "xfcc" || h.Forward.Field != "X-Forwarded-Client-Cert" || h.Forward.Format != "xfcc" {
+		t.Fatalf("header %+v, forward %+v", h.Header, h.Forward)
+	}
+	h = Handler{}
+	err = h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("client_cert_auth {\n forward pem X-Cert\n}"))
+	if err == nil || !strings.Contains(err.Error(), "xfcc") {
+		t.Fatalf("the formats named in the error: %v", err)
+	}
+}
