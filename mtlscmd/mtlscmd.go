@@ -1,6 +1,6 @@
-// Package mtlscmd registers `caddy mtls`, commands for people: make a key
-// pair or a small test PKI, and inspect a certificate or a certificate
-// header value.
+// Package mtlscmd registers `caddy mtls`, commands for people: manage the
+// trusted clients and key pairs over the admin API, make a key pair or a
+// small test PKI, and inspect a certificate or a certificate header value.
 package mtlscmd
 
 import (
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,24 +27,97 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mtls",
-		Short: "Make key pairs and test PKIs, inspect certificates and certificate headers",
+		Short: "Manage trusted clients and key pairs; make key pairs and test PKIs; inspect certificates",
 		Long: `
 Tools for the caddy-mtls plugin:
 
-  caddy mtls keygen   make a self-signed key pair, or a small test PKI (--demo)
-  caddy mtls inspect  show a certificate from a PEM file or a header value
-                      (any format client_cert_auth reads), and whether it
-                      verifies as a client certificate against a CA
+  caddy mtls clients   list, add or remove the trusted clients, over the
+                       admin API (what clients_from_storage trusts)
+  caddy mtls keypairs  list, generate, upload, download or delete the
+                       gateway's key pairs, over the admin API
+  caddy mtls keygen    make a self-signed key pair, or a small test PKI (--demo)
+  caddy mtls inspect   show a certificate from a PEM file or a header value
+                       (any format client_cert_auth reads), and whether it
+                       verifies as a client certificate against a CA
+
+Exit status: 0 done; 1 refused or failed (an error of the admin API, whose
+message is shown; an admin endpoint not reachable; a certificate that does
+not verify); 2 a usage error.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(keygenCommand(), inspectCommand())
+			cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+				return exitStatus(c, &usageError{err})
+			})
+			groupCommand(cmd)
+			cmd.AddCommand(clientsCommand(), keyPairsCommand(), keygenCommand(), inspectCommand())
 		},
 	})
 }
 
+// usageError is a mistake in the command line: the exit status is 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// exitUsage is the exit status of a usage error.
+const exitUsage = 2
+
+// exitStatus returns what cmd's RunE returns for err: a usage error is
+// shown with the command's usage line and exits with status 2; any other
+// error is shown by cobra ("Error: ...") and exits with status 1.
+func exitStatus(cmd *cobra.Command, err error) error {
+	var usage *usageError
+	if !errors.As(err, &usage) {
+		return err
+	}
+	cmd.SilenceErrors = true
+	fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\nUsage: %s\n", err, cmd.UseLine())
+	// Caddy's main exits with the status of the error its wrapper makes.
+	return caddycmd.WrapCommandFuncForCobra(func(caddycmd.Flags) (int, error) { return exitUsage, nil })(cmd, nil)
+}
+
+// run makes a RunE of f whose usage errors exit with status 2.
+func run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error { return exitStatus(cmd, f(cmd, args)) }
+}
+
+// positional checks the positional arguments with check; a mismatch is a usage
+// error.
+func positional(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return exitStatus(cmd, &usageError{err})
+		}
+		return nil
+	}
+}
+
+// groupCommand makes cmd, a command of subcommands, show its help when
+// called alone and refuse an unknown subcommand as a usage error.
+func groupCommand(cmd *cobra.Command) *cobra.Command {
+	cmd.RunE = run(func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		return usagef("unknown command %q for %q: want %s", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+	})
+	return cmd
+}
+
 func keygenCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "keygen --out <dir> [--name <name>] [--cn <common name>] [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] | --demo --out <dir>",
+		Use:   "keygen --out <dir> [--name <name>] [--cn <common name>] [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--force] | --demo --out <dir> [--force]",
 		Short: "Make a self-signed client key pair, or a test PKI",
 		Long: `
 Writes <name>.pem and <name>-key.pem (mode 0600) into --out: a self-signed
@@ -54,20 +128,30 @@ With --demo, writes a throwaway PKI for trying the plugin instead:
 server-ca.pem, server.pem (localhost), clients-ca.pem, alice.pem (from
 clients-ca), partner.pem (self-signed), mallory.pem (from a CA nobody
 trusts), each with its -key.pem. Not fit for production.
+
+Files that exist are left alone, and nothing is written, unless --force is
+given. What was written is listed.
 `,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: positional(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
 			out, _ := f.GetString("out")
 			if out == "" {
-				return errors.New("--out is required")
+				return usagef("--out is required")
 			}
+			force, _ := f.GetBool("force")
 			if demo, _ := f.GetBool("demo"); demo {
-				return writeDemoPKI(out)
+				return writeDemoPKI(cmd.OutOrStdout(), out, force)
 			}
 			name, _ := f.GetString("name")
 			if err := store.CheckName(name); err != nil {
-				return err
+				return &usageError{err}
+			}
+			certPath, keyPath := filepath.Join(out, name+".pem"), filepath.Join(out, name+"-key.pem")
+			if !force {
+				if err := refuseExisting(certPath, keyPath); err != nil {
+					return err
+				}
 			}
 			req := store.GenerateRequest{}
 			req.CommonName, _ = f.GetString("cn")
@@ -84,7 +168,6 @@ trusts), each with its -key.pem. Not fit for production.
 			if err := os.MkdirAll(out, 0o700); err != nil {
 				return err
 			}
-			certPath, keyPath := filepath.Join(out, name+".pem"), filepath.Join(out, name+"-key.pem")
 			if err := os.WriteFile(certPath, []byte(certPEM), 0o644); err != nil {
 				return err
 			}
@@ -97,7 +180,7 @@ trusts), each with its -key.pem. Not fit for production.
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s\n", certPath, keyPath)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().String("out", "", "folder to write into")
 	cmd.Flags().String("name", "gateway", "file name (and key pair name)")
@@ -106,11 +189,37 @@ trusts), each with its -key.pem. Not fit for production.
 	cmd.Flags().Int("days", 365, "days of validity")
 	cmd.Flags().String("key-type", "p256", "p256, p384, rsa2048, rsa3072 or rsa4096")
 	cmd.Flags().Bool("demo", false, "write a throwaway test PKI instead")
+	cmd.Flags().Bool("force", false, "overwrite files that exist")
 	return cmd
 }
 
-// writeDemoPKI writes the demo's PKI into dir.
-func writeDemoPKI(dir string) error {
+// refuseExisting returns an error naming the first of paths that exists.
+func refuseExisting(paths ...string) error {
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s exists; nothing was written (--force overwrites)", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// demoNames are the items of the demo's PKI, in the order they are listed.
+var demoNames = []string{"server-ca", "server", "clients-ca", "alice", "partner", "mallory"}
+
+// writeDemoPKI writes the demo's PKI into dir, and lists what it wrote on
+// w. Unless force, it writes nothing if any of its files exists.
+func writeDemoPKI(w io.Writer, dir string, force bool) error {
+	var paths []string
+	for _, name := range demoNames {
+		paths = append(paths, filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
+	}
+	if !force {
+		if err := refuseExisting(paths...); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -143,10 +252,14 @@ func writeDemoPKI(dir string) error {
 			return err
 		}
 	}
-	for name, c := range certs {
-		if _, _, err := c.WriteFiles(dir, name); err != nil {
+	for _, name := range demoNames {
+		if _, _, err := certs[name].WriteFiles(dir, name); err != nil {
 			return err
 		}
+	}
+	fmt.Fprintf(w, "wrote into %s:\n", dir)
+	for _, p := range paths {
+		fmt.Fprintf(w, "  %s\n", filepath.Base(p))
 	}
 	return nil
 }
@@ -164,8 +277,8 @@ base64 DER). With --ca, also verifies it as a client certificate against the
 CA(s) in that PEM file, with the rules of client_cert_auth; the exit status
 is 1 when it does not verify.
 `,
-		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args: positional(cobra.MaximumNArgs(1)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			header, _ := f.GetString("header")
 			chain, _ := f.GetString("chain")
@@ -177,7 +290,7 @@ is 1 when it does not verify.
 			)
 			switch {
 			case chain != "" && header == "":
-				return errors.New("--chain goes with --header")
+				return usagef("--chain goes with --header")
 			case header != "" && len(args) == 0:
 				var chains []string
 				if chain != "" {
@@ -189,8 +302,10 @@ is 1 when it does not verify.
 			case header == "" && len(args) == 1:
 				certs, err = readPEMFile(args[0], cmd.InOrStdin())
 				format = "PEM file"
+			case header == "" && len(args) == 0:
+				return usagef("give a PEM file or --header <value>")
 			default:
-				return errors.New("give a PEM file or --header <value>, not both")
+				return usagef("give a PEM file or --header <value>, not both")
 			}
 			if err != nil {
 				return err
@@ -214,7 +329,7 @@ is 1 when it does not verify.
 			}
 			fmt.Fprintf(w, "verifies:     yes, as a client certificate, against %s\n", caPath)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().String("header", "", "a certificate header value")
 	cmd.Flags().String("chain", "", "the chain header's value (intermediates), with --header")

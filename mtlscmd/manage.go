@@ -1,0 +1,343 @@
+package mtlscmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-mtls/caddy-mtls/store"
+)
+
+// The subcommands of `caddy mtls clients` and `caddy mtls keypairs` are the
+// admin API's routes (admin.api.mtls), for people and scripts: a table by
+// default, the API's JSON with --json.
+
+func clientsCommand() *cobra.Command {
+	cmd := groupCommand(&cobra.Command{
+		Use:   "clients",
+		Short: "List, add or remove the trusted clients, over the admin API",
+		Long: `
+Manages the trusted clients stored in Caddy's storage (those that
+client_cert_auth's clients_from_storage trusts), through the admin API of a
+running Caddy (admin.api.mtls): --address, or the admin address of --config,
+else localhost:2019.
+`,
+	})
+	addAdminFlags(cmd)
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the trusted clients: alias, tier, subject, fingerprint, not after",
+		Args:  positional(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			return listCommand(cmd, "/mtls/clients", writeClients)
+		}),
+	}
+	add := &cobra.Command{
+		Use:   "add <alias> <cert.pem> [--tier <tier>] [--json]",
+		Short: "Trust a client certificate under an alias (replacing the alias's certificate)",
+		Long: `
+Stores the client certificate of the PEM file ("-" for standard input) as
+the trusted client <alias>, with its tier ({http.auth.user.tier}). An
+existing <alias> is replaced. A certificate stored under another alias is
+refused (HTTP 409), as is one that could never be accepted (HTTP 400).
+`,
+		Args: positional(cobra.ExactArgs(2)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			alias := args[0]
+			if err := store.CheckName(alias); err != nil {
+				return &usageError{err}
+			}
+			cert, err := readInput(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			tier, _ := cmd.Flags().GetString("tier")
+			return changeCommand(cmd, http.MethodPut, "/mtls/clients/"+url.PathEscape(alias),
+				map[string]string{"certificate": cert, "tier": tier}, writeClients)
+		}),
+	}
+	add.Flags().String("tier", "", "the client's tier")
+	remove := &cobra.Command{
+		Use:   "remove <alias>",
+		Short: "Stop trusting a client",
+		Args:  positional(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			return deleteCommand(cmd, "/mtls/clients/", "client", args[0])
+		}),
+	}
+	for _, c := range []*cobra.Command{list, add} {
+		c.Flags().Bool("json", false, "print the admin API's JSON answer")
+	}
+	cmd.AddCommand(list, add, remove)
+	return cmd
+}
+
+func keyPairsCommand() *cobra.Command {
+	cmd := groupCommand(&cobra.Command{
+		Use:   "keypairs",
+		Short: "List, generate, upload, download or delete the gateway's key pairs, over the admin API",
+		Long: `
+Manages the gateway's key pairs stored in Caddy's storage (those that
+ssl_profiles' tls_client_keypair presents to backends), through the admin
+API of a running Caddy (admin.api.mtls): --address, or the admin address of
+--config, else localhost:2019. Private keys never leave through the API:
+download gives the public certificate.
+`,
+	})
+	addAdminFlags(cmd)
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the key pairs: name, key type, subject, fingerprint, not after",
+		Args:  positional(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			return listCommand(cmd, "/mtls/keypairs", writeKeyPairs)
+		}),
+	}
+	generate := &cobra.Command{
+		Use:   "generate <name> --cn <common name> [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--replace] [--json]",
+		Short: "Generate a self-signed key pair in the storage",
+		Long: `
+Has the running Caddy generate a self-signed client key pair named <name>
+and store it; the key never leaves it. An existing <name> is refused
+(HTTP 409) unless --replace is given (the old key is gone then).
+`,
+		Args: positional(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := store.CheckName(name); err != nil {
+				return &usageError{err}
+			}
+			f := cmd.Flags()
+			var req store.GenerateRequest
+			req.CommonName, _ = f.GetString("cn")
+			if req.CommonName == "" {
+				return usagef("--cn is required")
+			}
+			req.Organization, _ = f.GetString("org")
+			req.ValidityDays, _ = f.GetInt("days")
+			req.KeyType, _ = f.GetString("key-type")
+			return changeCommand(cmd, http.MethodPost, keyPairURI(cmd, name), req, writeKeyPairs)
+		}),
+	}
+	generate.Flags().String("cn", "", "subject common name (required)")
+	generate.Flags().String("org", "", "subject organization")
+	generate.Flags().Int("days", 0, "days of validity (default: the API's, 365)")
+	generate.Flags().String("key-type", "", "p256 (the API's default), p384, rsa2048, rsa3072 or rsa4096")
+	upload := &cobra.Command{
+		Use:   "upload <name> <cert.pem> <key.pem> [--replace] [--json]",
+		Short: "Store a key pair: a certificate (chain) and its private key",
+		Long: `
+Stores the certificate (chain) and private key of the PEM files as the key
+pair <name>, after the API checks that the key is the certificate's. An
+existing <name> is refused (HTTP 409) unless --replace is given.
+`,
+		Args: positional(cobra.ExactArgs(3)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := store.CheckName(name); err != nil {
+				return &usageError{err}
+			}
+			cert, err := readInput(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			key, err := readInput(cmd, args[2])
+			if err != nil {
+				return err
+			}
+			return changeCommand(cmd, http.MethodPost, keyPairURI(cmd, name),
+				map[string]string{"certificate": cert, "private_key": key}, writeKeyPairs)
+		}),
+	}
+	for _, c := range []*cobra.Command{generate, upload} {
+		c.Flags().Bool("replace", false, "replace a key pair of that name")
+	}
+	for _, c := range []*cobra.Command{list, generate, upload} {
+		c.Flags().Bool("json", false, "print the admin API's JSON answer")
+	}
+	download := &cobra.Command{
+		Use:   "download <name> [--out <file>]",
+		Short: "Print (or write to --out) the key pair's public certificate, PEM",
+		Args:  positional(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := store.CheckName(name); err != nil {
+				return &usageError{err}
+			}
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			pem, err := c.call(http.MethodGet, "/mtls/keypairs/"+url.PathEscape(name)+"/certificate", nil)
+			if err != nil {
+				return err
+			}
+			out, _ := cmd.Flags().GetString("out")
+			if out == "" {
+				_, err = cmd.OutOrStdout().Write(pem)
+				return err
+			}
+			if err := os.WriteFile(out, pem, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", out)
+			return nil
+		}),
+	}
+	download.Flags().String("out", "", "write the certificate to this file, not to standard output")
+	del := &cobra.Command{
+		Use:   "delete <name>",
+		Short: "Delete a key pair",
+		Args:  positional(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			return deleteCommand(cmd, "/mtls/keypairs/", "key pair", args[0])
+		}),
+	}
+	cmd.AddCommand(list, generate, upload, download, del)
+	return cmd
+}
+
+// keyPairURI is the admin API's URI to store the key pair name, with
+// --replace.
+func keyPairURI(cmd *cobra.Command, name string) string {
+	uri := "/mtls/keypairs/" + url.PathEscape(name)
+	if replace, _ := cmd.Flags().GetBool("replace"); replace {
+		uri += "?replace=true"
+	}
+	return uri
+}
+
+// listCommand prints the list at uri: the API's JSON with --json, else a
+// table that write makes of it.
+func listCommand[T any](cmd *cobra.Command, uri string, write func(io.Writer, []T) error) error {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	body, err := c.call(http.MethodGet, uri, nil)
+	if err != nil {
+		return err
+	}
+	return printAnswer(cmd, body, func(w io.Writer) error {
+		var items []T
+		if err := json.Unmarshal(body, &items); err != nil {
+			return fmt.Errorf("decoding the admin API's answer: %w", err)
+		}
+		return write(w, items)
+	})
+}
+
+// changeCommand sends body to uri and prints the entry of the answer: the
+// API's JSON with --json, else a table of one row.
+func changeCommand[T any](cmd *cobra.Command, method, uri string, body any, write func(io.Writer, []T) error) error {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	answer, err := c.call(method, uri, body)
+	if err != nil {
+		return err
+	}
+	return printAnswer(cmd, answer, func(w io.Writer) error {
+		var item T
+		if err := json.Unmarshal(answer, &item); err != nil {
+			return fmt.Errorf("decoding the admin API's answer: %w", err)
+		}
+		return write(w, []T{item})
+	})
+}
+
+// deleteCommand deletes the entry name under prefix.
+func deleteCommand(cmd *cobra.Command, prefix, what, name string) error {
+	if err := store.CheckName(name); err != nil {
+		return &usageError{err}
+	}
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	if _, err := c.call(http.MethodDelete, prefix+url.PathEscape(name), nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "deleted %s %s\n", what, name)
+	return nil
+}
+
+// printAnswer prints body as it is with --json, else with table.
+func printAnswer(cmd *cobra.Command, body []byte, table func(io.Writer) error) error {
+	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
+		_, err := cmd.OutOrStdout().Write(body)
+		return err
+	}
+	return table(cmd.OutOrStdout())
+}
+
+// readInput reads a PEM file named on the command line, "-" for standard
+// input. A file that cannot be read is a usage error.
+func readInput(cmd *cobra.Command, path string) (string, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxAnswer))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", &usageError{fmt.Errorf("reading %s: %w", path, err)}
+	}
+	return string(data), nil
+}
+
+func writeClients(w io.Writer, clients []store.ClientInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ALIAS\tTIER\tSUBJECT\tFINGERPRINT\tNOT_AFTER")
+	for _, c := range clients {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(c.Alias), cell(c.Tier), cell(c.Subject), shortFingerprint(c.Fingerprint), c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func writeKeyPairs(w io.Writer, keyPairs []store.KeyPairInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKEY_TYPE\tSUBJECT\tFINGERPRINT\tNOT_AFTER")
+	for _, k := range keyPairs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(k.Name), cell(k.KeyType), cell(k.Subject), shortFingerprint(k.Fingerprint), k.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// shortFingerprintLen is how much of a SHA-256 fingerprint a table shows:
+// the start of the full one, which --json gives.
+const shortFingerprintLen = 16
+
+func shortFingerprint(fp string) string {
+	if len(fp) > shortFingerprintLen {
+		return fp[:shortFingerprintLen]
+	}
+	return cell(fp)
+}
+
+// cell is s as a table cell: "-" when empty; control characters (a tab or
+// a newline in a certificate's subject would break the table) as '?'.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
