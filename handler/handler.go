@@ -159,7 +159,8 @@ type Header struct {
 	// `rfc9440` | RFC 9440 byte sequence, `:<base64 DER>:`
 	// `url_pem` | URL-encoded PEM (nginx `$ssl_client_escaped_cert`, AWS ALB)
 	// `pem` | PEM, newlines possibly replaced by spaces or tabs
-	// `base64_der` | bare base64 of the DER bytes
+	// `base64_der` | bare base64 of the DER bytes; Traefik's `leaf,inter` chain too
+	// `xfcc` | Envoy's `X-Forwarded-Client-Cert`, the last element (the proxy nearest to Caddy)
 	Format string `json:"format,omitempty"`
 
 	// A header field carrying the intermediate certificates (RFC 9440
@@ -192,7 +193,8 @@ type Forward struct {
 	// The header field to set. Default: `Client-Cert`.
 	Field string `json:"field,omitempty"`
 
-	// The encoding: `rfc9440`, `url_pem`, `pem` or `base64_der`. Default:
+	// The encoding: `rfc9440`, `url_pem`, `pem`, `base64_der` or `xfcc` (an
+	// Envoy-style element, for Istio backends). Default:
 	// `rfc9440`.
 	Format string `json:"format,omitempty"`
 }
@@ -365,6 +367,9 @@ func (h *Handler) provisionHeader(ctx caddy.Context) error {
 		if h.headerFormat, err = certcodec.ParseFormat(hc.Format); err != nil {
 			return fmt.Errorf("header: %w", err)
 		}
+	}
+	if h.headerFormat == certcodec.XFCC && h.chainField != "" {
+		return errors.New("header: format xfcc carries the chain in its Chain= key: drop chain")
 	}
 	if err := h.provisionHeaderSources(ctx, hc); err != nil {
 		return fmt.Errorf("header: %w", err)

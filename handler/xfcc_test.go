@@ -77,3 +77,13 @@ func TestUnmarshalCaddyfileXFCC(t *testing.T) {
 		t.Fatalf("the formats named in the error: %v", err)
 	}
 }
+
+// TestXFCCWithChainField: format xfcc carries the chain in the element
+// itself; a separate chain field is refused at load, not with a 400 on the
+// first request that sends it.
+func TestXFCCWithChainField(t *testing.T) {
+	p := newPKI(t)
+	if _, err := tryProvision(headerConfig(p, `{"format":"xfcc","chain":"X-Chain"}`, "")); err == nil || !strings.Contains(err.Error(), "format xfcc carries the chain") {
+		t.Fatalf("xfcc with a chain field: %v", err)
+	}
+}
