@@ -1,7 +1,11 @@
 package revocation
 
 import (
+	"errors"
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 )
@@ -18,9 +22,15 @@ import (
 //	    ocsp_timeout  <duration>
 //	    unknown_cache <duration>
 //	    leaf_only
+//	    crl_from_certificates
+//	    crl_timeout    <duration>
+//	    crl_max_size   <size>
+//	    crl_cache_size <count>
 //	}
 //
-// `crl` may be repeated; a block needs a crl or ocsp unless mode is skip.
+// `crl` may be repeated; a block needs a crl, ocsp or
+// crl_from_certificates unless mode is skip. crl_max_size is in bytes, or a
+// size such as `10MiB`.
 func (rc *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
@@ -81,12 +91,49 @@ func (rc *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			rc.UnknownCache = dur
+		case "crl_from_certificates":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			rc.CRLFromCertificates = true
+		case "crl_timeout":
+			dur, err := mtlscaddyfile.OneDuration(d, "crl_timeout")
+			if err != nil {
+				return err
+			}
+			rc.CRLTimeout = dur
+		case "crl_max_size":
+			arg, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(arg)
+			if err == nil && (size == 0 || size > 1<<40) {
+				err = errors.New("want a size above zero")
+			}
+			if err != nil {
+				return d.Errf("invalid crl_max_size '%s': %v", arg, err)
+			}
+			rc.CRLMaxSize = int64(size)
+		case "crl_cache_size":
+			arg, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(arg)
+			if err == nil && n <= 0 {
+				err = errors.New("want a number above zero")
+			}
+			if err != nil {
+				return d.Errf("invalid crl_cache_size '%s': %v", arg, err)
+			}
+			rc.CRLCacheSize = n
 		default:
 			return d.Errf("unrecognized revocation subdirective '%s'", sub)
 		}
 	}
-	if len(rc.CRLs) == 0 && !rc.OCSP && rc.Mode != "skip" {
-		return d.Err("revocation needs a crl or ocsp")
+	if len(rc.CRLs) == 0 && !rc.OCSP && !rc.CRLFromCertificates && rc.Mode != "skip" {
+		return d.Err("revocation needs a crl or ocsp, or crl_from_certificates")
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 // Package revocation checks certificates against certificate revocation
-// lists (CRLs), loaded from files or URLs and re-read at an interval, each
-// CRL's signature checked against the certificate of its issuer, and asks
-// OCSP responders about certificates whose issuer has no CRL here. A CRL
-// older than the one in force never replaces it.
+// lists (CRLs), loaded from files or URLs and re-read at an interval, or
+// fetched from the distribution points the certificates name and kept
+// until their nextUpdate, each CRL's signature checked against the
+// certificate of its issuer, and asks OCSP responders about certificates
+// whose issuer has no CRL here. A CRL older than the one in force never
+// replaces it.
 package revocation
 
 import (
@@ -77,6 +79,30 @@ type Config struct {
 	// `strict` mode it is how long one failure of the responder refuses a
 	// good certificate. Default: `5s`.
 	UnknownCache caddy.Duration `json:"unknown_cache,omitempty"`
+
+	// Also check each certificate against the CRL of its first http or
+	// https CRL distribution point (other schemes are ignored), for
+	// issuers that no configured `crl` covers: first, when its issuer has
+	// a configured CRL whose signature verifies, that one decides. The CRL
+	// must be signed by the issuer of the chain; it is read on first use
+	// (within CRLTimeout; concurrent first uses make one read) and kept
+	// until its nextUpdate, read again in the background at the reload
+	// interval or, if sooner, before its nextUpdate, and never replaced by
+	// an older one. One that cannot be had is an unknown status, asked for
+	// again after UnknownCache. Default: `false`.
+	CRLFromCertificates bool `json:"crl_from_certificates,omitempty"`
+
+	// How long reading a distribution point's CRL may take. Default: `2s`.
+	CRLTimeout caddy.Duration `json:"crl_timeout,omitempty"`
+
+	// The largest CRL read from a distribution point, in bytes. Default:
+	// `10485760` (10 MiB).
+	CRLMaxSize int64 `json:"crl_max_size,omitempty"`
+
+	// How many distribution points' CRLs are kept; when more are needed,
+	// the least recently used goes (and is read again when it is needed).
+	// Default: `1000`.
+	CRLCacheSize int `json:"crl_cache_size,omitempty"`
 }
 
 // Reasons a check fails.
@@ -109,6 +135,9 @@ type Checker struct {
 
 	verified sync.Map // crlSigKey -> bool: whether a CRL's signature verifies with an issuer
 	warned   sync.Map // string -> struct{}: issues already logged
+
+	dp        dpCache            // CRLs of distribution points, with CRLFromCertificates
+	dpFlights singleflight.Group // one read of a distribution point's CRL at a time
 }
 
 type crlSet struct {
@@ -131,11 +160,18 @@ func New(ctx context.Context, cfg Config, logger *zap.Logger) (*Checker, error) 
 	default:
 		return nil, fmt.Errorf("revocation mode %q: want skip, ignore_ca_error or strict", cfg.Mode)
 	}
-	if len(cfg.CRLs) == 0 && !cfg.OCSP {
-		return nil, errors.New("revocation: neither crl nor ocsp given")
+	if len(cfg.CRLs) == 0 && !cfg.OCSP && !cfg.CRLFromCertificates {
+		return nil, errors.New("revocation: neither crl, ocsp nor crl_from_certificates given")
+	}
+	if cfg.CRLTimeout < 0 || cfg.CRLMaxSize < 0 || cfg.CRLCacheSize < 0 {
+		return nil, errors.New("revocation: crl_timeout, crl_max_size and crl_cache_size cannot be negative")
 	}
 	c := &Checker{ctx: ctx, cfg: cfg, strict: cfg.Mode == "strict", logger: logger, client: &http.Client{Timeout: 10 * time.Second}}
 	c.ocspCache.m = map[ocspKey]ocspAnswer{}
+	c.dp = dpCache{m: map[dpKey]*dpEntry{}, max: cfg.CRLCacheSize, wake: make(chan struct{}, 1)}
+	if c.dp.max == 0 {
+		c.dp.max = DefaultCRLCacheSize
+	}
 	set := &crlSet{bySource: map[string]*x509.RevocationList{}}
 	for _, src := range cfg.CRLs {
 		crl, err := c.fetch(ctx, src)
@@ -167,19 +203,23 @@ func (c *Checker) Generation() uint64 {
 	return c.gen.Load()
 }
 
-// Watch re-reads the CRLs at the configured interval until ctx is done.
+// Watch re-reads the CRLs at the configured interval, and distribution
+// points' CRLs also before their nextUpdate, until ctx is done.
 func (c *Checker) Watch(ctx context.Context) {
-	interval := time.Duration(c.cfg.Reload)
-	if interval <= 0 {
-		interval = time.Hour
+	if c.cfg.CRLFromCertificates {
+		go c.watchDP(ctx)
 	}
-	periodic.Every(ctx, "CRL reload", c.logger, interval, func() { c.Reload(ctx) })
+	periodic.Every(ctx, "CRL reload", c.logger, c.reloadInterval(), func() { c.Reload(ctx) })
 }
 
-// Reload reads every CRL again; one that cannot be read keeps its last
-// version, and so does one whose new version is older (see olderCRL): an
-// older CRL, validly signed, could un-revoke certificates.
+// Reload reads every CRL again, those of distribution points too; one that
+// cannot be read keeps its last version, and so does one whose new version
+// is older (see olderCRL): an older CRL, validly signed, could un-revoke
+// certificates.
 func (c *Checker) Reload(ctx context.Context) {
+	if c.cfg.CRLFromCertificates {
+		c.refreshDP(ctx, time.Now(), true)
+	}
 	if len(c.cfg.CRLs) == 0 {
 		return
 	}
@@ -327,7 +367,12 @@ func sourceName(src string) string {
 // "" when it passes, else Revoked or Unknown (Unknown only in strict mode),
 // and the time until which the answer holds: the earliest nextUpdate of the
 // CRLs and OCSP answers used, and no later than now plus UnknownCache when
-// an OCSP status was unknown (zero when nothing bounds it).
+// an OCSP status or a distribution point's CRL was unknown (zero when
+// nothing bounds it).
+//
+// A certificate is checked against its issuer's configured CRLs; if none
+// of them verifies, against the CRL of its distribution point
+// (CRLFromCertificates); if that cannot be had either, by OCSP.
 func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string, until time.Time) {
 	set := c.crls.Load()
 	n := len(chain) - 1 // the root is not checked
@@ -336,7 +381,14 @@ func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string
 	}
 	for i := 0; i < n; i++ {
 		cert, issuer := chain[i], chain[i+1]
-		crl := c.currentCRL(set, issuer, now)
+		crl, covered := c.currentCRL(set, issuer, now)
+		if !covered && c.cfg.CRLFromCertificates {
+			var u time.Time
+			crl, u, _ = c.checkDP(cert, issuer, now)
+			if crl == nil && !u.IsZero() && (until.IsZero() || u.Before(until)) {
+				until = u // when the distribution point is asked again
+			}
+		}
 		if crl == nil && c.cfg.OCSP {
 			r, u := c.checkOCSP(cert, issuer, now)
 			if !u.IsZero() && (until.IsZero() || u.Before(until)) {
@@ -368,8 +420,9 @@ func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string
 
 // currentCRL returns the newest CRL of issuer whose signature verifies, or
 // nil if there is none or it is past its nextUpdate: an older CRL of the
-// issuer (from another source) never stands in for a newer one.
-func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Time) *x509.RevocationList {
+// issuer (from another source) never stands in for a newer one. covered
+// tells whether there is one, current or not.
+func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Time) (crl *x509.RevocationList, covered bool) {
 	fp := sha256.Sum256(issuer.Raw)
 	var newest *x509.RevocationList
 	for _, crl := range set.byIssuer[string(issuer.RawSubject)] {
@@ -390,9 +443,9 @@ func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Tim
 	}
 	if newest != nil && !newest.NextUpdate.IsZero() && now.After(newest.NextUpdate) {
 		c.warnOnce("stale CRL of "+issuer.Subject.String(), zap.String("issuer", issuer.Subject.String()), zap.Time("next_update", newest.NextUpdate))
-		return nil
+		return nil, true
 	}
-	return newest
+	return newest, newest != nil
 }
 
 func (c *Checker) warnOnce(what string, fields ...zap.Field) {

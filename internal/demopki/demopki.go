@@ -49,6 +49,9 @@ type Options struct {
 	Emails      []string
 	// OCSPServer is the certificate's OCSP responder (AIA).
 	OCSPServer []string
+	// CRLDistributionPoints are the URLs of the certificate's CRL
+	// distribution points.
+	CRLDistributionPoints []string
 }
 
 // NewCA makes a self-signed root CA.
@@ -77,14 +80,15 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber:   serial,
-		Subject:        pkix.Name{CommonName: opts.CommonName},
-		NotBefore:      opts.NotBefore,
-		NotAfter:       opts.NotAfter,
-		DNSNames:       opts.DNSNames,
-		IPAddresses:    opts.IPAddresses,
-		EmailAddresses: opts.Emails,
-		OCSPServer:     opts.OCSPServer,
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: opts.CommonName},
+		NotBefore:             opts.NotBefore,
+		NotAfter:              opts.NotAfter,
+		DNSNames:              opts.DNSNames,
+		IPAddresses:           opts.IPAddresses,
+		EmailAddresses:        opts.Emails,
+		OCSPServer:            opts.OCSPServer,
+		CRLDistributionPoints: opts.CRLDistributionPoints,
 	}
 	if opts.Organization != "" {
 		tmpl.Subject.Organization = []string{opts.Organization}
