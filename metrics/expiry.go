@@ -16,13 +16,20 @@ const (
 	KindBackend = "backend" // a backend's certificate, as last seen
 )
 
-// expiryDesc describes caddy_mtls_certificate_expiry_seconds.
+// notAfterDesc describes caddy_mtls_certificate_not_after_timestamp_seconds,
+// what alerts and dashboards use (`... - time()` is the seconds left).
+var notAfterDesc = prometheus.NewDesc("caddy_mtls_certificate_not_after_timestamp_seconds",
+	"When a certificate the config uses expires (its notAfter), as Unix seconds, by kind (trust, client, keypair, backend) and name; the earliest when several modules use the same name.",
+	[]string{"kind", "name"}, nil)
+
+// expiryDesc describes caddy_mtls_certificate_expiry_seconds, kept for one
+// release beside notAfterDesc.
 var expiryDesc = prometheus.NewDesc("caddy_mtls_certificate_expiry_seconds",
-	"Seconds until a certificate the config uses expires (negative once expired), by kind (trust, client, keypair, backend) and name.",
+	"Deprecated, to be removed in the next release: use caddy_mtls_certificate_not_after_timestamp_seconds - time(). Seconds until a certificate the config uses expires (negative once expired), by kind (trust, client, keypair, backend) and name.",
 	[]string{"kind", "name"}, nil)
 
 // expiryTracker holds the certificates of every module instance that uses
-// some; it computes the seconds left when scraped.
+// some; when scraped it shows their notAfter and computes the seconds left.
 type expiryTracker struct {
 	mu     sync.Mutex
 	owners map[any]map[string]map[string]time.Time // owner -> kind -> name -> not after
@@ -67,10 +74,13 @@ func ForgetExpiry(owner any) {
 }
 
 // Describe implements prometheus.Collector.
-func (t *expiryTracker) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+func (t *expiryTracker) Describe(ch chan<- *prometheus.Desc) {
+	ch <- notAfterDesc
+	ch <- expiryDesc
+}
 
-// Collect implements prometheus.Collector: one series per kind and name,
-// the earliest expiry when several owners use the same name.
+// Collect implements prometheus.Collector: one series of each gauge per
+// kind and name, the earliest expiry when several owners use the same name.
 func (t *expiryTracker) Collect(ch chan<- prometheus.Metric) {
 	t.mu.Lock()
 	earliest := map[[2]string]time.Time{}
@@ -87,6 +97,7 @@ func (t *expiryTracker) Collect(ch chan<- prometheus.Metric) {
 	t.mu.Unlock()
 	now := time.Now()
 	for k, notAfter := range earliest {
+		ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(notAfter.Unix()), k[0], k[1])
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, notAfter.Sub(now).Seconds(), k[0], k[1])
 	}
 }

@@ -5,6 +5,8 @@ package metrics
 
 import (
 	"errors"
+	"regexp"
+	"slices"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddyserver/caddy/v2"
@@ -53,9 +55,17 @@ var (
 	}, []string{"status"})
 )
 
+// collectors are what Register adds.
+var collectors = []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics, crlUpdates, ocspAnswers}
+
 func init() {
+	// Every series shows, at 0, before the first event: an alert on a
+	// counter's increase does not see the step of a series that appears at 1.
 	for _, status := range []string{OCSPGood, OCSPRevoked, OCSPUnknown, OCSPError} {
-		ocspAnswers.WithLabelValues(status) // every series shows, at 0 before any query
+		ocspAnswers.WithLabelValues(status)
+	}
+	for _, where := range []string{"decode", "background"} {
+		safe.Panics.WithLabelValues(where)
 	}
 }
 
@@ -67,7 +77,7 @@ func Register(ctx caddy.Context) error {
 	if registry == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics, crlUpdates, ocspAnswers} {
+	for _, c := range collectors {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -76,6 +86,29 @@ func Register(ctx caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// fqName finds a metric's name in a Desc's String (Desc has no accessor).
+var fqName = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
+
+// Names returns the names of the metrics Register adds, sorted: for tests
+// that check that dashboards and alerts use only metrics that exist.
+func Names() []string {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() {
+		for _, c := range collectors {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var names []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil { // TestNames sees one missing
+			names = append(names, m[1])
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // RequestCounter returns the counter of requests judged by client_cert_auth
