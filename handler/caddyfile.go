@@ -31,6 +31,10 @@ import (
 //	        ocsp_timeout <duration>
 //	        unknown_cache <duration>
 //	        leaf_only
+//	        crl_from_certificates
+//	        crl_timeout   <duration>
+//	        crl_max_size  <size>
+//	        crl_cache_size <count>
 //	    }
 //	    forward     [<field>] [<format>]
 //	    cache_size  <entries>
