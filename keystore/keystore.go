@@ -75,6 +75,9 @@ type Contents struct {
 	// Trusted certificates (JKS trusted certificate entries, PKCS#12
 	// certificates without a key).
 	Trusted []*x509.Certificate
+	// Type is the format the file was read as: the one its content shows
+	// (JKS or PKCS12), whatever type it was declared as.
+	Type Type
 }
 
 // KeyPair returns the key pair with the alias (JKS aliases are compared case
@@ -97,7 +100,9 @@ var ErrPassword = errors.New("wrong password or corrupt keystore")
 const MaxFileSize = 4 << 20
 
 // Load reads a keystore file. keyPassword decrypts the private keys of a JKS
-// and defaults to password.
+// and defaults to password. A JKS or PKCS#12 file is read as what its
+// content is, whichever of the two typ declares (as Java 9+ does); the
+// returned Contents' Type says which.
 func Load(path string, typ Type, password, keyPassword string) (*Contents, error) {
 	data, err := bounded.ReadFile(path, MaxFileSize)
 	if err != nil {
@@ -111,15 +116,16 @@ func decode(name string, data []byte, typ Type, password, keyPassword string) (*
 	if keyPassword == "" {
 		keyPassword = password
 	}
-	if typ == Auto {
+	// As Java 9+ reads them (keystore.type.compat), a JKS declared PKCS12
+	// and a PKCS#12 file declared JKS are read as what their content is.
+	if detected := sniff(data); detected != Auto {
+		typ = detected
+	} else if typ == Auto {
 		typ = PKCS12
-		if bytes.HasPrefix(data, []byte{0xFE, 0xED, 0xFE, 0xED}) { // the JKS magic number
-			typ = JKS
-		}
 	}
 	// The readers are third-party code fed a file anyone with write access
 	// to its folder can replace: a panic in one must not end the process.
-	return safe.Decode("keystore "+name, func() (*Contents, error) {
+	st, err := safe.Decode("keystore "+name, func() (*Contents, error) {
 		switch typ {
 		case JKS:
 			return loadJKS(data, password, keyPassword)
@@ -128,6 +134,23 @@ func decode(name string, data []byte, typ Type, password, keyPassword string) (*
 		}
 		return nil, fmt.Errorf("unknown keystore type %q", typ)
 	})
+	if st != nil {
+		st.Type = typ
+	}
+	return st, err
+}
+
+// sniff tells a keystore's format from its first bytes: JKS by its magic
+// number FEEDFEED, PKCS#12 by the ASN.1 SEQUENCE (0x30) it starts with;
+// Auto when neither.
+func sniff(data []byte) Type {
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFE, 0xED, 0xFE, 0xED}):
+		return JKS
+	case len(data) > 0 && data[0] == 0x30:
+		return PKCS12
+	}
+	return Auto
 }
 
 func loadJKS(data []byte, password, keyPassword string) (*Contents, error) {
@@ -343,10 +366,24 @@ func loadPKCS12(data []byte, password string) (*Contents, error) {
 // readers to try.
 func loadPKCS12KeyPairs(data []byte, password string) (st *Contents, ok bool, err error) {
 	blocks, err := pkcs12.ToPEM(data, password)
+	var trusted []*x509.Certificate
 	if err != nil {
-		return nil, false, err
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+			return nil, false, err
+		}
+		// ToPEM refuses bag attributes it does not know, such as the
+		// one Java marks a trusted certificate entry with (keytool
+		// -importcert into a key store): read the bags here.
+		var walkErr error
+		if blocks, trusted, walkErr = walkBags(data, password); walkErr != nil {
+			return nil, false, err
+		}
 	}
-	return keyPairsOfBlocks(blocks)
+	st, ok, err = keyPairsOfBlocks(blocks)
+	if ok && err == nil {
+		st.Trusted = trusted
+	}
+	return st, ok, err
 }
 
 // keyPairsOfBlocks is loadPKCS12KeyPairs after the file's bags are read:
@@ -436,7 +473,9 @@ func chainOf(leaf *x509.Certificate, certs []*x509.Certificate) [][]byte {
 func friendlyName(data []byte, password string) string {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if err != nil {
-		return ""
+		if blocks, _, err = walkBags(data, password); err != nil {
+			return ""
+		}
 	}
 	for _, b := range blocks {
 		if strings.Contains(b.Type, "PRIVATE KEY") && b.Headers["friendlyName"] != "" {

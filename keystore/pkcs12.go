@@ -1,9 +1,24 @@
 package keystore
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/pbkdf2"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"hash"
+	"unicode/utf16"
 )
 
 // MaxIterations bounds each key derivation a PKCS#12 file may ask for.
@@ -227,4 +242,241 @@ func checkCount(where string, n int) error {
 		return fmt.Errorf("PKCS#12 %s asks for %d iterations of key derivation: refused (%w)", where, n, errTooMuchDerivation)
 	}
 	return nil
+}
+
+// The bags a keytool key store holds beyond what the PKCS#12 reader knows.
+var (
+	oidCertBag         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 3}
+	oidX509Certificate = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}
+	oidFriendlyName    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 20}
+	oidLocalKeyID      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 21}
+	// oidJavaTrusted marks a trusted certificate entry (keytool
+	// -importcert into a key store); its value lists the usages trusted.
+	oidJavaTrusted = asn1.ObjectIdentifier{2, 16, 840, 1, 113894, 746875, 1, 1}
+	oidHMACSHA1    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 7}
+	oidHMACSHA224  = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 8}
+	oidHMACSHA256  = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}
+	oidHMACSHA384  = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 10}
+	oidHMACSHA512  = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 11}
+	oidAES128CBC   = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 2}
+	oidAES192CBC   = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 22}
+	oidAES256CBC   = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
+)
+
+type (
+	certBag struct {
+		ID   asn1.ObjectIdentifier
+		Data []byte `asn1:"tag:0,explicit"`
+	}
+	bagAttribute struct {
+		ID    asn1.ObjectIdentifier
+		Value asn1.RawValue `asn1:"set"`
+	}
+)
+
+// walkBags reads the bags of a PKCS#12 file whose password is known good
+// (its MAC verified) the way ToPEM does, but knowing Java's trusted
+// certificate entries, which ToPEM refuses: the key bags and the
+// certificates of key pairs as ToPEM's blocks (keys as PKCS #1 or SEC 1,
+// with friendlyName and localKeyId headers), and the trusted certificates
+// apart. It decrypts PBES2 (AES-CBC with PBKDF2), which keytool writes
+// since Java 11.0.12; files of older algorithms are left to ToPEM's error.
+func walkBags(data []byte, password string) (blocks []*pem.Block, trusted []*x509.Certificate, err error) {
+	var pfx pfxPDU
+	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
+		return nil, nil, err
+	}
+	if len(pfx.MacData.Mac.Algorithm.Algorithm) == 0 {
+		return nil, nil, errors.New("no MAC: the password cannot be checked")
+	}
+	contents := pfx.contents()
+	if contents == nil {
+		return nil, nil, errors.New("no readable contents")
+	}
+	for i, ci := range contents {
+		var bags []safeBag
+		switch {
+		case ci.ContentType.Equal(oidData):
+			if bags = ci.plainBags(); bags == nil {
+				return nil, nil, fmt.Errorf("contents %d do not parse", i+1)
+			}
+		case ci.ContentType.Equal(oidEncryptedData):
+			var ed encryptedData
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
+				return nil, nil, fmt.Errorf("contents %d: %w", i+1, err)
+			}
+			plain, err := pbes2Decrypt(ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ed.EncryptedContentInfo.EncryptedContent, password)
+			if err != nil {
+				return nil, nil, fmt.Errorf("contents %d: %w", i+1, err)
+			}
+			if _, err := asn1.Unmarshal(plain, &bags); err != nil {
+				return nil, nil, fmt.Errorf("contents %d: %w", i+1, err)
+			}
+		default:
+			return nil, nil, fmt.Errorf("contents %d of type %v", i+1, ci.ContentType)
+		}
+		for j, bag := range bags {
+			block, isTrusted, err := bagBlock(bag, password)
+			if err != nil {
+				return nil, nil, fmt.Errorf("bag %d of contents %d: %w", j+1, i+1, err)
+			}
+			switch {
+			case block == nil:
+			case isTrusted:
+				cert, err := x509.ParseCertificate(block.Bytes)
+				if err != nil {
+					return nil, nil, fmt.Errorf("bag %d of contents %d: %w", j+1, i+1, err)
+				}
+				trusted = append(trusted, cert)
+			default:
+				blocks = append(blocks, block)
+			}
+		}
+	}
+	return blocks, trusted, nil
+}
+
+// bagBlock turns a key or certificate bag into a block as ToPEM makes it;
+// other bags (CRLs, secrets) give none. isTrusted says a certificate is a
+// trusted certificate entry.
+func bagBlock(bag safeBag, password string) (block *pem.Block, isTrusted bool, err error) {
+	block = &pem.Block{Headers: map[string]string{}}
+	for _, raw := range bag.Attributes {
+		var attr bagAttribute
+		if _, err := asn1.Unmarshal(raw.FullBytes, &attr); err != nil {
+			return nil, false, fmt.Errorf("attribute: %w", err)
+		}
+		switch {
+		case attr.ID.Equal(oidJavaTrusted):
+			isTrusted = true
+		case attr.ID.Equal(oidFriendlyName):
+			var bmp asn1.RawValue
+			if _, err := asn1.Unmarshal(attr.Value.Bytes, &bmp); err != nil || bmp.Tag != asn1.TagBMPString || len(bmp.Bytes)%2 != 0 {
+				return nil, false, errors.New("friendlyName is not a BMPString")
+			}
+			units := make([]uint16, len(bmp.Bytes)/2)
+			for k := range units {
+				units[k] = uint16(bmp.Bytes[2*k])<<8 | uint16(bmp.Bytes[2*k+1])
+			}
+			block.Headers["friendlyName"] = string(utf16.Decode(units))
+		case attr.ID.Equal(oidLocalKeyID):
+			var id []byte
+			if _, err := asn1.Unmarshal(attr.Value.Bytes, &id); err != nil {
+				return nil, false, fmt.Errorf("localKeyId: %w", err)
+			}
+			block.Headers["localKeyId"] = hex.EncodeToString(id)
+		}
+	}
+	var pkcs8 []byte
+	switch {
+	case bag.ID.Equal(oidCertBag):
+		var cb certBag
+		if _, err := asn1.Unmarshal(bag.Value.Bytes, &cb); err != nil {
+			return nil, false, fmt.Errorf("certificate bag: %w", err)
+		}
+		if !cb.ID.Equal(oidX509Certificate) {
+			return nil, false, nil
+		}
+		block.Type, block.Bytes = "CERTIFICATE", cb.Data
+		return block, isTrusted, nil
+	case bag.ID.Equal(oidKeyBag):
+		pkcs8 = bag.Value.Bytes
+	case bag.ID.Equal(oidShroudedKeyBag):
+		var key encryptedPrivateKeyInfo
+		if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err != nil {
+			return nil, false, fmt.Errorf("key bag: %w", err)
+		}
+		if pkcs8, err = pbes2Decrypt(key.Algorithm, key.EncryptedData, password); err != nil {
+			return nil, false, fmt.Errorf("key bag: %w", err)
+		}
+	default:
+		return nil, false, nil
+	}
+	key, err := x509.ParsePKCS8PrivateKey(pkcs8)
+	if err != nil {
+		return nil, false, fmt.Errorf("key bag: %w", err)
+	}
+	block.Type = "PRIVATE KEY"
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		block.Bytes = x509.MarshalPKCS1PrivateKey(k)
+	case *ecdsa.PrivateKey:
+		if block.Bytes, err = x509.MarshalECPrivateKey(k); err != nil {
+			return nil, false, err
+		}
+	default:
+		return nil, false, fmt.Errorf("key bag: unsupported key type %T", key)
+	}
+	return block, false, nil
+}
+
+// pbes2Decrypt decrypts PBES2 (PBKDF2, AES-CBC) data with the password as
+// UTF-8 (RFC 8018; what Java and Windows write), after checking its key
+// derivation is within bounds.
+func pbes2Decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, password string) ([]byte, error) {
+	if !alg.Algorithm.Equal(oidPBES2) {
+		return nil, fmt.Errorf("encryption %v is not PBES2", alg.Algorithm)
+	}
+	if err := checkAlgorithm("encryption", alg); err != nil {
+		return nil, err
+	}
+	var params pbes2Params
+	if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err != nil {
+		return nil, fmt.Errorf("PBES2 parameters: %w", err)
+	}
+	var kdf pbkdf2Params
+	if !params.Kdf.Algorithm.Equal(oidPBKDF2) {
+		return nil, fmt.Errorf("key derivation %v is not PBKDF2", params.Kdf.Algorithm)
+	}
+	if _, err := asn1.Unmarshal(params.Kdf.Parameters.FullBytes, &kdf); err != nil || kdf.Salt.Tag != asn1.TagOctetString {
+		return nil, errors.New("PBKDF2 parameters do not parse")
+	}
+	var prf func() hash.Hash
+	switch p := kdf.Prf.Algorithm; {
+	case len(p) == 0 || p.Equal(oidHMACSHA1):
+		prf = sha1.New
+	case p.Equal(oidHMACSHA224):
+		prf = sha256.New224
+	case p.Equal(oidHMACSHA256):
+		prf = sha256.New
+	case p.Equal(oidHMACSHA384):
+		prf = sha512.New384
+	case p.Equal(oidHMACSHA512):
+		prf = sha512.New
+	default:
+		return nil, fmt.Errorf("PBKDF2 with %v is not supported", p)
+	}
+	var keyLen int
+	switch e := params.EncryptionScheme.Algorithm; {
+	case e.Equal(oidAES128CBC):
+		keyLen = 16
+	case e.Equal(oidAES192CBC):
+		keyLen = 24
+	case e.Equal(oidAES256CBC):
+		keyLen = 32
+	default:
+		return nil, fmt.Errorf("PBES2 with %v is not supported", e)
+	}
+	key, err := pbkdf2.Key(prf, password, kdf.Salt.Bytes, kdf.Iterations, keyLen)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	var iv []byte
+	if _, err := asn1.Unmarshal(params.EncryptionScheme.Parameters.FullBytes, &iv); err != nil || len(iv) != aes.BlockSize {
+		return nil, errors.New("AES-CBC parameters: no 16-byte IV")
+	}
+	if len(ciphertext) == 0 || len(ciphertext)%aes.BlockSize != 0 {
+		return nil, errors.New("encrypted data is not whole blocks")
+	}
+	plain := make([]byte, len(ciphertext))
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, ciphertext)
+	pad := int(plain[len(plain)-1])
+	if pad == 0 || pad > aes.BlockSize || !bytes.Equal(plain[len(plain)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+		return nil, ErrPassword
+	}
+	return plain[:len(plain)-pad], nil
 }

@@ -22,6 +22,7 @@ import (
 //	        tls_client_keypair       <name>
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
+//	        tls_verify_hostname      on | off
 //	        tls_insecure_skip_verify
 //	        revocation {
 //	            mode      skip | ignore_ca_error | strict
@@ -34,6 +35,7 @@ import (
 //	        }
 //	    }
 //	    profiles_file <path> [reload <interval>]
+//	    tls_verify_hostname on | off
 //	    max_pools     <count>
 //	    keypair_refresh <interval>
 //	    expiry_warning  <duration>
@@ -51,7 +53,7 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
-		case "profiles_file", "keypair_refresh", "expiry_warning", "max_pools":
+		case "profiles_file", "keypair_refresh", "expiry_warning", "max_pools", "tls_verify_hostname":
 			if seen[sub] {
 				return d.Errf("subdirective '%s' given twice", sub)
 			}
@@ -83,6 +85,13 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+
+		case "tls_verify_hostname":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			t.VerifyHostname = &on
 
 		case "keypair_refresh":
 			dur, err := mtlscaddyfile.OneDuration(d, "keypair_refresh")
@@ -214,6 +223,13 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 			}
 			p.MinVersion = version
 
+		case "tls_verify_hostname":
+			on, err := onOff(d)
+			if err != nil {
+				return nil, err
+			}
+			p.VerifyHostname = &on
+
 		case "revocation":
 			p.Revocation = new(revocation.Config)
 			if err := p.Revocation.UnmarshalCaddyfile(d); err != nil {
@@ -231,4 +247,21 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 		}
 	}
 	return p, nil
+}
+
+// onOff parses the one argument `on` or `off` of the subdirective the
+// dispenser is on.
+func onOff(d *caddyfile.Dispenser) (bool, error) {
+	sub := d.Val()
+	arg, err := mtlscaddyfile.OneArg(d)
+	if err != nil {
+		return false, err
+	}
+	switch arg {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("invalid %s '%s': want on or off", sub, arg)
 }

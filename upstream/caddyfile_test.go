@@ -37,6 +37,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"file only", "ssl_profiles {\n profiles_file /etc/caddy/multi_ssl_profiles.xml\n}", `{"profiles_file":"/etc/caddy/multi_ssl_profiles.xml"}`},
 		{"profile revocation", "ssl_profiles {\n profile a:1 {\n revocation {\n crl /a.crl\n leaf_only\n }\n }\n}", `{"profiles":[{"servers":["a:1"],"revocation":{"crl":["/a.crl"],"leaf_only":true}}]}`},
 		{"stored key pair", "ssl_profiles {\n keypair_refresh 10s\n profile a:1 {\n tls_client_keypair gw\n }\n}", `{"keypair_refresh":10000000000,"profiles":[{"servers":["a:1"],"client_keypair":"gw"}]}`},
+		{"verify hostname", "ssl_profiles {\n tls_verify_hostname off\n profile a:1 {\n tls_verify_hostname on\n }\n profile b:1 {\n tls_verify_hostname off\n }\n}",
+			`{"verify_hostname":false,"profiles":[{"servers":["a:1"],"verify_hostname":true},{"servers":["b:1"],"verify_hostname":false}]}`},
 		{"empty", "ssl_profiles", `{}`},
 	}
 	for _, tc := range tests {
@@ -83,6 +85,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"profiles_file stray word", "ssl_profiles {\n profiles_file /a every 1m\n}", "expected 'reload <interval>'"},
 		{"keypair without name", "ssl_profiles {\n profile a:1 {\n tls_client_keypair\n }\n}", "wrong argument count"},
 		{"keypair_refresh bad", "ssl_profiles {\n keypair_refresh often\n}", "invalid keypair_refresh 'often'"},
+		{"verify hostname bad value", "ssl_profiles {\n profile a:1 {\n tls_verify_hostname no\n }\n}", "invalid tls_verify_hostname 'no': want on or off"},
+		{"verify hostname no value", "ssl_profiles {\n profile a:1 {\n tls_verify_hostname\n }\n}", "wrong argument count"},
+		{"verify hostname twice", "ssl_profiles {\n tls_verify_hostname off\n tls_verify_hostname on\n}", "'tls_verify_hostname' given twice"},
+		{"base verify hostname bad value", "ssl_profiles {\n tls_verify_hostname false\n}", "invalid tls_verify_hostname 'false': want on or off"},
 		{"max_pools zero", "ssl_profiles {\n max_pools 0\n}", "invalid max_pools '0'"},
 	}
 	for _, tc := range tests {

@@ -287,6 +287,7 @@ func parseWSO2(data []byte, dir string) ([]*Profile, error) {
 				return nil, fmt.Errorf("<profile> %d (%s) TrustStore %s: %w", i+1, p.Servers[0], filepath.Base(path), err)
 			}
 			p.trustFile = path
+			p.trustDeclared, p.trustReadAs = typ, st.Type
 			p.trustPool = st.Trusted
 			if p.trustPool == nil {
 				p.trustPool = []*x509.Certificate{}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/keystore"
@@ -59,14 +61,26 @@ type Profile struct {
 	// a revoked backend fails that handshake. Default: none.
 	Revocation *revocation.Config `json:"revocation,omitempty"`
 
+	// Whether the upstream's certificate must name the host dialed (or
+	// `server_name`). When false, its chain is still verified against the
+	// trust pool, with its validity window and serverAuth usage, and so is
+	// its revocation: only the name match is skipped (WSO2's
+	// `HostnameVerifier=AllowAll`, Choreo's `verifyHostName=false`), for
+	// backends reached by an address their certificate does not name, or
+	// whose certificate names them only in its common name.
+	// Default: the transport's `verify_hostname`, else `true`.
+	VerifyHostname *bool `json:"verify_hostname,omitempty"`
+
 	// Skip verifying the upstream's certificate. Insecure: for tests only.
 	// Default: `false`.
 	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
 
 	// trustPool is a trust pool given as certificates (WSO2's TrustStore),
-	// read from trustFile.
-	trustPool []*x509.Certificate
-	trustFile string
+	// read from trustFile, declared of type trustDeclared and read as
+	// trustReadAs.
+	trustPool                  []*x509.Certificate
+	trustFile                  string
+	trustDeclared, trustReadAs keystore.Type
 }
 
 // Keystore is a PKCS#12 or JKS file of client key pairs.
@@ -121,21 +135,33 @@ type profile struct {
 	keyPair *storedKeyPair
 	// defaultRT is the round tripper of the default identity.
 	defaultRT *http.Transport
+	// verifyHostname is false when only the backend's chain is verified,
+	// not its name.
+	verifyHostname bool
+}
+
+// baseSettings is what the profiles of a transport inherit from it.
+type baseSettings struct {
+	tls            *tls.Config // the base transport's TLS client config, nil without TLS
+	verifyHostname bool        // the transport's verify_hostname
+	logger         *zap.Logger
 }
 
 // build makes a profile ready, in steps: what it inherits from the base
 // transport, its trust, its client identity, its TLS settings and, last,
-// the revocation checking it starts. inherited is the base transport's TLS
-// client config (nil without TLS).
-func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule func(*Profile) (caddytls.CA, error)) (*profile, error) {
+// the revocation checking it starts.
+func (p *Profile) build(ctx caddy.Context, base baseSettings, loadModule func(*Profile) (caddytls.CA, error)) (*profile, error) {
 	if len(p.Servers) == 0 {
 		return nil, errors.New("no servers")
 	}
-	out := newProfile(p.Servers, inherited)
+	out := newProfile(p.Servers, base)
 	if err := p.applyTrust(out, loadModule); err != nil {
 		return nil, err
 	}
-	if err := p.applyIdentity(ctx, out); err != nil {
+	if p.trustFile != "" {
+		logTypeCompat(base.logger, p.trustFile, p.trustDeclared, p.trustReadAs)
+	}
+	if err := p.applyIdentity(ctx, out, base.logger); err != nil {
 		return nil, err
 	}
 	if err := p.applyTLSSettings(out); err != nil {
@@ -148,11 +174,12 @@ func (p *Profile) build(ctx caddy.Context, inherited *tls.Config, loadModule fun
 }
 
 // newProfile starts the profile of the server patterns from what the base
-// transport's TLS client config (nil without TLS) gives: its trust pool,
-// its lowest version and its client identity, static or automated.
-func newProfile(servers []string, inherited *tls.Config) *profile {
-	out := &profile{name: servers[0], patterns: servers, base: new(tls.Config)}
-	if inherited != nil {
+// transport gives: its verify_hostname and, from its TLS client config, its
+// trust pool, its lowest version and its client identity, static or
+// automated.
+func newProfile(servers []string, base baseSettings) *profile {
+	out := &profile{name: servers[0], patterns: servers, base: new(tls.Config), verifyHostname: base.verifyHostname}
+	if inherited := base.tls; inherited != nil {
 		out.base.RootCAs = inherited.RootCAs
 		out.base.MinVersion = inherited.MinVersion
 		out.defaultCerts = inherited.Certificates
@@ -194,7 +221,7 @@ func (p *Profile) applyTrust(out *profile, loadModule func(*Profile) (caddytls.C
 // one of its own: a stored key pair, a PEM certificate and key, or a
 // keystore; at most one of them. A profile with its own identity no longer
 // inherits the base's automated client certificate.
-func (p *Profile) applyIdentity(ctx caddy.Context, out *profile) error {
+func (p *Profile) applyIdentity(ctx caddy.Context, out *profile, logger *zap.Logger) error {
 	identities := 0
 	for _, set := range []bool{p.ClientKeystore != nil, p.ClientCertificateFile != "" || p.ClientKeyFile != "", p.ClientKeyPair != ""} {
 		if set {
@@ -224,7 +251,7 @@ func (p *Profile) applyIdentity(ctx caddy.Context, out *profile) error {
 		}
 		out.defaultCerts = []tls.Certificate{cert}
 	case p.ClientKeystore != nil:
-		return p.ClientKeystore.applyTo(out)
+		return p.ClientKeystore.applyTo(out, logger)
 	}
 	return nil
 }
@@ -235,7 +262,7 @@ func (p *Profile) applyIdentity(ctx caddy.Context, out *profile) error {
 // default_alias's, else all of them; with a fixed alias, its key pair;
 // without an alias, all of them, for the server's acceptable CAs to choose
 // among.
-func (ks *Keystore) applyTo(out *profile) error {
+func (ks *Keystore) applyTo(out *profile, logger *zap.Logger) error {
 	repl := caddy.NewReplacer()
 	typ, err := keystore.ParseType(ks.Type, ks.File)
 	if err != nil {
@@ -245,6 +272,7 @@ func (ks *Keystore) applyTo(out *profile) error {
 	if err != nil {
 		return fmt.Errorf("loading keystore %s: %w", filepath.Base(ks.File), err)
 	}
+	logTypeCompat(logger, ks.File, typ, st.Type)
 	if len(st.KeyPairs) == 0 {
 		return fmt.Errorf("keystore %s holds no key pair", filepath.Base(ks.File))
 	}
@@ -277,10 +305,14 @@ func (ks *Keystore) applyTo(out *profile) error {
 }
 
 // applyTLSSettings sets the server name sent and verified, the lowest TLS
-// version (tls1.2 or tls1.3; the inherited one when not given) and whether
-// the upstream's certificate is verified.
+// version (tls1.2 or tls1.3; the inherited one when not given), whether
+// the upstream's certificate is verified and whether its name is (the
+// inherited setting when not given).
 func (p *Profile) applyTLSSettings(out *profile) error {
 	out.base.ServerName = p.ServerName
+	if p.VerifyHostname != nil {
+		out.verifyHostname = *p.VerifyHostname
+	}
 	if p.MinVersion != "" {
 		v, ok := caddytls.SupportedProtocols[p.MinVersion]
 		if !ok || v < tls.VersionTLS12 {
@@ -320,6 +352,18 @@ func (p *profile) retire() {
 	}
 	if p.stop != nil {
 		p.stop()
+	}
+}
+
+// logTypeCompat says, at debug level, when a keystore was read as another
+// type than the one declared (as Java 9+ reads a PKCS#12 file declared JKS,
+// and a JKS declared PKCS12).
+func logTypeCompat(logger *zap.Logger, file string, declared, readAs keystore.Type) {
+	if logger == nil || declared == keystore.Auto || declared == readAs {
+		return
+	}
+	if c := logger.Check(zapcore.DebugLevel, "keystore read as the type its content shows, not the declared one"); c != nil {
+		c.Write(zap.String("file", file), zap.String("declared", string(declared)), zap.String("read_as", string(readAs)))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +55,14 @@ type Transport struct {
 
 	// The SSL profiles. Default: none.
 	Profiles []*Profile `json:"profiles,omitempty"`
+
+	// Whether upstreams' certificates must name the host dialed (or the
+	// server name): the default of every profile, and the setting of
+	// upstreams without one (WSO2's transport-wide `HostnameVerifier`).
+	// When false, the chain is still verified against the trust pool, with
+	// its validity window and serverAuth usage; only the name match is
+	// skipped. Default: `true`.
+	VerifyHostname *bool `json:"verify_hostname,omitempty"`
 
 	// A file of more profiles: JSON (`{"profiles": [...]}`, each element a
 	// profile as in `profiles`) or WSO2 API Manager's
@@ -143,6 +152,9 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	if t.TLS != nil {
 		t.inherited = t.Transport.TLSClientConfig
+	}
+	if !t.verifyHostname() {
+		skipNameCheck(t.Transport.TLSClientConfig)
 	}
 	t.pools = newPoolCache(t.MaxPools)
 	t.keyPairWatch = new(sync.Once)
@@ -236,6 +248,12 @@ func (t *Transport) watchKeyPairsIfUsed(set *profileSet) {
 	}
 }
 
+// verifyHostname returns the transport's verify_hostname: true unless set
+// false.
+func (t *Transport) verifyHostname() bool {
+	return t.VerifyHostname == nil || *t.VerifyHostname
+}
+
 func profileName(p *Profile) string {
 	if len(p.Servers) == 0 {
 		return "no servers"
@@ -245,7 +263,7 @@ func profileName(p *Profile) string {
 
 // buildProfile makes a Profile ready, with its default connection pool.
 func (t *Transport) buildProfile(p *Profile, loadCA func(*Profile) (caddytls.CA, error)) (*profile, error) {
-	built, err := p.build(t.ctx, t.inherited, loadCA)
+	built, err := p.build(t.ctx, baseSettings{tls: t.inherited, verifyHostname: t.verifyHostname(), logger: t.logger}, loadCA)
 	if err != nil {
 		return nil, err
 	}
@@ -318,10 +336,22 @@ func (t *Transport) newRoundTripper(p *profile, identity string, certs []tls.Cer
 	if p.base.MinVersion != 0 {
 		cfg.MinVersion = p.base.MinVersion
 	}
+	// Without the name check, crypto/tls verifies nothing and the chain is
+	// verified here, before the revocation check, which needs it.
+	chainOnly := !p.verifyHostname && !cfg.InsecureSkipVerify
+	if chainOnly {
+		cfg.InsecureSkipVerify = true
+	}
 	// Count the handshakes that succeed here; failed ones surface as
 	// round trip errors (see RoundTrip).
-	name, checker := p.name, p.revocation
+	name, checker, roots := p.name, p.revocation, cfg.RootCAs
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if chainOnly {
+			var err error
+			if cs.VerifiedChains, err = verifyChain(cs, roots); err != nil {
+				return err
+			}
+		}
 		if checker != nil && len(cs.VerifiedChains) > 0 {
 			if reason, _ := checker.Check(cs.VerifiedChains[0], time.Now()); reason != "" {
 				metrics.Handshake(name, identity, false)
@@ -383,6 +413,52 @@ func isHandshakeError(err error) bool {
 	)
 	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) || errors.As(err, &ech) ||
 		errors.As(err, &op) && (op.Op == "local error" || op.Op == "remote error")
+}
+
+// skipNameCheck makes cfg, a TLS client config that verifies the server's
+// certificate, verify its chain only, not its name: crypto/tls's own
+// verification is turned off and done in VerifyConnection by verifyChain,
+// before what VerifyConnection did. A cfg that verifies nothing stays so.
+func skipNameCheck(cfg *tls.Config) {
+	if cfg == nil || cfg.InsecureSkipVerify {
+		return
+	}
+	cfg.InsecureSkipVerify = true //nolint:gosec // the chain is verified in VerifyConnection
+	roots, next := cfg.RootCAs, cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		var err error
+		if cs.VerifiedChains, err = verifyChain(cs, roots); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(cs)
+		}
+		return nil
+	}
+}
+
+// verifyChain verifies the server's certificate as crypto/tls does but for
+// its name: its chain to roots (nil: the system's), through the other
+// certificates it sent, its validity now and its serverAuth usage. The
+// error is crypto/tls's, so it is told as a handshake error.
+func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) ([][]*x509.Certificate, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return nil, &tls.CertificateVerificationError{Err: errors.New("the server sent no certificate")}
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: x509.NewCertPool(),
+		CurrentTime:   time.Now(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	chains, err := cs.PeerCertificates[0].Verify(opts)
+	if err != nil {
+		return nil, &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return chains, nil
 }
 
 // badGateway is the 502 answer to a request that cannot be sent.
