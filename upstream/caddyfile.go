@@ -32,6 +32,10 @@ import (
 //	            ocsp_timeout  <duration>
 //	            unknown_cache <duration>
 //	            leaf_only
+//	            crl_from_certificates
+//	            crl_timeout   <duration>
+//	            crl_max_size  <size>
+//	            crl_cache_size <count>
 //	        }
 //	    }
 //	    profiles_file <path> [reload <interval>]
