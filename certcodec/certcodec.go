@@ -33,7 +33,7 @@ const (
 	URLPEM                  // URL-encoded PEM
 	PEM                     // PEM, newlines possibly folded into spaces or tabs
 	Base64DER               // bare base64 of the DER bytes; a chain comma-separated, leaf first
-	XFCC                    // Envoy's x-forwarded-client-cert: the last element's Cert and Chain
+	XFCC                    // Envoy's x-forwarded-client-cert of one element: its Cert and Chain
 )
 
 var formatNames = [...]string{"auto", "rfc9440", "url_pem", "pem", "base64_der", "xfcc"}
@@ -103,7 +103,7 @@ func Detect(value string) Format {
 // URL-encoded PEM may carry further certificates after the leaf (AWS ALB sends
 // the whole chain so), base64 DER a comma-separated chain, leaf first
 // (Traefik's X-Forwarded-Tls-Client-Cert), and XFCC its caller's chain in its
-// last element's Chain key; they are returned after the leaf. An RFC 9440
+// element's Chain key; they are returned after the leaf. An RFC 9440
 // value holds exactly one certificate: a list is an error. The format found
 // is returned too (f itself unless f is Auto).
 func Decode(value string, f Format) (ders [][]byte, found Format, err error) {

@@ -44,7 +44,7 @@ func isXFCC(v string) bool {
 // decodeXFCC returns the certificate of the value's last element (its Cert
 // key), then its chain (its Chain key, without the leaf).
 func decodeXFCC(v string) ([][]byte, error) {
-	elem, err := lastXFCCElement(v)
+	elem, err := onlyXFCCElement(v)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +99,13 @@ func decodeXFCC(v string) ([][]byte, error) {
 	return append(ders, more...), nil
 }
 
-// lastXFCCElement returns the last element of v, the one the nearest proxy
-// appended. Elements are split at commas outside quoted values; every
-// element must be there (no empty one) and every quote closed.
-func lastXFCCElement(v string) (string, error) {
-	start := 0
+// onlyXFCCElement returns the one element of v. A value of several
+// elements is refused: Envoy writes URI= and DNS= SANs unquoted, so a
+// certificate whose SAN holds `,Cert="<someone else's PEM>"` would make a
+// last element of its own choosing; with forward_client_cert_details
+// SANITIZE_SET (one element, the caller's) there is nothing to choose.
+// Every quote must be closed.
+func onlyXFCCElement(v string) (string, error) {
 	inQuote := false
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; {
@@ -112,20 +114,17 @@ func lastXFCCElement(v string) (string, error) {
 		case c == '"':
 			inQuote = !inQuote
 		case !inQuote && c == ',':
-			if trimOWS(v[start:i]) == "" {
-				return "", fmt.Errorf("%w: empty xfcc element", ErrMalformed)
-			}
-			start = i + 1
+			return "", fmt.Errorf("%w: xfcc value of more than one element (set the proxy to sanitize and set the header: one element, the caller's)", ErrMalformed)
 		}
 	}
 	if inQuote {
 		return "", fmt.Errorf("%w: xfcc value has an unterminated quote", ErrMalformed)
 	}
-	last := trimOWS(v[start:])
-	if last == "" {
+	elem := trimOWS(v)
+	if elem == "" {
 		return "", fmt.Errorf("%w: empty xfcc element", ErrMalformed)
 	}
-	return last, nil
+	return elem, nil
 }
 
 // nextXFCCPair reads the key=value pair at the start of s (one element),
