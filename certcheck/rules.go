@@ -1,6 +1,7 @@
 package certcheck
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"time"
@@ -41,10 +42,20 @@ func (c *Checker) Check(leaf *x509.Certificate, intermediates []*x509.Certificat
 		if res.Reason = checkPinned(leaf, now); res.Reason != OK {
 			return res
 		}
-		if c.Revocation != nil && c.Roots != nil {
+		if c.Revocation != nil {
 			// The issuer is known when the chain verifies, for any usage:
 			// the usage rules are the pinned ones above.
-			res.Chains, _ = verify(leaf, intermediates, c.Roots, now, x509.ExtKeyUsageAny)
+			if c.Roots != nil {
+				res.Chains, _ = verify(leaf, intermediates, c.Roots, now, x509.ExtKeyUsageAny)
+			}
+			// A pinned certificate that some CA issued, whose chain cannot
+			// be built from what was sent and the trust pool, has a status
+			// that cannot be told: strict mode refuses it, or a revoked
+			// client would pass by leaving its intermediate out.
+			if len(res.Chains) == 0 && !selfSigned(leaf) && c.Revocation.Strict() {
+				res.Reason = RevocationUnknown
+				return res
+			}
 		}
 	} else {
 		if c.Roots == nil {
@@ -67,6 +78,12 @@ func (c *Checker) Check(leaf *x509.Certificate, intermediates []*x509.Certificat
 		}
 	}
 	return res
+}
+
+// selfSigned reports whether c is its own issuer: a pinned self-signed
+// certificate has no CA to ask about it.
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // Verify decides whether leaf, with the intermediates the client sent, is

@@ -194,6 +194,10 @@ func (s *crlSet) index() {
 	}
 }
 
+// Strict reports whether an unknown revocation status refuses (mode
+// `strict`).
+func (c *Checker) Strict() bool { return c != nil && c.strict }
+
 // Generation changes whenever the CRLs in force change: verdicts made with
 // an older generation are not to be reused.
 func (c *Checker) Generation() uint64 {
