@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -93,16 +94,29 @@ func wideCount(p netip.Prefix) string {
 
 // proxyPresented reports whether the request's connection presented a TLS
 // client certificate that verifies to from_client_certificate for client
-// authentication. Verdicts are kept by the leaf's DER, with the
-// intermediates they were made with (nil when refused).
+// authentication. An accepted chain is kept under its leaf's DER with the
+// intermediates it was made with; any other chain, and a refused one, is
+// verified again or kept under the SHA-256 of the whole chain, so that one
+// chain's verdict never decides another's (a load balancer that once left
+// out its intermediate is not refused when it sends it).
 func (h *Handler) proxyPresented(r *http.Request) bool {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return false
 	}
 	certs := r.TLS.PeerCertificates
 	now := time.Now()
-	if inter, ok := h.proxies.GetBytes(certcheck.SourceTLS, certs[0].Raw, now, 0); ok {
-		return inter != nil && sameIntermediates(inter, certs[1:])
+	if inter, ok := h.proxies.GetBytes(certcheck.SourceTLS, certs[0].Raw, now, 0); ok && sameIntermediates(inter, certs[1:]) {
+		return true
+	}
+	d := sha256.New()
+	for _, c := range certs {
+		d.Write(c.Raw) // DER is self-delimiting: the concatenation is unambiguous
+	}
+	var hash [sha256.Size]byte
+	d.Sum(hash[:0])
+	hash[0] = 0 // no DER certificate starts so: never a leaf's key
+	if _, ok := h.proxies.GetBytes(certcheck.SourceHeader, hash[:], now, 0); ok {
+		return false // refused, and kept as refused
 	}
 	chains, reason := certcheck.Verify(certs[0], certs[1:], h.proxyRoots, now)
 	expires := now.Add(proxyVerdictTTL)
@@ -113,17 +127,19 @@ func (h *Handler) proxyPresented(r *http.Request) bool {
 			}
 		}
 	}
-	var inter []byte
-	if reason == certcheck.OK {
-		inter = []byte{} // accepted, with no intermediates
-		for _, c := range certs[1:] {
-			inter = append(inter, c.Raw...)
+	if reason != certcheck.OK {
+		if c := h.logger.Check(zap.DebugLevel, "proxy's client certificate does not verify to from_client_certificate: header not believed"); c != nil {
+			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.Stringer("reason", reason), zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))
 		}
-	} else if c := h.logger.Check(zap.DebugLevel, "proxy's client certificate does not verify to from_client_certificate: header not believed"); c != nil {
-		c.Write(zap.String("remote_addr", r.RemoteAddr), zap.Stringer("reason", reason), zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))
+		h.proxies.Put(certcheck.SourceHeader, string(hash[:]), nil, expires, 0)
+		return false
+	}
+	inter := []byte{}
+	for _, c := range certs[1:] {
+		inter = append(inter, c.Raw...)
 	}
 	h.proxies.Put(certcheck.SourceTLS, string(certs[0].Raw), inter, expires, 0)
-	return reason == certcheck.OK
+	return true
 }
 
 // sameIntermediates reports whether certs are, in order, the DER

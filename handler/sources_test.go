@@ -152,3 +152,35 @@ func (b *trailerBody) Read(p []byte) (int, error) {
 }
 
 func (b *trailerBody) Close() error { return nil }
+
+// TestProxyVerdictPerChain: a load balancer that once sent its certificate
+// without its intermediate (refused) is believed when it sends the whole
+// chain, and one accepted chain does not refuse the same leaf with an extra
+// certificate (review finding: the first verdict stuck to the leaf).
+func TestProxyVerdictPerChain(t *testing.T) {
+	p := newPKI(t)
+	lbRoot := demopki.Must(demopki.NewCA("LB Root"))
+	lbMid := demopki.Must(lbRoot.Issue(demopki.Options{CommonName: "LB Intermediate", IsCA: true}))
+	lb := demopki.Must(lbMid.Issue(demopki.Options{CommonName: "lb"}))
+	rootPath, _, err := lbRoot.WriteFiles(p.dir, "lb-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, headerConfig(p, `{"from_client_certificate":{"provider":"file","pem_files":["`+rootPath+`"]}}`, ""))
+	header := map[string][]string{"Client-Cert": {certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)}}
+	for i, c := range []struct {
+		chain    []*demopki.Cert
+		believed bool
+	}{
+		{[]*demopki.Cert{lb}, false}, // the intermediate left out
+		{[]*demopki.Cert{lb, lbMid}, true},
+		{[]*demopki.Cert{lb}, false},
+		{[]*demopki.Cert{lb, lbMid, lbRoot}, true},
+		{[]*demopki.Cert{lb, lbMid}, true},
+	} {
+		res := serve(h, reqOpts{certs: c.chain, header: header})
+		if got := res.vars["id"] == "partner"; got != c.believed {
+			t.Fatalf("step %d: header believed %v, want %v (%d %v)", i, got, c.believed, res.status, res.err)
+		}
+	}
+}
