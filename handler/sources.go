@@ -127,6 +127,16 @@ func (h *Handler) proxyPresented(r *http.Request) bool {
 			}
 		}
 	}
+	if reason == certcheck.OK && h.revocation != nil {
+		// A load balancer's revoked key is refused like a caller's.
+		r, until := h.revocation.Check(chains[0], now)
+		if r != "" {
+			reason = certcheck.Revoked
+		}
+		if !until.IsZero() && until.After(now) && until.Before(expires) {
+			expires = until
+		}
+	}
 	if reason != certcheck.OK {
 		if c := h.logger.Check(zap.DebugLevel, "proxy's client certificate does not verify to from_client_certificate: header not believed"); c != nil {
 			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.Stringer("reason", reason), zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))

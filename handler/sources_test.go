@@ -3,8 +3,10 @@ package handler
 import (
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
@@ -182,5 +184,28 @@ func TestProxyVerdictPerChain(t *testing.T) {
 		if got := res.vars["id"] == "partner"; got != c.believed {
 			t.Fatalf("step %d: header believed %v, want %v (%d %v)", i, got, c.believed, res.status, res.err)
 		}
+	}
+}
+
+// TestProxyRevoked: a load balancer whose certificate is on its CA's CRL
+// (the handler's revocation block) is no longer believed.
+func TestProxyRevoked(t *testing.T) {
+	p := newPKI(t)
+	lbCA := demopki.Must(demopki.NewCA("LB CA"))
+	lb := demopki.Must(lbCA.Issue(demopki.Options{CommonName: "lb"}))
+	lbCAPath, _, err := lbCA.WriteFiles(p.dir, "lb-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := filepath.Join(p.dir, "lb.crl")
+	if err := lbCA.WriteCRL(crl, time.Now().Add(time.Hour), lb); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.TrimSuffix(headerConfig(p, `{"from_client_certificate":{"provider":"file","pem_files":["`+lbCAPath+`"]}}`, ""), "}") +
+		`, "revocation": {"crl": ["` + crl + `"]}}`
+	h := provision(t, cfg)
+	header := map[string][]string{"Client-Cert": {certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)}}
+	if res := serve(h, reqOpts{certs: []*demopki.Cert{lb}, header: header}); res.vars["id"] == "partner" {
+		t.Fatalf("a revoked load balancer's header believed: %d %v", res.status, res.err)
 	}
 }

@@ -410,7 +410,9 @@ func (c *Checker) Check(chain []*x509.Certificate, now time.Time) (reason string
 			}
 			continue
 		}
-		if until.IsZero() || crl.NextUpdate.Before(until) {
+		// A CRL without a nextUpdate bounds nothing: it must not undo an
+		// earlier, shorter bound.
+		if !crl.NextUpdate.IsZero() && (until.IsZero() || crl.NextUpdate.Before(until)) {
 			until = crl.NextUpdate
 		}
 		for _, entry := range crl.RevokedCertificateEntries {
