@@ -20,8 +20,13 @@ import (
 //	        tls_client_auth          <cert.pem> <key.pem>
 //	        tls_client_keystore      <file.p12|file.jks> [type <jks|pkcs12>] [password <secret>] [key_password <secret>] [alias <alias|placeholder>] [default_alias <alias>]
 //	        tls_client_keypair       <name>
+//	        # paths, key pair names and aliases take {env.*} placeholders, replaced at load
 //	        tls_server_name          <name>
 //	        tls_min_version          tls1.2 | tls1.3
+//	        tls_max_version          tls1.2 | tls1.3
+//	        tls_ciphers              <suite...>   # TLS 1.2 suites, IANA or OpenSSL names
+//	        tls_curves               <curve...>   # x25519 secp256r1|p256 secp384r1|p384 secp521r1|p521 x25519mlkem768
+//	        tls_renegotiation        never | once | freely
 //	        tls_verify_hostname      on | off
 //	        tls_insecure_skip_verify
 //	        revocation {
@@ -38,7 +43,9 @@ import (
 //	            crl_cache_size <count>
 //	        }
 //	    }
-//	    profiles_file <path> [reload <interval>]
+//	    profiles_file <path> [reload <interval>] {
+//	        base_dir <dir>
+//	    }
 //	    tls_verify_hostname on | off
 //	    max_pools     <count>
 //	    keypair_refresh <interval>
@@ -89,6 +96,9 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+			if err := unmarshalProfilesFileBlock(d, t); err != nil {
+				return err
+			}
 
 		case "tls_verify_hostname":
 			on, err := onOff(d)
@@ -138,6 +148,29 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	tokens := append([]caddyfile.Token{nameToken, open}, base...)
 	tokens = append(tokens, closing)
 	return t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+}
+
+// unmarshalProfilesFileBlock parses the block of profiles_file, if any.
+func unmarshalProfilesFileBlock(d *caddyfile.Dispenser, t *Transport) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("profiles_file subdirective '%s' given twice", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "base_dir":
+			dir, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
+			}
+			t.ProfilesBaseDir = dir
+		default:
+			return d.Errf("unrecognized profiles_file subdirective '%s'", sub)
+		}
+	}
+	return nil
 }
 
 // unmarshalProfile parses a profile block; the dispenser is on "profile".
@@ -226,6 +259,44 @@ func unmarshalProfile(d *caddyfile.Dispenser) (*Profile, error) {
 				return nil, d.Errf("invalid tls_min_version '%s': want tls1.2 or tls1.3", version)
 			}
 			p.MinVersion = version
+
+		case "tls_max_version":
+			version, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if v, ok := caddytls.SupportedProtocols[version]; !ok || v < tls.VersionTLS12 {
+				return nil, d.Errf("invalid tls_max_version '%s': want tls1.2 or tls1.3", version)
+			}
+			p.MaxVersion = version
+
+		case "tls_ciphers":
+			p.Ciphers = d.RemainingArgs()
+			if len(p.Ciphers) == 0 {
+				return nil, d.ArgErr()
+			}
+			if _, err := cipherSuiteIDs(p.Ciphers); err != nil {
+				return nil, d.Errf("tls_ciphers: %v", err)
+			}
+
+		case "tls_curves":
+			p.Curves = d.RemainingArgs()
+			if len(p.Curves) == 0 {
+				return nil, d.ArgErr()
+			}
+			if _, err := curveIDs(p.Curves); err != nil {
+				return nil, d.Errf("tls_curves: %v", err)
+			}
+
+		case "tls_renegotiation":
+			level, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := renegotiation(level); err != nil {
+				return nil, d.Errf("invalid tls_renegotiation '%s': want never, once or freely", level)
+			}
+			p.Renegotiation = level
 
 		case "tls_verify_hostname":
 			on, err := onOff(d)

@@ -25,7 +25,7 @@ func FuzzParseProfilesFile(f *testing.F) {
 	}
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		profiles, err := parseProfilesFile(data, dir)
+		profiles, _, err := parseProfilesFile(data, dir)
 		if err == nil {
 			for _, p := range profiles {
 				if p != nil {

@@ -83,7 +83,11 @@ func BenchmarkProfilesFileWildcards(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		built, _, _, err := tr.buildFileProfiles(data, b.TempDir())
+		profiles, _, err := parseProfilesFile(data, b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		built, _, _, err := tr.buildFileProfiles(profiles)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,6 +57,34 @@ type Profile struct {
 
 	// The lowest TLS version: `tls1.2` or `tls1.3`. Default: `tls1.2`.
 	MinVersion string `json:"min_version,omitempty"`
+
+	// The highest TLS version: `tls1.2` or `tls1.3`; not below
+	// `min_version`. Default: `tls1.3`.
+	MaxVersion string `json:"max_version,omitempty"`
+
+	// The TLS 1.2 cipher suites offered, in order of preference: IANA names
+	// as Caddy gives them (`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`) or
+	// OpenSSL names as nginx's `proxy_ssl_ciphers` takes them
+	// (`ECDHE-ECDSA-AES128-GCM-SHA256`, several may be joined by `:`).
+	// Insecure suites are refused; TLS 1.3 suites cannot be chosen (Go
+	// offers all three). Default: Go's secure suites.
+	Ciphers []string `json:"ciphers,omitempty"`
+
+	// The key exchange groups offered: `x25519`, `secp256r1` (`p256`),
+	// `secp384r1` (`p384`), `secp521r1` (`p521`), `x25519mlkem768`.
+	// Default: the base transport's `curves`, else Go's defaults.
+	Curves []string `json:"curves,omitempty"`
+
+	// Whether the upstream may ask for a renegotiation:
+	//
+	// level | meaning
+	// ------|--------
+	// `never` | refused
+	// `once` | once per connection
+	// `freely` | as often as it asks
+	//
+	// Default: the base transport's `renegotiation`, else `never`.
+	Renegotiation string `json:"renegotiation,omitempty"`
 
 	// Checking the upstream's certificate chain against its issuers' CRLs;
 	// a revoked backend fails that handshake. Default: none.
@@ -154,6 +183,10 @@ func (p *Profile) build(ctx caddy.Context, base baseSettings, loadModule func(*P
 	if len(p.Servers) == 0 {
 		return nil, errors.New("no servers")
 	}
+	p, err := p.withEnv()
+	if err != nil {
+		return nil, err
+	}
 	out := newProfile(p.Servers, base)
 	if err := p.applyTrust(out, loadModule); err != nil {
 		return nil, err
@@ -173,15 +206,88 @@ func (p *Profile) build(ctx caddy.Context, base baseSettings, loadModule func(*P
 	return out, nil
 }
 
+// withEnv returns a copy of the profile whose file paths (client
+// certificate and key, keystore, trust pool PEM files), stored key pair
+// name and aliases have the placeholders known at load replaced:
+// `{env.*}`, `{file.*}`, `{system.*}`, so that one config serves several
+// environments. Placeholders known only per request (`{http.*}`) stay, for
+// `alias` to pick a key pair per request. One that is empty at load (an
+// unset variable) is an error naming it. The passwords' placeholders are
+// replaced when the keystore loads.
+func (p *Profile) withEnv() (*Profile, error) {
+	repl := caddy.NewReplacer()
+	q := *p
+	resolve := func(which string, s *string) error {
+		v, err := repl.ReplaceOrErr(*s, true, false)
+		if err != nil {
+			return fmt.Errorf("%s: %w", which, err)
+		}
+		*s = v
+		return nil
+	}
+	type field struct {
+		which string
+		s     *string
+	}
+	fields := []field{
+		{"client_certificate_file", &q.ClientCertificateFile},
+		{"client_key_file", &q.ClientKeyFile},
+		{"client_keypair", &q.ClientKeyPair},
+	}
+	if p.ClientKeystore != nil {
+		ks := *p.ClientKeystore
+		q.ClientKeystore = &ks
+		fields = append(fields, field{"client_keystore file", &ks.File},
+			field{"client_keystore alias", &ks.Alias}, field{"client_keystore default_alias", &ks.DefaultAlias})
+	}
+	for _, f := range fields {
+		if err := resolve(f.which, f.s); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if q.TrustPoolRaw, err = trustPoolWithEnv(p.TrustPoolRaw, resolve); err != nil {
+		return nil, err
+	}
+	return &q, nil
+}
+
+// trustPoolWithEnv returns the trust pool's JSON with the placeholders of
+// its `pem_files` (the `file` source's) replaced by resolve.
+func trustPoolWithEnv(raw json.RawMessage, resolve func(string, *string) error) (json.RawMessage, error) {
+	if !strings.Contains(string(raw), "{") {
+		return raw, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields["pem_files"] == nil {
+		return raw, nil // the module's loading says what is wrong with it
+	}
+	var files []string
+	if err := json.Unmarshal(fields["pem_files"], &files); err != nil {
+		return raw, nil
+	}
+	for i := range files {
+		if err := resolve("trust_pool pem_files", &files[i]); err != nil {
+			return nil, err
+		}
+	}
+	fields["pem_files"], _ = json.Marshal(files)
+	return json.Marshal(fields)
+}
+
 // newProfile starts the profile of the server patterns from what the base
 // transport gives: its verify_hostname and, from its TLS client config, its
-// trust pool, its lowest version and its client identity, static or
-// automated.
+// trust pool, its versions, cipher suites, curves and renegotiation, and
+// its client identity, static or automated.
 func newProfile(servers []string, base baseSettings) *profile {
 	out := &profile{name: servers[0], patterns: servers, base: new(tls.Config), verifyHostname: base.verifyHostname}
 	if inherited := base.tls; inherited != nil {
 		out.base.RootCAs = inherited.RootCAs
 		out.base.MinVersion = inherited.MinVersion
+		out.base.MaxVersion = inherited.MaxVersion
+		out.base.CipherSuites = inherited.CipherSuites
+		out.base.CurvePreferences = inherited.CurvePreferences
+		out.base.Renegotiation = inherited.Renegotiation
 		out.defaultCerts = inherited.Certificates
 		out.inheritedGetCert = inherited.GetClientCertificate
 	}
@@ -304,23 +410,53 @@ func (ks *Keystore) applyTo(out *profile, logger *zap.Logger) error {
 	return nil
 }
 
-// applyTLSSettings sets the server name sent and verified, the lowest TLS
-// version (tls1.2 or tls1.3; the inherited one when not given), whether
-// the upstream's certificate is verified and whether its name is (the
-// inherited setting when not given).
+// applyTLSSettings sets the server name sent and verified, the TLS
+// versions (tls1.2 or tls1.3), cipher suites, curves and renegotiation
+// (each the inherited one when not given), whether the upstream's
+// certificate is verified and whether its name is (the inherited setting
+// when not given).
 func (p *Profile) applyTLSSettings(out *profile) error {
-	out.base.ServerName = p.ServerName
+	cfg := out.base
+	cfg.ServerName = p.ServerName
 	if p.VerifyHostname != nil {
 		out.verifyHostname = *p.VerifyHostname
 	}
+	var err error
 	if p.MinVersion != "" {
-		v, ok := caddytls.SupportedProtocols[p.MinVersion]
-		if !ok || v < tls.VersionTLS12 {
-			return fmt.Errorf("min_version %q: want tls1.2 or tls1.3", p.MinVersion)
+		if cfg.MinVersion, err = tlsVersion("min_version", p.MinVersion); err != nil {
+			return err
 		}
-		out.base.MinVersion = v
 	}
-	out.base.InsecureSkipVerify = p.InsecureSkipVerify
+	if p.MaxVersion != "" {
+		if cfg.MaxVersion, err = tlsVersion("max_version", p.MaxVersion); err != nil {
+			return err
+		}
+	}
+	if cfg.MinVersion != 0 && cfg.MaxVersion != 0 && cfg.MinVersion > cfg.MaxVersion {
+		return fmt.Errorf("min_version %s is above max_version %s", tls.VersionName(cfg.MinVersion), tls.VersionName(cfg.MaxVersion))
+	}
+	if len(p.Ciphers) > 0 {
+		if cfg.CipherSuites, err = cipherSuiteIDs(p.Ciphers); err != nil {
+			return err
+		}
+		if cfg.MinVersion == tls.VersionTLS13 {
+			return errors.New("ciphers are TLS 1.2 suites, and min_version is tls1.3: Go chooses TLS 1.3's itself")
+		}
+	}
+	if len(p.Curves) > 0 {
+		if cfg.CurvePreferences, err = curveIDs(p.Curves); err != nil {
+			return err
+		}
+	}
+	if cfg.MaxVersion == tls.VersionTLS12 && slices.Equal(cfg.CurvePreferences, []tls.CurveID{tls.X25519MLKEM768}) {
+		return errors.New("curves: x25519mlkem768 is TLS 1.3 only, and max_version is tls1.2")
+	}
+	if p.Renegotiation != "" {
+		if cfg.Renegotiation, err = renegotiation(p.Renegotiation); err != nil {
+			return err
+		}
+	}
+	cfg.InsecureSkipVerify = p.InsecureSkipVerify
 	return nil
 }
 

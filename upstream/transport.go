@@ -69,6 +69,13 @@ type Transport struct {
 	// `multi_ssl_profiles.xml` (a file starting with `<`). Default: none.
 	ProfilesFile string `json:"profiles_file,omitempty"`
 
+	// The directory relative paths in the profiles file resolve against
+	// (WSO2 `Location`s; keystore, PEM and CRL files of a JSON file): for
+	// WSO2's file, the WSO2 home (`APIM_HOME`), where
+	// `repository/resources/security/` is. Placeholders such as
+	// `{env.APIM_HOME}` are replaced. Default: the profiles file's folder.
+	ProfilesBaseDir string `json:"profiles_base_dir,omitempty"`
+
 	// How often the profiles file is checked for changes. A broken new
 	// version is logged and the last good profiles stay. Default: `1m`.
 	ProfilesReload caddy.Duration `json:"profiles_reload,omitempty"`
@@ -176,17 +183,29 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 
 	t.profiles.Store(set)
 	t.trackExpiry(set)
+	if t.ProfilesBaseDir != "" && t.ProfilesFile == "" {
+		return errors.New("profiles_base_dir is set without profiles_file")
+	}
 	if t.ProfilesFile != "" {
-		t.file = &profilesFile{path: t.ProfilesFile}
-		data, err := bounded.ReadFile(t.ProfilesFile, maxProfilesFile)
+		// {env.*} and the other placeholders known at load.
+		path, err := caddy.NewReplacer().ReplaceOrErr(t.ProfilesFile, true, true)
 		if err != nil {
 			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
+		}
+		baseDir, err := profilesBaseDir(path, t.ProfilesBaseDir)
+		if err != nil {
+			return err
+		}
+		t.file = &profilesFile{path: path, baseDir: baseDir}
+		data, err := bounded.ReadFile(path, maxProfilesFile)
+		if err != nil {
+			return fmt.Errorf("profiles_file %s: %w", path, err)
 		}
 		t.file.mu.Lock()
 		_, err = t.file.attempt(t, data)
 		t.file.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("profiles_file %s: %w", t.ProfilesFile, err)
+			return fmt.Errorf("profiles_file %s: %w", path, err)
 		}
 		interval := time.Duration(t.ProfilesReload)
 		if interval == 0 {
@@ -336,6 +355,11 @@ func (t *Transport) newRoundTripper(p *profile, identity string, certs []tls.Cer
 	if p.base.MinVersion != 0 {
 		cfg.MinVersion = p.base.MinVersion
 	}
+	// The profile's own, else the base's (newProfile).
+	cfg.MaxVersion = p.base.MaxVersion
+	cfg.CipherSuites = p.base.CipherSuites
+	cfg.CurvePreferences = p.base.CurvePreferences
+	cfg.Renegotiation = p.base.Renegotiation
 	// Without the name check, crypto/tls verifies nothing and the chain is
 	// verified here, before the revocation check, which needs it.
 	chainOnly := !p.verifyHostname && !cfg.InsecureSkipVerify
