@@ -30,8 +30,13 @@ func init() {
 
 // AdminAPI serves:
 //
-//	GET    /mtls/clients                      list the trusted clients
-//	PUT    /mtls/clients/<alias>              add or replace one: {"certificate": "<PEM>", "tier": "gold"}
+//	GET    /mtls/clients[?group=<name>]       list the trusted clients (of a group)
+//	PUT    /mtls/clients/<alias>              add or replace one: {"certificate": "<PEM>", "tier": "gold",
+//	                                          "groups": ["payments"]}
+//	POST   /mtls/clients/<alias>/certificates add a certificate to it (rotation): {"certificate": "<PEM>"};
+//	                                          409 if stored under another alias
+//	DELETE /mtls/clients/<alias>/certificates/<fingerprint>
+//	                                          remove one; 409 for its last (delete the client)
 //	DELETE /mtls/clients/<alias>
 //	GET    /mtls/keypairs                     list the key pairs
 //	POST   /mtls/keypairs/<name>              generate: {"common_name", "organization", "validity_days", "key_type"}
@@ -110,6 +115,10 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.listClients(w, r)
 	case len(parts) == 2 && parts[0] == "clients":
 		return a.client(w, r, parts[1], body)
+	case len(parts) == 3 && parts[0] == "clients" && parts[2] == "certificates":
+		return a.addClientCertificate(w, r, parts[1], body)
+	case len(parts) == 4 && parts[0] == "clients" && parts[2] == "certificates":
+		return a.removeClientCertificate(w, r, parts[1], parts[3])
 	case len(parts) == 1 && parts[0] == "keypairs":
 		return a.listKeyPairs(w, r)
 	case len(parts) == 2 && parts[0] == "keypairs":
@@ -124,13 +133,21 @@ func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
 	if err := allow(r, http.MethodGet); err != nil {
 		return err
 	}
+	group := r.URL.Query().Get("group")
+	if group != "" {
+		if err := store.CheckName(group); err != nil {
+			return badRequest(fmt.Errorf("group: %w", err))
+		}
+	}
 	clients, err := a.store().Clients(r.Context())
 	if err != nil {
 		return apiError(err)
 	}
 	infos := make([]store.ClientInfo, 0, len(clients))
 	for _, c := range clients {
-		infos = append(infos, c.Info())
+		if group == "" || c.InGroup(group) {
+			infos = append(infos, c.Info())
+		}
 	}
 	return writeJSON(w, http.StatusOK, infos)
 }
@@ -143,25 +160,72 @@ func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, 
 		return deleteEntry(w, r, alias, a.store().DeleteClient)
 	}
 	var req struct {
-		Certificate string `json:"certificate"`
-		Tier        string `json:"tier"`
+		Certificate string   `json:"certificate"`
+		Tier        string   `json:"tier"`
+		Groups      []string `json:"groups"`
 	}
 	if err := decodeJSON(body, &req); err != nil {
 		return err
 	}
-	// A client that could never be accepted is refused now, rather than
-	// stored to refuse every call later.
-	if certs, err := certcodec.ParsePEM([]byte(req.Certificate), certcodec.PEMOne); err == nil {
-		if reason := certcheck.NeverAcceptable(certs[0], time.Now()); reason != certcheck.OK {
-			return badRequest(fmt.Errorf("certificate could never be accepted as a client's: %s (not after %s, extended key usages %v)",
-				reason, certs[0].NotAfter.UTC().Format(time.RFC3339), certs[0].ExtKeyUsage))
-		}
+	if err := checkAcceptable(req.Certificate); err != nil {
+		return err
 	}
-	info, err := a.store().PutClient(r.Context(), alias, req.Tier, req.Certificate)
+	info, err := a.store().PutClient(r.Context(), alias, req.Tier, req.Certificate, req.Groups...)
 	if err != nil {
 		return apiError(err)
 	}
-	a.logger.Info("trusted client stored", zap.String("alias", alias), zap.String("fingerprint", info.Fingerprint))
+	a.logger.Info("trusted client stored", zap.String("alias", alias), zap.String("fingerprint", info.Fingerprint), zap.Strings("groups", info.Groups))
+	return writeJSON(w, http.StatusOK, info)
+}
+
+// checkAcceptable refuses a client certificate that could never be
+// accepted, rather than storing it to refuse every call later. A PEM text
+// that does not parse is left to the store to refuse.
+func checkAcceptable(certPEM string) error {
+	certs, err := certcodec.ParsePEM([]byte(certPEM), certcodec.PEMOne)
+	if err != nil {
+		return nil
+	}
+	if reason := certcheck.NeverAcceptable(certs[0], time.Now()); reason != certcheck.OK {
+		return badRequest(fmt.Errorf("certificate could never be accepted as a client's: %s (not after %s, extended key usages %v)",
+			reason, certs[0].NotAfter.UTC().Format(time.RFC3339), certs[0].ExtKeyUsage))
+	}
+	return nil
+}
+
+// addClientCertificate adds a certificate to the client alias, to rotate
+// it: both are accepted until the old one is removed.
+func (a *AdminAPI) addClientCertificate(w http.ResponseWriter, r *http.Request, alias string, body []byte) error {
+	if err := allow(r, http.MethodPost); err != nil {
+		return err
+	}
+	var req struct {
+		Certificate string `json:"certificate"`
+	}
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	if err := checkAcceptable(req.Certificate); err != nil {
+		return err
+	}
+	info, err := a.store().AddClientCertificate(r.Context(), alias, req.Certificate)
+	if err != nil {
+		return apiError(err)
+	}
+	a.logger.Info("client certificate added", zap.String("alias", alias), zap.String("fingerprint", info.Fingerprint))
+	return writeJSON(w, http.StatusOK, info)
+}
+
+// removeClientCertificate removes one certificate of the client alias.
+func (a *AdminAPI) removeClientCertificate(w http.ResponseWriter, r *http.Request, alias, fingerprint string) error {
+	if err := allow(r, http.MethodDelete); err != nil {
+		return err
+	}
+	info, err := a.store().RemoveClientCertificate(r.Context(), alias, fingerprint)
+	if err != nil {
+		return apiError(err)
+	}
+	a.logger.Info("client certificate removed", zap.String("alias", alias), zap.String("fingerprint", fingerprint))
 	return writeJSON(w, http.StatusOK, info)
 }
 

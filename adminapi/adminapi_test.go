@@ -189,3 +189,97 @@ func TestPutClientNeverAcceptable(t *testing.T) {
 		}
 	}
 }
+
+// TestClientGroupsAndCertificates: groups are given with PUT, listed and
+// filtered on; a second certificate is added with POST .../certificates
+// and one removed with DELETE .../certificates/<fingerprint>, with 404,
+// 409 and 400 where the store refuses.
+func TestClientGroupsAndCertificates(t *testing.T) {
+	a, _ := newTestAPI(t)
+	ca := demopki.Must(demopki.NewCA("Unit Root 3"))
+	old := demopki.Must(ca.Issue(demopki.Options{CommonName: "svc"}))
+	renewed := demopki.Must(ca.Issue(demopki.Options{CommonName: "svc2"}))
+	ended := demopki.Must(ca.Issue(demopki.Options{CommonName: "ended", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
+	call := func(method, uri string, body any) (int, []byte) {
+		t.Helper()
+		var rd io.Reader = http.NoBody
+		if body != nil {
+			data, _ := json.Marshal(body)
+			rd = bytes.NewReader(data)
+		}
+		w, err := serveTest(a, httptest.NewRequest(method, uri, rd))
+		var apiErr caddy.APIError
+		if errors.As(err, &apiErr) {
+			return apiErr.HTTPStatus, []byte(err.Error())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.Code, w.Body.Bytes()
+	}
+	list := func(uri string) []store.ClientInfo {
+		t.Helper()
+		status, body := call(http.MethodGet, uri, nil)
+		var infos []store.ClientInfo
+		if status != 200 || json.Unmarshal(body, &infos) != nil {
+			t.Fatalf("%s: %d %s", uri, status, body)
+		}
+		return infos
+	}
+
+	if status, body := call(http.MethodPut, "/mtls/clients/svc", map[string]any{"certificate": string(old.CertPEM()), "tier": "gold", "groups": []string{"payments", "billing"}}); status != 200 ||
+		!strings.Contains(string(body), `"groups":["billing","payments"]`) {
+		t.Fatalf("put with groups: %d %s", status, body)
+	}
+	if status, _ := call(http.MethodPut, "/mtls/clients/bad", map[string]any{"certificate": string(renewed.CertPEM()), "groups": []string{"../x"}}); status != 400 {
+		t.Fatalf("bad group: %d", status)
+	}
+	if got := list("/mtls/clients?group=payments"); len(got) != 1 || got[0].Alias != "svc" {
+		t.Fatalf("group payments: %+v", got)
+	}
+	if got := list("/mtls/clients?group=nobody"); len(got) != 0 {
+		t.Fatalf("group nobody: %+v", got)
+	}
+	if got := list("/mtls/clients"); len(got) != 2 || got[0].Alias != "keep" || got[0].Groups == nil || len(got[0].Certificates) != 1 {
+		t.Fatalf("all: %+v", got)
+	}
+	if status, _ := call(http.MethodGet, "/mtls/clients?group=a/b", nil); status != 400 {
+		t.Fatalf("bad group filter: %d", status)
+	}
+
+	// Rotation.
+	certs := "/mtls/clients/svc/certificates"
+	if status, _ := call(http.MethodPost, "/mtls/clients/nobody/certificates", map[string]string{"certificate": string(renewed.CertPEM())}); status != 404 {
+		t.Fatalf("unknown alias: %d", status)
+	}
+	keep := list("/mtls/clients")[0]
+	clients, _ := a.store().Clients(context.Background())
+	if status, _ := call(http.MethodPost, certs, map[string]string{"certificate": clients[0].Certificate}); status != 409 {
+		t.Fatalf("another alias's certificate: %d", status)
+	}
+	if status, _ := call(http.MethodPost, certs, map[string]string{"certificate": string(ended.CertPEM())}); status != 400 {
+		t.Fatalf("an ended certificate: %d", status)
+	}
+	if status, _ := call(http.MethodPut, certs, map[string]string{"certificate": string(renewed.CertPEM())}); status != 405 {
+		t.Fatalf("PUT to certificates: %d", status)
+	}
+	status, body := call(http.MethodPost, certs, map[string]string{"certificate": string(renewed.CertPEM())})
+	var info store.ClientInfo
+	if status != 200 || json.Unmarshal(body, &info) != nil || len(info.Certificates) != 2 || info.Subject != "CN=svc2" || info.Tier != "gold" {
+		t.Fatalf("added: %d %s", status, body)
+	}
+	oldFP := info.Certificates[0].Fingerprint
+	if status, _ := call(http.MethodDelete, certs+"/"+keep.Fingerprint, nil); status != 404 {
+		t.Fatalf("another client's fingerprint: %d", status)
+	}
+	status, body = call(http.MethodDelete, certs+"/"+oldFP, nil)
+	if status != 200 || json.Unmarshal(body, &info) != nil || len(info.Certificates) != 1 || info.Subject != "CN=svc2" {
+		t.Fatalf("removed the old one: %d %s", status, body)
+	}
+	if status, _ := call(http.MethodDelete, certs+"/"+info.Fingerprint, nil); status != 409 {
+		t.Fatalf("removed the last: %d", status)
+	}
+	if status, _ := call(http.MethodDelete, "/mtls/clients/svc", nil); status != 204 {
+		t.Fatalf("delete the client: %d", status)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
+	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -16,7 +17,9 @@ import (
 //	    mode        require | optional
 //	    trust_pool  <source> [<args...>]
 //	    client      <alias> <cert.pem> [tier <tier>]
-//	    clients_from_storage [refresh <interval>]
+//	    clients_from_storage [refresh <interval>] {
+//	        group <name...>
+//	    }
 //	    header      [<field>] {
 //	        format  auto | rfc9440 | url_pem | pem | base64_der | xfcc
 //	        chain   [<field>]
@@ -41,7 +44,10 @@ import (
 //	    expiry_warning <duration>
 //	}
 //
-// `client` may be repeated; every other subdirective may be given once.
+// `client` may be repeated, and so may an alias with another certificate (a
+// client rotating it: both are accepted); every other subdirective may be
+// given once. `clients_from_storage` trusts every stored client, or with
+// `group` only those of the groups named (the block may be left out).
 // `forward`'s format is one of rfc9440 (the default), url_pem, pem,
 // base64_der and xfcc (one Envoy x-forwarded-client-cert element).
 // `header` needs `from` or `from_client_certificate` (or both).
@@ -90,8 +96,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				c.Tier = args[3]
 			}
 			for _, other := range h.Clients {
-				if other.Alias == c.Alias {
-					return d.Errf("client alias '%s' given twice", c.Alias)
+				if other.Alias != c.Alias {
+					continue
+				}
+				if other.CertificateFile == c.CertificateFile {
+					return d.Errf("client alias '%s' given twice with certificate '%s'", c.Alias, c.CertificateFile)
+				}
+				if c.Tier != "" && c.Tier != other.Tier {
+					return d.Errf("client alias '%s' given again with tier '%s': want its first tier '%s' or none", c.Alias, c.Tier, other.Tier)
 				}
 			}
 			h.Clients = append(h.Clients, c)
@@ -110,6 +122,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "group":
+					if sc.Groups != nil {
+						return d.Err("clients_from_storage: subdirective 'group' given twice (name every group on one line)")
+					}
+					sc.Groups = d.RemainingArgs()
+					if len(sc.Groups) == 0 {
+						return d.ArgErr()
+					}
+					for _, g := range sc.Groups {
+						if err := store.CheckName(g); err != nil {
+							return d.Errf("clients_from_storage: group '%s': %v", g, err)
+						}
+					}
+				default:
+					return d.Errf("unrecognized clients_from_storage subdirective '%s'", d.Val())
+				}
 			}
 			h.ClientsFromStorage = sc
 

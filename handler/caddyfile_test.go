@@ -64,6 +64,20 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"clients from storage", `client_cert_auth {
 			clients_from_storage refresh 5s
 		}`, `{"clients_from_storage":{"refresh":5000000000}}`},
+		{"clients from storage, groups", `client_cert_auth {
+			clients_from_storage refresh 5s {
+				group payments billing
+			}
+		}`, `{"clients_from_storage":{"refresh":5000000000,"groups":["payments","billing"]}}`},
+		{"clients from storage, groups without refresh", `client_cert_auth {
+			clients_from_storage {
+				group b
+			}
+		}`, `{"clients_from_storage":{"groups":["b"]}}`},
+		{"client alias repeated for rotation", `client_cert_auth {
+			client a /old.pem tier gold
+			client a /new.pem
+		}`, `{"clients":[{"alias":"a","tier":"gold","certificate_file":"/old.pem"},{"alias":"a","certificate_file":"/new.pem"}]}`},
 		{"clients from storage, default refresh", `client_cert_auth {
 			trust_pool file /ca.pem
 			clients_from_storage
@@ -133,7 +147,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"trust pool file without files", "client_cert_auth {\n trust_pool file\n}", "no certificates specified"},
 		{"client without file", "client_cert_auth {\n client partner\n}", "wrong argument count"},
 		{"client with stray word", "client_cert_auth {\n client partner /p.pem level gold\n}", "unexpected 'level'"},
-		{"client duplicate alias", "client_cert_auth {\n client a /a.pem\n client a /b.pem\n}", "client alias 'a' given twice"},
+		{"client same alias and file", "client_cert_auth {\n client a /a.pem\n client a /a.pem\n}", "client alias 'a' given twice with certificate '/a.pem'"},
+		{"client repeated alias other tier", "client_cert_auth {\n client a /a.pem tier gold\n client a /b.pem tier silver\n}", "want its first tier 'gold'"},
+		{"clients_from_storage group without names", "client_cert_auth {\n clients_from_storage {\n group\n }\n}", "wrong argument count"},
+		{"clients_from_storage bad group", "client_cert_auth {\n clients_from_storage {\n group a/b\n }\n}", "group 'a/b'"},
+		{"clients_from_storage group twice", "client_cert_auth {\n clients_from_storage {\n group a\n group b\n }\n}", "'group' given twice"},
+		{"clients_from_storage unknown sub", "client_cert_auth {\n clients_from_storage {\n groups a\n }\n}", "unrecognized clients_from_storage subdirective 'groups'"},
 		{"header bad field", "client_cert_auth {\n header Bad:Field\n}", "header field 'Bad:Field'"},
 		{"header two fields", "client_cert_auth {\n header A B\n}", "wrong argument count"},
 		{"header unknown sub", "client_cert_auth {\n header {\n encoding pem\n }\n}", "unrecognized header subdirective 'encoding'"},

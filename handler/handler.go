@@ -31,6 +31,7 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
 	"github.com/caddy-mtls/caddy-mtls/revocation"
+	"github.com/caddy-mtls/caddy-mtls/store"
 	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
@@ -129,7 +130,9 @@ type Handler struct {
 // Client is a pinned client certificate.
 type Client struct {
 	// The name the client is known by; it becomes `{http.auth.user.id}` and
-	// `{http.auth.user.alias}`. Required and unique.
+	// `{http.auth.user.alias}`. Required. An alias given again with another
+	// certificate (a client rotating it) accepts both, with the first
+	// one's tier.
 	Alias string `json:"alias"`
 
 	// A free-form class of the client, such as a throttling tier; it becomes
@@ -279,20 +282,26 @@ func (h *Handler) provisionTrust(ctx caddy.Context) error {
 	return nil
 }
 
-// provisionPinned loads the pinned clients, each alias and certificate once.
+// provisionPinned loads the pinned clients, each certificate once. An alias
+// may be given again with another certificate (a client rotating its
+// certificate): both are accepted as the client, with the first one's tier.
 func (h *Handler) provisionPinned(caddy.Context) error {
 	h.pinned = make(map[[sha256.Size]byte]*Client, len(h.Clients))
 	h.pinnedExpiry = make(map[string]time.Time, len(h.Clients))
-	aliases := make(map[string]bool, len(h.Clients))
+	first := make(map[string]*Client, len(h.Clients))
 	for i := range h.Clients {
 		c := &h.Clients[i]
 		if c.Alias == "" {
 			return fmt.Errorf("client %d: alias is required", i+1)
 		}
-		if aliases[c.Alias] {
-			return fmt.Errorf("client %q: alias given twice", c.Alias)
+		if f := first[c.Alias]; f != nil {
+			if c.Tier != "" && c.Tier != f.Tier {
+				return fmt.Errorf("client %q: tier %q differs from the alias's first, %q", c.Alias, c.Tier, f.Tier)
+			}
+			c.Tier = f.Tier
+		} else {
+			first[c.Alias] = c
 		}
-		aliases[c.Alias] = true
 		cert, err := c.load()
 		if err != nil {
 			return fmt.Errorf("client %q: %w", c.Alias, err)
@@ -302,7 +311,9 @@ func (h *Handler) provisionPinned(caddy.Context) error {
 			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)
 		}
 		h.pinned[fp] = c
-		h.pinnedExpiry[c.Alias] = cert.NotAfter
+		if cert.NotAfter.After(h.pinnedExpiry[c.Alias]) {
+			h.pinnedExpiry[c.Alias] = cert.NotAfter
+		}
 	}
 	metrics.SetExpiry(h, metrics.KindClient, h.pinnedExpiry)
 	return nil
@@ -338,6 +349,11 @@ func (h *Handler) provisionStoredClients(ctx caddy.Context) error {
 	if interval == 0 {
 		interval = DefaultStorageRefresh
 	}
+	groups, err := store.CheckGroups(sc.Groups)
+	if err != nil {
+		return fmt.Errorf("clients_from_storage: %w", err)
+	}
+	sc.Groups = groups
 	if err := h.useStoredClients(ctx, ctx.Storage(), interval); err != nil {
 		return fmt.Errorf("clients_from_storage: %w", err)
 	}

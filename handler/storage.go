@@ -26,6 +26,12 @@ type StorageClients struct {
 	// handlers of a config with the same interval share one reading.
 	// Default: `30s`.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// Trust only the stored clients of these groups (given to each client
+	// through the admin API): two routes can trust two lists of clients
+	// from one storage. Each is a name like an alias. Default: none (every
+	// stored client is trusted).
+	Groups []string `json:"groups,omitempty"`
 }
 
 // DefaultStorageRefresh is how often stored clients are read by default.
@@ -34,8 +40,10 @@ const DefaultStorageRefresh = 30 * time.Second
 // storedClients is one reading of the stored clients. gen changes with the
 // content, and verdicts of another generation are not reused.
 type storedClients struct {
-	byFingerprint map[[sha256.Size]byte]*Client
-	notAfter      map[string]time.Time // alias -> not after
+	byFingerprint map[[sha256.Size]byte]*Client            // every certificate of every client
+	byGroup       map[string]map[[sha256.Size]byte]*Client // group -> the certificates of its clients
+	notAfter      map[string]time.Time                     // alias -> its newest certificate's not after
+	groups        map[string][]string                      // alias -> its groups
 	digest        [sha256.Size]byte
 	gen           uint64
 }
@@ -107,19 +115,33 @@ func (r *clientsReader) read(ctx context.Context) error {
 	}
 	next := &storedClients{
 		byFingerprint: make(map[[sha256.Size]byte]*Client, len(clients)),
+		byGroup:       map[string]map[[sha256.Size]byte]*Client{},
 		notAfter:      make(map[string]time.Time, len(clients)),
+		groups:        make(map[string][]string, len(clients)),
 	}
 	d := sha256.New()
 	for _, c := range clients {
-		fp := sha256.Sum256(c.Cert().Raw)
-		if other, dup := next.byFingerprint[fp]; dup {
-			r.logger.Warn("a stored certificate is there under two aliases; the first is used",
-				zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
-			continue
+		client := &Client{Alias: c.Alias, Tier: c.Tier}
+		fmt.Fprintf(d, "%s\x00%s\x00%q", c.Alias, c.Tier, c.Groups)
+		for _, cert := range c.Certs() {
+			fp := sha256.Sum256(cert.Raw)
+			if other, dup := next.byFingerprint[fp]; dup {
+				r.logger.Warn("a stored certificate is there under two aliases; the first is used",
+					zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
+				continue
+			}
+			fmt.Fprintf(d, "\x00%x", fp)
+			next.byFingerprint[fp] = client
+			for _, g := range c.Groups {
+				if next.byGroup[g] == nil {
+					next.byGroup[g] = map[[sha256.Size]byte]*Client{}
+				}
+				next.byGroup[g][fp] = client
+			}
 		}
-		fmt.Fprintf(d, "%s\x00%s\x00%x\n", c.Alias, c.Tier, fp)
-		next.byFingerprint[fp] = &Client{Alias: c.Alias, Tier: c.Tier}
+		d.Write([]byte{'\n'})
 		next.notAfter[c.Alias] = c.Cert().NotAfter
+		next.groups[c.Alias] = c.Groups
 	}
 	copy(next.digest[:], d.Sum(nil))
 	prev := r.current.Load()
@@ -192,11 +214,13 @@ func (h *Handler) releaseStoredClients() {
 }
 
 // showClientExpiry shows the expiry of h's pinned clients and of the stored
-// ones in sc (a pinned client's alias names the pinned one).
+// ones in sc that h trusts (a pinned client's alias names the pinned one).
 func (h *Handler) showClientExpiry(sc *storedClients) {
 	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(sc.notAfter))
 	for alias, t := range sc.notAfter {
-		clientExpiry[alias] = t
+		if h.trustsGroups(sc.groups[alias]) {
+			clientExpiry[alias] = t
+		}
 	}
 	for alias, t := range h.pinnedExpiry {
 		clientExpiry[alias] = t
@@ -215,10 +239,44 @@ func (h *Handler) generation() uint64 {
 	return gen
 }
 
-// storedClient returns the stored client with the fingerprint, if any.
+// storedClient returns the stored client with the fingerprint that h
+// trusts, if any: with groups, one of a group of h's.
 func (h *Handler) storedClient(fp [sha256.Size]byte) *Client {
-	if h.clients != nil {
-		return h.clients.current.Load().byFingerprint[fp]
+	if h.clients == nil {
+		return nil
+	}
+	sc := h.clients.current.Load()
+	groups := h.storageGroups()
+	if len(groups) == 0 {
+		return sc.byFingerprint[fp]
+	}
+	for _, g := range groups {
+		if c := sc.byGroup[g][fp]; c != nil {
+			return c
+		}
 	}
 	return nil
+}
+
+// storageGroups returns the groups of stored clients h trusts; none: all.
+func (h *Handler) storageGroups() []string {
+	if h.ClientsFromStorage == nil {
+		return nil
+	}
+	return h.ClientsFromStorage.Groups
+}
+
+// trustsGroups tells whether h trusts a stored client of the groups.
+func (h *Handler) trustsGroups(groups []string) bool {
+	if len(h.storageGroups()) == 0 {
+		return true
+	}
+	for _, want := range h.storageGroups() {
+		for _, g := range groups {
+			if g == want {
+				return true
+			}
+		}
+	}
+	return false
 }

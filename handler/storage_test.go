@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
@@ -124,5 +125,117 @@ func TestStoredClientsShared(t *testing.T) {
 	case <-d.clients.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the reader of an ended config goes on")
+	}
+}
+
+// TestStoredClientGroups: two handlers of one config trusting two groups
+// share one reading, and each accepts only the clients of its group (a
+// client of both is accepted by both); a handler without groups accepts
+// every stored client. A client rotating its certificate is accepted with
+// either, under its alias, until the old one is removed.
+func TestStoredClientGroups(t *testing.T) {
+	p := newPKI(t)
+	storage := &countingStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
+	st := store.New(storage, zap.NewNop())
+	ctx := context.Background()
+	put := func(alias string, c *demopki.Cert, groups ...string) {
+		t.Helper()
+		if _, err := st.PutClient(ctx, alias, "t-"+alias, string(c.CertPEM()), groups...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("in-a", p.wrongCA, "a")
+	put("in-b", p.selfSigned, "b")
+	put("in-both", p.valid, "a", "b")
+	put("in-none", p.viaMid)
+
+	config, end := context.WithCancel(ctx)
+	defer end()
+	use := func(groups ...string) *Handler {
+		t.Helper()
+		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
+		h.ClientsFromStorage = &StorageClients{Groups: groups}
+		if err := h.useStoredClients(config, storage, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Cleanup() })
+		return h
+	}
+	alias := func(h *Handler, c *demopki.Cert) string {
+		res := serve(h, reqOpts{certs: []*demopki.Cert{c}})
+		if res.status != 0 {
+			return fmt.Sprint(res.status)
+		}
+		return res.vars["alias"] + "/" + res.vars["tier"]
+	}
+	storage.lists.Store(0)
+	ha, hb, hall := use("a"), use("b"), use()
+	if ha.clients != hb.clients || ha.clients != hall.clients || storage.lists.Load() != 1 {
+		t.Fatalf("handlers of two groups: shared %v, %d readings", ha.clients == hb.clients, storage.lists.Load())
+	}
+	want := []struct {
+		h    *Handler
+		c    *demopki.Cert
+		want string
+	}{
+		{ha, p.wrongCA, "in-a/t-in-a"}, {ha, p.selfSigned, "403"}, {ha, p.valid, "in-both/t-in-both"}, {ha, p.viaMid, "403"},
+		{hb, p.wrongCA, "403"}, {hb, p.selfSigned, "in-b/t-in-b"}, {hb, p.valid, "in-both/t-in-both"}, {hb, p.viaMid, "403"},
+		{hall, p.wrongCA, "in-a/t-in-a"}, {hall, p.selfSigned, "in-b/t-in-b"}, {hall, p.viaMid, "in-none/t-in-none"},
+	}
+	for i, w := range want {
+		if got := alias(w.h, w.c); got != w.want {
+			t.Errorf("case %d (%s): %s, want %s", i, w.c.Cert.Subject.CommonName, got, w.want)
+		}
+	}
+
+	// Moving a client to the other group and rotating one's certificate
+	// are in force after one reading.
+	put("in-a", p.wrongCA, "b")
+	rotated := demopki.Must(p.other.Issue(demopki.Options{CommonName: "in-b, renewed"}))
+	if _, err := st.AddClientCertificate(ctx, "in-b", string(rotated.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if err := ha.clients.read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := alias(ha, p.wrongCA); got != "403" {
+		t.Errorf("moved out of a: %s", got)
+	}
+	if got := alias(hb, p.wrongCA); got != "in-a/t-in-a" {
+		t.Errorf("moved into b: %s", got)
+	}
+	if a, b := alias(hb, p.selfSigned), alias(hb, rotated); a != "in-b/t-in-b" || b != "in-b/t-in-b" {
+		t.Errorf("rotating: old %s, new %s", a, b)
+	}
+	if got := alias(ha, rotated); got != "403" {
+		t.Errorf("rotated certificate of group b in a: %s", got)
+	}
+	if _, err := st.RemoveClientCertificate(ctx, "in-b", certcodec.Fingerprint(p.selfSigned.Cert.Raw)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ha.clients.read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := alias(hb, p.selfSigned), alias(hb, rotated); a != "403" || b != "in-b/t-in-b" {
+		t.Errorf("rotated: old %s, new %s", a, b)
+	}
+}
+
+// TestPinnedRotation: an alias pinned twice, with two certificates,
+// accepts both as the one client, with the first one's tier.
+func TestPinnedRotation(t *testing.T) {
+	p := newPKI(t)
+	renewed := demopki.Must(demopki.SelfSigned(demopki.Options{CommonName: "partner, renewed"}))
+	renewedPath, _, err := renewed.WriteFiles(p.dir, "renewed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, `{"clients":[{"alias":"partner","tier":"gold","certificate_file":"`+p.pinnedPath+`"},
+		{"alias":"partner","certificate_file":"`+renewedPath+`"}]}`)
+	for _, c := range []*demopki.Cert{p.pinned, renewed} {
+		res := serve(h, reqOpts{certs: []*demopki.Cert{c}})
+		if res.status != 0 || res.vars["alias"] != "partner" || res.vars["tier"] != "gold" {
+			t.Fatalf("%s: %d %v", c.Cert.Subject, res.status, res.vars)
+		}
 	}
 }

@@ -124,7 +124,7 @@ func TestCLIClients(t *testing.T) {
 
 	// The table: aligned columns, short fingerprint, not_after.
 	r = wantCLI(t, 0, clients("list"))
-	if h := strings.Fields(strings.SplitN(r.stdout, "\n", 2)[0]); strings.Join(h, " ") != "ALIAS TIER SUBJECT FINGERPRINT NOT_AFTER" {
+	if h := strings.Fields(strings.SplitN(r.stdout, "\n", 2)[0]); strings.Join(h, " ") != "ALIAS TIER SUBJECT FINGERPRINT NOT_AFTER GROUPS CERTS" {
 		t.Fatalf("table header: %q", h)
 	}
 	alice := tableRow(t, r.stdout, "alice")

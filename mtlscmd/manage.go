@@ -34,21 +34,38 @@ else localhost:2019.
 	})
 	addAdminFlags(cmd)
 	list := &cobra.Command{
-		Use:   "list [--json]",
-		Short: "List the trusted clients: alias, tier, subject, fingerprint, not after",
-		Args:  positional(cobra.NoArgs),
+		Use:   "list [--group <group>] [--json]",
+		Short: "List the trusted clients: alias, tier, subject, fingerprint, not after, groups, certificates",
+		Long: `
+Lists the trusted clients, or with --group those of the group. Subject,
+fingerprint and not after are those of a client's newest certificate;
+CERTS counts its certificates (more than one while it rotates: --json
+lists them).
+`,
+		Args: positional(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			return listCommand(cmd, "/mtls/clients", writeClients)
+			uri := "/mtls/clients"
+			if group, _ := cmd.Flags().GetString("group"); group != "" {
+				if err := store.CheckName(group); err != nil {
+					return &usageError{fmt.Errorf("--group: %w", err)}
+				}
+				uri += "?group=" + url.QueryEscape(group)
+			}
+			return listCommand(cmd, uri, writeClients)
 		}),
 	}
+	list.Flags().String("group", "", "list only the clients of this group")
 	add := &cobra.Command{
-		Use:   "add <alias> <cert.pem> [--tier <tier>] [--json]",
-		Short: "Trust a client certificate under an alias (replacing the alias's certificate)",
+		Use:   "add <alias> <cert.pem> [--tier <tier>] [--group <group>]... [--json]",
+		Short: "Trust a client certificate under an alias (replacing the alias's certificates)",
 		Long: `
 Stores the client certificate of the PEM file ("-" for standard input) as
-the trusted client <alias>, with its tier ({http.auth.user.tier}). An
-existing <alias> is replaced. A certificate stored under another alias is
-refused (HTTP 409), as is one that could never be accepted (HTTP 400).
+the trusted client <alias>, with its tier ({http.auth.user.tier}) and its
+groups (clients_from_storage { group <name> } trusts only the clients of
+its groups). An existing <alias> is replaced, certificates, tier and groups.
+A certificate stored under another alias is refused (HTTP 409), as is one
+that could never be accepted (HTTP 400). To give a client a new certificate
+without downtime, use rotate.
 `,
 		Args: positional(cobra.ExactArgs(2)),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
@@ -61,11 +78,61 @@ refused (HTTP 409), as is one that could never be accepted (HTTP 400).
 				return err
 			}
 			tier, _ := cmd.Flags().GetString("tier")
+			groups, _ := cmd.Flags().GetStringArray("group")
+			if _, err := store.CheckGroups(groups); err != nil {
+				return &usageError{fmt.Errorf("--group: %w", err)}
+			}
+			if groups == nil {
+				groups = []string{}
+			}
 			return changeCommand(cmd, http.MethodPut, "/mtls/clients/"+url.PathEscape(alias),
-				map[string]string{"certificate": cert, "tier": tier}, writeClients)
+				map[string]any{"certificate": cert, "tier": tier, "groups": groups}, writeClients)
 		}),
 	}
 	add.Flags().String("tier", "", "the client's tier")
+	add.Flags().StringArray("group", nil, "a group of the client (repeat for more)")
+	rotate := &cobra.Command{
+		Use:   "rotate <alias> <new.pem> [--json]",
+		Short: "Add a certificate to a client, which then accepts both (rotation without downtime)",
+		Long: `
+Adds the certificate of the PEM file ("-" for standard input) to the trusted
+client <alias>: its old and new certificates are both accepted, with its
+alias, tier and groups, until the old one is removed with remove-cert (the
+fingerprints are in list --json). A certificate stored under another alias
+is refused (HTTP 409).
+`,
+		Args: positional(cobra.ExactArgs(2)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			alias := args[0]
+			if err := store.CheckName(alias); err != nil {
+				return &usageError{err}
+			}
+			cert, err := readInput(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			return changeCommand(cmd, http.MethodPost, "/mtls/clients/"+url.PathEscape(alias)+"/certificates",
+				map[string]string{"certificate": cert}, writeClients)
+		}),
+	}
+	removeCert := &cobra.Command{
+		Use:   "remove-cert <alias> <fingerprint> [--json]",
+		Short: "Remove one certificate of a client (the old one, after rotate)",
+		Long: `
+Removes the certificate with the SHA-256 fingerprint (hex, as list --json
+shows it) from the trusted client <alias>. A client's last certificate is
+not removed (HTTP 409): remove the client instead.
+`,
+		Args: positional(cobra.ExactArgs(2)),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			alias := args[0]
+			if err := store.CheckName(alias); err != nil {
+				return &usageError{err}
+			}
+			return changeCommand(cmd, http.MethodDelete, "/mtls/clients/"+url.PathEscape(alias)+"/certificates/"+url.PathEscape(args[1]),
+				nil, writeClients)
+		}),
+	}
 	remove := &cobra.Command{
 		Use:   "remove <alias>",
 		Short: "Stop trusting a client",
@@ -74,10 +141,10 @@ refused (HTTP 409), as is one that could never be accepted (HTTP 400).
 			return deleteCommand(cmd, "/mtls/clients/", "client", args[0])
 		}),
 	}
-	for _, c := range []*cobra.Command{list, add} {
+	for _, c := range []*cobra.Command{list, add, rotate, removeCert} {
 		c.Flags().Bool("json", false, "print the admin API's JSON answer")
 	}
-	cmd.AddCommand(list, add, remove)
+	cmd.AddCommand(list, add, rotate, removeCert, remove)
 	return cmd
 }
 
@@ -301,9 +368,14 @@ func readInput(cmd *cobra.Command, path string) (string, error) {
 
 func writeClients(w io.Writer, clients []store.ClientInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ALIAS\tTIER\tSUBJECT\tFINGERPRINT\tNOT_AFTER")
+	fmt.Fprintln(tw, "ALIAS\tTIER\tSUBJECT\tFINGERPRINT\tNOT_AFTER\tGROUPS\tCERTS")
 	for _, c := range clients {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(c.Alias), cell(c.Tier), cell(c.Subject), shortFingerprint(c.Fingerprint), c.NotAfter.UTC().Format(time.RFC3339))
+		certs := len(c.Certificates)
+		if certs == 0 {
+			certs = 1 // an answer of before rotation
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", cell(c.Alias), cell(c.Tier), cell(c.Subject), shortFingerprint(c.Fingerprint),
+			c.NotAfter.UTC().Format(time.RFC3339), cell(strings.Join(c.Groups, ",")), certs)
 	}
 	return tw.Flush()
 }

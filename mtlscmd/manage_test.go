@@ -64,16 +64,17 @@ func TestTables(t *testing.T) {
 	notAfter := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	var buf bytes.Buffer
 	err := writeClients(&buf, []store.ClientInfo{
-		{Alias: "alice", Tier: "gold", Subject: "CN=alice", Fingerprint: strings.Repeat("ab", 32), NotAfter: notAfter},
+		{Alias: "alice", Tier: "gold", Subject: "CN=alice", Fingerprint: strings.Repeat("ab", 32), NotAfter: notAfter, Groups: []string{"a", "b"},
+			Certificates: []store.CertificateInfo{{}, {}}},
 		{Alias: "a-much-longer-alias", Subject: "CN=evil\n\tname", Fingerprint: "12", NotAfter: notAfter},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
-		"ALIAS                TIER  SUBJECT        FINGERPRINT       NOT_AFTER\n" +
-		"alice                gold  CN=alice       abababababababab  2030-01-02T03:04:05Z\n" +
-		"a-much-longer-alias  -     CN=evil??name  12                2030-01-02T03:04:05Z\n"
+		"ALIAS                TIER  SUBJECT        FINGERPRINT       NOT_AFTER             GROUPS  CERTS\n" +
+		"alice                gold  CN=alice       abababababababab  2030-01-02T03:04:05Z  a,b     2\n" +
+		"a-much-longer-alias  -     CN=evil??name  12                2030-01-02T03:04:05Z  -       1\n"
 	if buf.String() != want {
 		t.Fatalf("clients table:\n%s\nwant:\n%s", buf.String(), want)
 	}

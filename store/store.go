@@ -83,72 +83,274 @@ func New(storage certmagic.Storage, logger *zap.Logger) *Store {
 	return &Store{storage: storage, logger: logger}
 }
 
-// Client is a trusted client certificate with its alias and tier.
+// Client is a trusted client: its alias, tier and groups, and its
+// certificates. A client has one certificate, and more while it rotates:
+// each is accepted as the client.
+//
+// The entry keeps the newest certificate in "certificate", where entries
+// without groups or rotation (and instances before them) read it, and the
+// others in "other_certificates".
 type Client struct {
-	Alias       string `json:"alias"`
-	Tier        string `json:"tier,omitempty"`
-	Certificate string `json:"certificate"` // PEM
+	Alias             string   `json:"alias"`
+	Tier              string   `json:"tier,omitempty"`
+	Groups            []string `json:"groups,omitempty"`
+	Certificate       string   `json:"certificate"`                  // PEM, the newest
+	OtherCertificates []string `json:"other_certificates,omitempty"` // PEM, oldest first
 
-	cert *x509.Certificate
+	certs []*x509.Certificate // the others, oldest first, then the newest
 }
 
-// Cert returns the client's parsed certificate.
-func (c *Client) Cert() *x509.Certificate { return c.cert }
+// Cert returns the client's newest certificate.
+func (c *Client) Cert() *x509.Certificate { return c.certs[len(c.certs)-1] }
 
-// ClientInfo describes a client for listing.
+// Certs returns every certificate of the client, oldest first.
+func (c *Client) Certs() []*x509.Certificate { return c.certs }
+
+// InGroup tells whether the client belongs to the group.
+func (c *Client) InGroup(group string) bool {
+	for _, g := range c.Groups {
+		if g == group {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientInfo describes a client for listing. Subject, issuer, fingerprint
+// and not after are those of its newest certificate; Certificates lists
+// them all, oldest first.
 type ClientInfo struct {
-	Alias       string    `json:"alias"`
-	Tier        string    `json:"tier"`
-	Subject     string    `json:"subject"`
-	Issuer      string    `json:"issuer"`
+	Alias        string            `json:"alias"`
+	Tier         string            `json:"tier"`
+	Groups       []string          `json:"groups"`
+	Subject      string            `json:"subject"`
+	Issuer       string            `json:"issuer"`
+	Fingerprint  string            `json:"fingerprint"`
+	NotAfter     time.Time         `json:"not_after"`
+	Certificates []CertificateInfo `json:"certificates"`
+}
+
+// CertificateInfo describes one certificate of a client.
+type CertificateInfo struct {
 	Fingerprint string    `json:"fingerprint"`
+	Subject     string    `json:"subject"`
 	NotAfter    time.Time `json:"not_after"`
 }
 
 // Info describes the client.
 func (c *Client) Info() ClientInfo {
-	return ClientInfo{
-		Alias: c.Alias, Tier: c.Tier,
-		Subject: c.cert.Subject.String(), Issuer: c.cert.Issuer.String(),
-		Fingerprint: certcodec.Fingerprint(c.cert.Raw), NotAfter: c.cert.NotAfter.UTC(),
+	newest := c.Cert()
+	info := ClientInfo{
+		Alias: c.Alias, Tier: c.Tier, Groups: c.Groups,
+		Subject: newest.Subject.String(), Issuer: newest.Issuer.String(),
+		Fingerprint: certcodec.Fingerprint(newest.Raw), NotAfter: newest.NotAfter.UTC(),
+		Certificates: make([]CertificateInfo, 0, len(c.certs)),
 	}
+	if info.Groups == nil {
+		info.Groups = []string{}
+	}
+	for _, cert := range c.certs {
+		info.Certificates = append(info.Certificates, CertificateInfo{
+			Fingerprint: certcodec.Fingerprint(cert.Raw), Subject: cert.Subject.String(), NotAfter: cert.NotAfter.UTC(),
+		})
+	}
+	return info
+}
+
+// setCerts sets the client's certificates, oldest first, and their PEM.
+func (c *Client) setCerts(certs []*x509.Certificate) {
+	c.certs = certs
+	c.OtherCertificates = nil
+	for _, cert := range certs[:len(certs)-1] {
+		c.OtherCertificates = append(c.OtherCertificates, encodeCert(cert))
+	}
+	c.Certificate = encodeCert(certs[len(certs)-1])
+}
+
+func encodeCert(cert *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 }
 
 // maxPEM bounds a certificate or key given to the store.
 const maxPEM = 64 << 10
 
-// PutClient adds or replaces the client alias.
-func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string) (ClientInfo, error) {
+// MaxClientCertificates is the most certificates one client may hold: a
+// rotation needs two.
+const MaxClientCertificates = 4
+
+// maxGroups bounds the groups of one client.
+const maxGroups = 64
+
+// CheckGroups returns the groups sorted, without repeats, or an
+// InputError unless every group is a valid name (as CheckName).
+func CheckGroups(groups []string) ([]string, error) {
+	if len(groups) > maxGroups {
+		return nil, inputErrorf("too many groups: at most %d", maxGroups)
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		if err := CheckName(g); err != nil {
+			return nil, inputErrorf("group: %v", err)
+		}
+		out = append(out, g)
+	}
+	sort.Strings(out)
+	n := 1
+	for _, g := range out[1:] {
+		if g != out[n-1] {
+			out[n] = g
+			n++
+		}
+	}
+	return out[:n], nil
+}
+
+// PutClient adds or replaces the client alias, with one certificate and
+// the groups given (none: it belongs to no group).
+func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string, groups ...string) (ClientInfo, error) {
 	if err := CheckName(alias); err != nil {
 		return ClientInfo{}, err
 	}
 	if len(tier) > 128 || strings.ContainsAny(tier, "\x00\r\n") {
 		return ClientInfo{}, inputErrorf("invalid tier: at most 128 characters, no line breaks")
 	}
+	groups, err := CheckGroups(groups)
+	if err != nil {
+		return ClientInfo{}, err
+	}
 	cert, err := parseOneCertificate(certPEM)
 	if err != nil {
 		return ClientInfo{}, err
 	}
-	c := &Client{Alias: alias, Tier: tier, Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), cert: cert}
-	// One writer of clients at a time, so that the check for the same
-	// certificate under another alias holds when the entry is written.
+	c := &Client{Alias: alias, Tier: tier, Groups: groups}
+	c.setCerts([]*x509.Certificate{cert})
+	err = s.changeClients(ctx, func(existing []*Client) error {
+		if other := holder(existing, cert); other != nil && other.Alias != alias {
+			return fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+		}
+		return s.put(ctx, clientKey(alias), c)
+	})
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	return c.Info(), nil
+}
+
+// AddClientCertificate adds a certificate to the client alias, which then
+// accepts it besides its others (to rotate: add the new one, then remove
+// the old one). The certificate becomes the newest; one the client has
+// already changes nothing. It is refused with ErrConflict when stored
+// under another alias, or when the client has MaxClientCertificates.
+func (s *Store) AddClientCertificate(ctx context.Context, alias, certPEM string) (ClientInfo, error) {
+	if err := CheckName(alias); err != nil {
+		return ClientInfo{}, err
+	}
+	cert, err := parseOneCertificate(certPEM)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	var info ClientInfo
+	err = s.changeClients(ctx, func(existing []*Client) error {
+		c := byAlias(existing, alias)
+		if c == nil {
+			return fmt.Errorf("client %q: %w", alias, ErrNotFound)
+		}
+		if other := holder(existing, cert); other != nil {
+			if other.Alias == alias {
+				info = c.Info()
+				return nil
+			}
+			return fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+		}
+		if len(c.certs) >= MaxClientCertificates {
+			return fmt.Errorf("client %q has %d certificates already (remove one first): %w", alias, len(c.certs), ErrConflict)
+		}
+		c.setCerts(append(c.certs[:len(c.certs):len(c.certs)], cert))
+		if err := s.put(ctx, clientKey(alias), c); err != nil {
+			return err
+		}
+		info = c.Info()
+		return nil
+	})
+	return info, err
+}
+
+// RemoveClientCertificate removes the certificate whose SHA-256
+// fingerprint (hex, as listed) is given from the client alias. Removing
+// the client's last certificate is refused with ErrConflict: delete the
+// client instead.
+func (s *Store) RemoveClientCertificate(ctx context.Context, alias, fingerprint string) (ClientInfo, error) {
+	if err := CheckName(alias); err != nil {
+		return ClientInfo{}, err
+	}
+	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
+	var info ClientInfo
+	err := s.changeClients(ctx, func(existing []*Client) error {
+		c := byAlias(existing, alias)
+		if c == nil {
+			return fmt.Errorf("client %q: %w", alias, ErrNotFound)
+		}
+		keep := make([]*x509.Certificate, 0, len(c.certs))
+		for _, cert := range c.certs {
+			if certcodec.Fingerprint(cert.Raw) != fingerprint {
+				keep = append(keep, cert)
+			}
+		}
+		switch {
+		case len(keep) == len(c.certs):
+			return fmt.Errorf("client %q has no certificate %.64q: %w", alias, fingerprint, ErrNotFound)
+		case len(keep) == 0:
+			return fmt.Errorf("the certificate is client %q's last (delete the client instead): %w", alias, ErrConflict)
+		}
+		c.setCerts(keep)
+		if err := s.put(ctx, clientKey(alias), c); err != nil {
+			return err
+		}
+		info = c.Info()
+		return nil
+	})
+	return info, err
+}
+
+// changeClients calls change with the stored clients while holding the
+// lock of the clients: one writer of clients at a time, so that the check
+// for a certificate under another alias holds when the entry is written.
+func (s *Store) changeClients(ctx context.Context, change func([]*Client) error) error {
 	if err := s.storage.Lock(ctx, clientsDir); err != nil {
-		return ClientInfo{}, fmt.Errorf("locking %s: %w", clientsDir, err)
+		return fmt.Errorf("locking %s: %w", clientsDir, err)
 	}
 	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), clientsDir) }()
 	existing, err := s.Clients(ctx)
 	if err != nil {
-		return ClientInfo{}, err
+		return err
 	}
-	for _, other := range existing {
-		if other.Alias != alias && bytes.Equal(other.cert.Raw, cert.Raw) {
-			return ClientInfo{}, fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+	return change(existing)
+}
+
+func clientKey(alias string) string { return path.Join(clientsDir, alias+".json") }
+
+func byAlias(clients []*Client, alias string) *Client {
+	for _, c := range clients {
+		if c.Alias == alias {
+			return c
 		}
 	}
-	if err := s.put(ctx, path.Join(clientsDir, alias+".json"), c); err != nil {
-		return ClientInfo{}, err
+	return nil
+}
+
+// holder returns the client that has cert, if any.
+func holder(clients []*Client, cert *x509.Certificate) *Client {
+	for _, c := range clients {
+		for _, have := range c.certs {
+			if bytes.Equal(have.Raw, cert.Raw) {
+				return c
+			}
+		}
 	}
-	return c.Info(), nil
+	return nil
 }
 
 // Clients returns every stored client, sorted by alias. An entry that does
@@ -160,14 +362,21 @@ func (s *Store) Clients(ctx context.Context) ([]*Client, error) {
 		if err := json.Unmarshal(data, &c); err != nil {
 			return err
 		}
-		if err := CheckName(c.Alias); err != nil || key != path.Join(clientsDir, c.Alias+".json") {
+		if err := CheckName(c.Alias); err != nil || key != clientKey(c.Alias) {
 			return errors.New("alias does not match the entry's name")
 		}
-		cert, err := parseOneCertificate(c.Certificate)
+		groups, err := CheckGroups(c.Groups)
 		if err != nil {
 			return err
 		}
-		c.cert = cert
+		c.Groups = groups
+		for _, p := range append(c.OtherCertificates[:len(c.OtherCertificates):len(c.OtherCertificates)], c.Certificate) {
+			cert, err := parseOneCertificate(p)
+			if err != nil {
+				return err
+			}
+			c.certs = append(c.certs, cert)
+		}
 		out = append(out, &c)
 		return nil
 	})
@@ -180,7 +389,7 @@ func (s *Store) DeleteClient(ctx context.Context, alias string) error {
 	if err := CheckName(alias); err != nil {
 		return err
 	}
-	return s.delete(ctx, path.Join(clientsDir, alias+".json"))
+	return s.delete(ctx, clientKey(alias))
 }
 
 // KeyPair is a stored key pair of the gateway.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -240,4 +241,128 @@ func TestConflictsAndLeaks(t *testing.T) {
 	if err != nil || strings.Contains(kp.Certificate, "PRIVATE") {
 		t.Fatalf("stored certificate field: %v", err)
 	}
+}
+
+// TestClientGroupsAndRotation: groups are checked, sorted and kept; a
+// client gets a second certificate (and a third), each refused when stored
+// under another alias; one is removed by its fingerprint, but never the
+// last; an entry written before groups and rotation is read as it was.
+func TestClientGroupsAndRotation(t *testing.T) {
+	s, fs, _ := newStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Store CA"))
+	old := demopki.Must(ca.Issue(demopki.Options{CommonName: "svc"}))
+	renewed := demopki.Must(ca.Issue(demopki.Options{CommonName: "svc, renewed"}))
+	other := demopki.Must(ca.Issue(demopki.Options{CommonName: "other"}))
+
+	info, err := s.PutClient(ctx, "svc", "gold", string(old.CertPEM()), "payments", "billing", "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(info.Groups) != "[billing payments]" || len(info.Certificates) != 1 {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := s.PutClient(ctx, "bad", "", string(other.CertPEM()), "a/b"); !isInput(err) {
+		t.Fatalf("bad group: %v", err)
+	}
+	if _, err := s.PutClient(ctx, "other", "", string(other.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotation.
+	if _, err := s.AddClientCertificate(ctx, "svc", string(other.CertPEM())); !errors.Is(err, ErrConflict) {
+		t.Fatalf("another alias's certificate: %v", err)
+	}
+	if _, err := s.AddClientCertificate(ctx, "nobody", string(renewed.CertPEM())); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown alias: %v", err)
+	}
+	if _, err := s.PutClient(ctx, "thief", "", string(renewed.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, "thief"); err != nil {
+		t.Fatal(err)
+	}
+	info, err = s.AddClientCertificate(ctx, "svc", string(renewed.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFP, newFP := certcodec.Fingerprint(old.Cert.Raw), certcodec.Fingerprint(renewed.Cert.Raw)
+	if info.Fingerprint != newFP || info.Subject != "CN=svc\\, renewed" || info.Tier != "gold" || len(info.Certificates) != 2 ||
+		info.Certificates[0].Fingerprint != oldFP || info.Certificates[1].Fingerprint != newFP {
+		t.Fatalf("after adding: %+v", info)
+	}
+	if again, err := s.AddClientCertificate(ctx, "svc", string(old.CertPEM())); err != nil || len(again.Certificates) != 2 {
+		t.Fatalf("adding one it has: %+v %v", again, err)
+	}
+	if _, err := s.PutClient(ctx, "thief", "", string(old.CertPEM())); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a rotating client's old certificate under another alias: %v", err)
+	}
+	clients, err := s.Clients(ctx)
+	if err != nil || len(clients) != 2 || len(clients[1].Certs()) != 2 || clients[1].Cert().Subject.CommonName != "svc, renewed" || !clients[1].InGroup("billing") || clients[1].InGroup("other") {
+		t.Fatalf("clients %v %v", clients, err)
+	}
+	for i := 0; i < MaxClientCertificates-2; i++ {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("svc ", i)}))
+		if _, err := s.AddClientCertificate(ctx, "svc", string(c.CertPEM())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extra := demopki.Must(ca.Issue(demopki.Options{CommonName: "one too many"}))
+	if _, err := s.AddClientCertificate(ctx, "svc", string(extra.CertPEM())); !errors.Is(err, ErrConflict) {
+		t.Fatalf("beyond %d certificates: %v", MaxClientCertificates, err)
+	}
+
+	if _, err := s.RemoveClientCertificate(ctx, "svc", strings.Repeat("ab", 32)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown fingerprint: %v", err)
+	}
+	if _, err := s.RemoveClientCertificate(ctx, "nobody", oldFP); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown alias: %v", err)
+	}
+	info, err = s.RemoveClientCertificate(ctx, "svc", strings.ToUpper(oldFP))
+	if err != nil || len(info.Certificates) != MaxClientCertificates-1 {
+		t.Fatalf("removing the old one: %+v %v", info, err)
+	}
+	for _, c := range info.Certificates[:len(info.Certificates)-1] {
+		if _, err := s.RemoveClientCertificate(ctx, "svc", c.Fingerprint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RemoveClientCertificate(ctx, "svc", info.Fingerprint); !errors.Is(err, ErrConflict) {
+		t.Fatalf("removing the last: %v", err)
+	}
+	clients, _ = s.Clients(ctx)
+	if len(clients[1].Certs()) != 1 || certcodec.Fingerprint(clients[1].Cert().Raw) != info.Fingerprint {
+		t.Fatalf("left: %+v", clients[1].Info())
+	}
+	// The certificate removed is free for another alias.
+	if _, err := s.PutClient(ctx, "thief", "", string(old.CertPEM())); err != nil {
+		t.Fatalf("a removed certificate: %v", err)
+	}
+
+	// An entry of before: one certificate, no groups.
+	if err := fs.Store(ctx, clientsDir+"/legacy.json", []byte(`{"alias":"legacy","tier":"bronze","certificate":`+fmt.Sprintf("%q", extra.CertPEM())+`}`)); err != nil {
+		t.Fatal(err)
+	}
+	clients, err = s.Clients(ctx)
+	if err != nil || len(clients) != 4 || clients[0].Alias != "legacy" || len(clients[0].Certs()) != 1 || clients[0].Groups != nil {
+		t.Fatalf("legacy entry: %v %v", clients, err)
+	}
+	if li := clients[0].Info(); li.Tier != "bronze" || li.Groups == nil || len(li.Certificates) != 1 || li.Fingerprint != certcodec.Fingerprint(extra.Cert.Raw) {
+		t.Fatalf("legacy info %+v", li)
+	}
+	// And an entry written now is read by the code of before: its
+	// "certificate" is the newest.
+	data, err := fs.Load(ctx, clientsDir+"/svc.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before struct{ Alias, Tier, Certificate string }
+	if err := json.Unmarshal(data, &before); err != nil || before.Alias != "svc" || !strings.Contains(before.Certificate, "BEGIN CERTIFICATE") {
+		t.Fatalf("entry as read before: %+v %v", before, err)
+	}
+}
+
+func isInput(err error) bool {
+	var input *InputError
+	return errors.As(err, &input)
 }
