@@ -12,12 +12,12 @@ import (
 // keytoolStore makes a keystore of storeType (JKS or PKCS12) with keytool:
 // two key pairs, "partner-a" (EC) and "partner-b" (RSA; with one, only
 // the first), and the trusted certificate entry "backend-ca", as
-// `keytool -importcert` adds to a key store. It skips the test when
-// keytool is not installed.
+// `keytool -importcert` adds to a key store. keytool (Java's, which
+// .ci/run installs) must be there.
 func keytoolStore(t *testing.T, storeType string, keyPairs int) string {
 	t.Helper()
 	if _, err := exec.LookPath("keytool"); err != nil {
-		t.Skip("keytool is not installed")
+		t.Fatal("keytool is not installed (Debian: default-jre-headless)")
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gateway."+storeType)
