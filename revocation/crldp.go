@@ -7,8 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,24 +301,9 @@ func (c *Checker) fetchDP(ctx context.Context, url string, issuer *x509.Certific
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	data, err := c.get(ctx, url, maxSize)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > maxSize {
-		return nil, fmt.Errorf("larger than crl_max_size (%d bytes)", maxSize)
 	}
 	crl, err := safe.Decode("CRL "+sourceName(url), func() (*x509.RevocationList, error) { return parseCRL(data) })
 	if err != nil {

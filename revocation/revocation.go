@@ -277,32 +277,40 @@ func (c *Checker) Reload(ctx context.Context) {
 // fetch reads and parses one CRL from a file or an http(s) URL.
 func (c *Checker) fetch(ctx context.Context, src string) (*x509.RevocationList, error) {
 	var data []byte
+	var err error
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
-		}
-		if data, err = io.ReadAll(io.LimitReader(resp.Body, maxCRL+1)); err != nil {
-			return nil, err
-		}
+		data, err = c.get(ctx, src, maxCRL)
 	} else {
-		var err error
-		if data, err = bounded.ReadFile(src, maxCRL); err != nil {
-			return nil, err
-		}
+		data, err = bounded.ReadFile(src, maxCRL)
 	}
-	if len(data) > maxCRL {
-		return nil, fmt.Errorf("larger than %d bytes", maxCRL)
+	if err != nil {
+		return nil, err
 	}
 	return safe.Decode("CRL "+sourceName(src), func() (*x509.RevocationList, error) { return parseCRL(data) })
+}
+
+// get reads the body of an HTTP GET of url, at most max bytes.
+func (c *Checker) get(ctx context.Context, url string, max int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return data, nil
 }
 
 // parseCRL parses a CRL, PEM or DER.
