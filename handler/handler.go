@@ -575,7 +575,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	if spoofed {
 		if c := h.logger.Check(zapcore.DebugLevel, "certificate header from a source not allowed to set it: removed"); c != nil {
-			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
+			c.Write(zap.String("client_ip", clientIP(r)), zap.String("remote_addr", r.RemoteAddr), zap.String("field", h.headerField))
 		}
 	}
 	if v == nil {
@@ -688,7 +688,7 @@ func (b *trailerStripper) Read(p []byte) (int, error) {
 func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, source certcheck.Source, v *verdict, cause error) error {
 	rejectedCounters[reason][source].Inc()
 	if h.events.Enabled(events.RequestRejected) {
-		data := map[string]any{"reason": reason.String(), "source": source.String(), "remote_addr": r.RemoteAddr}
+		data := map[string]any{"reason": reason.String(), "source": source.String(), "client_ip": clientIP(r), "remote_addr": r.RemoteAddr}
 		if v != nil {
 			data["fingerprint"] = v.fingerprint
 		}
@@ -698,6 +698,7 @@ func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, s
 		fields := []zap.Field{
 			zap.Stringer("reason", reason),
 			zap.Stringer("source", source),
+			zap.String("client_ip", clientIP(r)),
 			zap.String("remote_addr", r.RemoteAddr),
 		}
 		if v != nil {
@@ -709,6 +710,16 @@ func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, s
 		c.Write(fields...)
 	}
 	return caddyhttp.Error(status, fmt.Errorf("client certificate refused: %s", reason))
+}
+
+// clientIP returns the client's address as Caddy's access log names it
+// (client_ip: the one trusted proxies passed on, else the peer's); the
+// peer's own address stays in remote_addr.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
 }
 
 // Interface guards
