@@ -39,6 +39,11 @@ var (
 		Help: "TLS handshakes of ssl_profiles with upstreams, by profile, client identity (an alias, or default) and result (ok, error).",
 	}, []string{"profile", "identity", "result"})
 
+	profilesFileReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "profiles_file_reloads_total",
+		Help: "Changed versions of an ssl_profiles profiles file (or of a file it names), by result: ok (in force), rejected (refused; the last good one stays).",
+	}, []string{"file", "result"})
+
 	profilesFileRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "profiles_file_rejections_total",
 		Help: "New versions of an ssl_profiles profiles file that were refused (the last good one stayed).",
@@ -56,7 +61,7 @@ var (
 )
 
 // collectors are what Register adds.
-var collectors = []prometheus.Collector{requests, handshakes, profilesFileRejections, expiry, safe.Panics, crlUpdates, ocspAnswers}
+var collectors = []prometheus.Collector{requests, handshakes, profilesFileRejections, profilesFileReloads, expiry, safe.Panics, crlUpdates, ocspAnswers}
 
 func init() {
 	// Every series shows, at 0, before the first event: an alert on a
@@ -131,6 +136,12 @@ func Handshake(profile, identity string, ok bool) {
 // ProfilesFileRejected counts a refused version of a profiles file.
 func ProfilesFileRejected(file string) {
 	profilesFileRejections.WithLabelValues(file).Inc()
+	profilesFileReloads.WithLabelValues(file, "rejected").Inc()
+}
+
+// ProfilesFileReloaded counts a new version of a profiles file put in force.
+func ProfilesFileReloaded(file string) {
+	profilesFileReloads.WithLabelValues(file, "ok").Inc()
 }
 
 // CRLUpdate counts a read of the configured CRL source crl with its result

@@ -49,6 +49,7 @@ func TestNames(t *testing.T) {
 		"caddy_mtls_ocsp_answers_total",
 		"caddy_mtls_panics_recovered_total",
 		"caddy_mtls_profiles_file_rejections_total",
+		"caddy_mtls_profiles_file_reloads_total",
 		"caddy_mtls_requests_total",
 		"caddy_mtls_upstream_handshakes_total",
 	}

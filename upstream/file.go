@@ -161,6 +161,7 @@ func (t *Transport) reload() {
 		return
 	}
 	f.lastErr = ""
+	metrics.ProfilesFileReloaded(f.path)
 	t.logger.Info("profiles file reloaded", zap.String("file", f.path), zap.Int("profiles", n))
 }
 
