@@ -146,6 +146,10 @@ type Client struct {
 	// The client's certificate as PEM text, instead of a file. Exactly one
 	// of `certificate_file` and `certificate` is required.
 	Certificate string `json:"certificate,omitempty"`
+
+	// The certificates after the client's in its PEM (its chain), which
+	// tell its issuer for revocation checks whatever the client sends.
+	chain []*x509.Certificate
 }
 
 // Header configures the header fallback, for TLS terminated in front.
@@ -302,10 +306,12 @@ func (h *Handler) provisionPinned(caddy.Context) error {
 		} else {
 			first[c.Alias] = c
 		}
-		cert, err := c.load()
+		certs, err := c.load()
 		if err != nil {
 			return fmt.Errorf("client %q: %w", c.Alias, err)
 		}
+		cert := certs[0]
+		c.chain = certs[1:]
 		fp := sha256.Sum256(cert.Raw)
 		if other, dup := h.pinned[fp]; dup {
 			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)
@@ -470,8 +476,10 @@ func (h *Handler) addStrip(field string) {
 // maxCertificateFile bounds a pinned client's certificate file.
 const maxCertificateFile = 1 << 20
 
-// load reads and parses the client's certificate.
-func (c *Client) load() (*x509.Certificate, error) {
+// load reads and parses the client's certificate, then its chain if the
+// PEM holds one (other blocks, such as a key kept in the same file, are
+// passed over).
+func (c *Client) load() ([]*x509.Certificate, error) {
 	switch {
 	case c.CertificateFile != "" && c.Certificate != "":
 		return nil, errors.New("certificate_file and certificate are exclusive")
@@ -480,25 +488,17 @@ func (c *Client) load() (*x509.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading certificate file %s: %w", c.CertificateFile, err)
 		}
-		cert, err := safe.Decode("certificate file "+c.CertificateFile, func() (*x509.Certificate, error) { return firstCertificate(data) })
+		certs, err := safe.Decode("certificate file "+c.CertificateFile, func() ([]*x509.Certificate, error) { return certcodec.ParsePEM(data, certcodec.PEMAll) })
 		if err != nil {
 			return nil, fmt.Errorf("certificate file %s: %w", c.CertificateFile, err)
 		}
-		return cert, nil
+		return certs, nil
 	case c.Certificate != "":
-		return safe.Decode("certificate", func() (*x509.Certificate, error) { return firstCertificate([]byte(c.Certificate)) })
+		return safe.Decode("certificate", func() ([]*x509.Certificate, error) {
+			return certcodec.ParsePEM([]byte(c.Certificate), certcodec.PEMAll)
+		})
 	}
 	return nil, errors.New("no certificate given")
-}
-
-// firstCertificate returns the first certificate of PEM data, passing over
-// other blocks (a key kept in the same file).
-func firstCertificate(data []byte) (*x509.Certificate, error) {
-	certs, err := certcodec.ParsePEM(data, certcodec.PEMFirst)
-	if err != nil {
-		return nil, err
-	}
-	return certs[0], nil
 }
 
 // ParseRange parses a CIDR range, or a single IP address as a range of one.

@@ -785,3 +785,28 @@ func TestPinnedSelfSignedCA(t *testing.T) {
 		t.Fatalf("the CA itself under the trust pool: %d %v", res.status, res.err)
 	}
 }
+
+// TestPinnedChainFromFile: a pinned client issued under an intermediate,
+// whose PEM file holds its chain (as most exports do), is checked against
+// the intermediate's CRL whether or not it sends the intermediate, in
+// ignore_ca_error mode too (review finding: leaving it out passed).
+func TestPinnedChainFromFile(t *testing.T) {
+	p := newPKI(t)
+	revoked := demopki.Must(p.mid.Issue(demopki.Options{CommonName: "revoked-partner"}))
+	path := filepath.Join(p.dir, "revoked-partner-chain.pem")
+	if err := os.WriteFile(path, append(revoked.CertPEM(), p.mid.CertPEM()...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crl := filepath.Join(p.dir, "mid.crl")
+	if err := p.mid.WriteCRL(crl, time.Now().Add(time.Hour), revoked); err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},
+		"clients":[{"alias":"revoked","certificate_file":"`+path+`"}],
+		"revocation":{"mode":"ignore_ca_error","crl":["`+crl+`"]}}`)
+	for _, chain := range [][]*demopki.Cert{{revoked}, {revoked, p.mid}} {
+		if res := serve(h, reqOpts{certs: chain}); res.status != 403 || !strings.HasSuffix(res.err.Error(), certcheck.Revoked.String()) {
+			t.Fatalf("revoked pinned client sending %d certificates: %d %v", len(chain), res.status, res.err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,6 +143,11 @@ func (h *Handler) evaluate(leaf *x509.Certificate, intermediates []*x509.Certifi
 	client := h.pinned[fp]
 	if client == nil {
 		client = h.storedClient(fp)
+	}
+	if client != nil && len(client.chain) > 0 {
+		// The pinned file's own chain tells the issuer, whether or not
+		// the client sends it (a revoked client would leave it out).
+		intermediates = append(slices.Clip(intermediates), client.chain...)
 	}
 	res := h.checker.Check(leaf, intermediates, client != nil, now)
 	v.reason = res.Reason
