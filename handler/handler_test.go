@@ -810,3 +810,27 @@ func TestPinnedChainFromFile(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedHeaderKeyedByHash: a refused header value is kept under its
+// 32-byte hash, not as itself (review finding: up to 4 KiB a refused value),
+// and is still served from the cache.
+func TestRefusedHeaderKeyedByHash(t *testing.T) {
+	p := newPKI(t)
+	h := provision(t, headerConfig(p, `{}`, ""))
+	value := certcodec.Encode(p.wrongCA.Cert.Raw, certcodec.RFC9440)
+	for round := range 2 {
+		if res := serve(h, reqOpts{trusted: true, header: http.Header{"Client-Cert": {value}}}); res.status != 403 {
+			t.Fatalf("round %d: %d %v", round, res.status, res.err)
+		}
+	}
+	n := 0
+	h.cache.Keys(certcheck.SourceHeader, func(key string, v *verdict) {
+		n++
+		if v.accepted || len(key) != sha256.Size || key[0] != 1 {
+			t.Fatalf("refused verdict kept under a key of %d bytes", len(key))
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d header verdicts kept, want 1", n)
+	}
+}

@@ -102,15 +102,21 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 			key = key + "\n" + strings.Join(chain, "\n")
 		}
 	}
-	if len(key) > maxValueKey {
-		// Keep what one entry costs small: a long value is keyed by its
-		// hash, its first byte 1, which header values (no control
-		// characters) do not start with.
-		sum := sha256.Sum256([]byte(key))
-		sum[0] = 1
-		key = string(sum[:])
+	// An accepted value is kept under itself, so that a returning caller
+	// costs no hashing; a long value, and every refused one, under its
+	// hash, its first byte 1, which header values (no control characters)
+	// do not start with: what anyone may send costs the cache 32 bytes of
+	// key, not the value.
+	gen := h.generation()
+	if len(key) <= maxValueKey {
+		if v, ok := h.cache.Get(certcheck.SourceHeader, key, now, gen); ok {
+			return v, nil
+		}
 	}
-	if v, ok := h.cache.Get(certcheck.SourceHeader, key, now, h.generation()); ok {
+	sum := sha256.Sum256([]byte(key))
+	sum[0] = 1
+	hashed := string(sum[:])
+	if v, ok := h.cache.Get(certcheck.SourceHeader, hashed, now, gen); ok {
 		return v, nil
 	}
 
@@ -119,6 +125,9 @@ func (h *Handler) fromHeader(r *http.Request, values []string, now time.Time) (*
 		return nil, err
 	}
 	v := h.evaluate(certs[0], certs[1:], sha256.Sum256(certs[0].Raw), certcheck.SourceHeader, now)
+	if !v.accepted || len(key) > maxValueKey {
+		key = hashed
+	}
 	h.cache.Put(certcheck.SourceHeader, key, v, v.expires, v.gen)
 	return v, nil
 }
