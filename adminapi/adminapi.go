@@ -39,8 +39,11 @@ func init() {
 //	                                          remove one; 409 for its last (delete the client)
 //	DELETE /mtls/clients/<alias>
 //	GET    /mtls/keypairs                     list the key pairs
-//	POST   /mtls/keypairs/<name>              generate: {"common_name", "organization", "validity_days", "key_type"}
-//	                                          or upload: {"certificate": "<PEM>", "private_key": "<PEM>"};
+//	POST   /mtls/keypairs/<name>              generate: {"common_name", "organization", "organizational_unit",
+//	                                          "country", "province", "locality", "dns_names", "ip_addresses",
+//	                                          "uris", "emails", "validity_days", "key_type"}
+//	                                          or upload: {"certificate": "<PEM or base64 of DER>",
+//	                                          "private_key": "<PEM>"};
 //	                                          409 if it exists, unless ?replace=true
 //	GET    /mtls/keypairs/<name>/certificate  the public certificate, PEM
 //	DELETE /mtls/keypairs/<name>
@@ -265,7 +268,7 @@ func (a *AdminAPI) keyPair(w http.ResponseWriter, r *http.Request, name string, 
 	replace := r.URL.Query().Get("replace") == "true"
 	switch {
 	case req.Certificate != "" || req.PrivateKey != "":
-		if req.CommonName != "" || req.KeyType != "" || req.ValidityDays != 0 || req.Organization != "" {
+		if !req.GenerateRequest.Empty() {
 			return badRequest(errors.New("give either certificate and private_key (upload) or common_name and the like (generate), not both"))
 		}
 		info, err = a.store().PutKeyPair(r.Context(), name, req.Certificate, req.PrivateKey, replace)

@@ -1,7 +1,10 @@
 package mtlscmd
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -170,12 +173,16 @@ download gives the public certificate.
 		}),
 	}
 	generate := &cobra.Command{
-		Use:   "generate <name> --cn <common name> [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--replace] [--json]",
+		Use:   "generate <name> --cn <common name> [--org <O>] [--ou <OU>] [--country <C>] [--province <ST>] [--locality <L>] [--dns <name>]... [--ip <address>]... [--uri <URI>]... [--email <address>]... [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--replace] [--json]",
 		Short: "Generate a self-signed key pair in the storage",
 		Long: `
 Has the running Caddy generate a self-signed client key pair named <name>
-and store it; the key never leaves it. An existing <name> is refused
-(HTTP 409) unless --replace is given (the old key is gone then).
+and store it; the key never leaves it. The certificate's subject is --cn
+with --org, --ou, --country (two letters), --province (or --state) and
+--locality; its subject alternative names are --dns, --ip, --uri and
+--email, each repeatable. It is for client authentication (extended key
+usage clientAuth) and not a CA's. An existing <name> is refused (HTTP 409)
+unless --replace is given (the old key is gone then).
 `,
 		Args: positional(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
@@ -189,23 +196,27 @@ and store it; the key never leaves it. An existing <name> is refused
 			if req.CommonName == "" {
 				return usagef("--cn is required")
 			}
-			req.Organization, _ = f.GetString("org")
+			if err := subjectFromFlags(cmd, &req); err != nil {
+				return err
+			}
 			req.ValidityDays, _ = f.GetInt("days")
 			req.KeyType, _ = f.GetString("key-type")
 			return changeCommand(cmd, http.MethodPost, keyPairURI(cmd, name), req, writeKeyPairs)
 		}),
 	}
 	generate.Flags().String("cn", "", "subject common name (required)")
-	generate.Flags().String("org", "", "subject organization")
-	generate.Flags().Int("days", 0, "days of validity (default: the API's, 365)")
+	addSubjectFlags(generate)
+	generate.Flags().Int("days", 0, "days of validity, 1 to 3650 (default: the API's, 365)")
 	generate.Flags().String("key-type", "", "p256 (the API's default), p384, rsa2048, rsa3072 or rsa4096")
 	upload := &cobra.Command{
-		Use:   "upload <name> <cert.pem> <key.pem> [--replace] [--json]",
+		Use:   "upload <name> <cert.pem|cert.crt> <key.pem> [--replace] [--json]",
 		Short: "Store a key pair: a certificate (chain) and its private key",
 		Long: `
-Stores the certificate (chain) and private key of the PEM files as the key
-pair <name>, after the API checks that the key is the certificate's. An
-existing <name> is refused (HTTP 409) unless --replace is given.
+Stores the certificate (chain) and private key of the files as the key
+pair <name>, after the API checks that the key is the certificate's. The
+certificate file is PEM or DER (binary, as a .crt file of a Windows tool
+often is); the key file is PEM (PKCS#8, PKCS#1 RSA or SEC1 EC) or the same
+in DER. An existing <name> is refused (HTTP 409) unless --replace is given.
 `,
 		Args: positional(cobra.ExactArgs(3)),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
@@ -217,9 +228,15 @@ existing <name> is refused (HTTP 409) unless --replace is given.
 			if err != nil {
 				return err
 			}
+			if cert, err = certificateAsPEM(cert); err != nil {
+				return &usageError{fmt.Errorf("%s: %w", args[1], err)}
+			}
 			key, err := readInput(cmd, args[2])
 			if err != nil {
 				return err
+			}
+			if key, err = keyAsPEM(key); err != nil {
+				return &usageError{fmt.Errorf("%s: %w", args[2], err)}
 			}
 			return changeCommand(cmd, http.MethodPost, keyPairURI(cmd, name),
 				map[string]string{"certificate": cert, "private_key": key}, writeKeyPairs)
@@ -364,6 +381,83 @@ func readInput(cmd *cobra.Command, path string) (string, error) {
 		return "", &usageError{fmt.Errorf("reading %s: %w", path, err)}
 	}
 	return string(data), nil
+}
+
+// addSubjectFlags adds the flags of a generated certificate's subject
+// (but its common name) and subject alternative names.
+func addSubjectFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.String("org", "", "subject organization (O)")
+	f.String("ou", "", "subject organizational unit (OU)")
+	f.String("country", "", "subject country (C), two letters")
+	f.String("province", "", "subject state or province (ST)")
+	f.String("state", "", "same as --province")
+	f.String("locality", "", "subject locality or city (L)")
+	f.StringArray("dns", nil, "a DNS name subject alternative name (repeat for more)")
+	f.StringArray("ip", nil, "an IP address subject alternative name (repeat for more)")
+	f.StringArray("uri", nil, "a URI subject alternative name, such as spiffe://example.org/gw (repeat for more)")
+	f.StringArray("email", nil, "an email address subject alternative name (repeat for more)")
+}
+
+// subjectFromFlags fills req's subject (but its common name) and subject
+// alternative names from the flags of addSubjectFlags; the store checks
+// them.
+func subjectFromFlags(cmd *cobra.Command, req *store.GenerateRequest) error {
+	f := cmd.Flags()
+	req.Organization, _ = f.GetString("org")
+	req.OrganizationalUnit, _ = f.GetString("ou")
+	req.Country, _ = f.GetString("country")
+	req.Province, _ = f.GetString("province")
+	if state, _ := f.GetString("state"); state != "" {
+		if req.Province != "" && req.Province != state {
+			return usagef("--province and --state differ: give one")
+		}
+		req.Province = state
+	}
+	req.Locality, _ = f.GetString("locality")
+	req.DNSNames, _ = f.GetStringArray("dns")
+	req.IPAddresses, _ = f.GetStringArray("ip")
+	req.URIs, _ = f.GetStringArray("uri")
+	req.Emails, _ = f.GetStringArray("email")
+	return nil
+}
+
+// certificateAsPEM returns a certificate file's content as PEM: PEM as it
+// is, else DER (one certificate, or several one after the other)
+// PEM-encoded.
+func certificateAsPEM(data string) (string, error) {
+	if strings.Contains(data, "-----BEGIN") {
+		return data, nil
+	}
+	certs, err := x509.ParseCertificates([]byte(data))
+	if err != nil {
+		return "", fmt.Errorf("neither PEM (no -----BEGIN line) nor DER certificates: %w", err)
+	}
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return string(out), nil
+}
+
+// keyAsPEM returns a private key file's content as PEM: PEM as it is, else
+// a DER key (PKCS#8, PKCS#1 RSA or SEC1 EC) PEM-encoded as it was.
+func keyAsPEM(data string) (string, error) {
+	if strings.Contains(data, "-----BEGIN") {
+		return data, nil
+	}
+	der := []byte(data)
+	var typ string
+	if _, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		typ = "PRIVATE KEY"
+	} else if _, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		typ = "RSA PRIVATE KEY"
+	} else if _, err := x509.ParseECPrivateKey(der); err == nil {
+		typ = "EC PRIVATE KEY"
+	} else {
+		return "", errors.New("neither PEM (no -----BEGIN line) nor a DER private key (PKCS#8, PKCS#1 or SEC1)")
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), nil
 }
 
 func writeClients(w io.Writer, clients []store.ClientInfo) error {

@@ -117,12 +117,15 @@ func groupCommand(cmd *cobra.Command) *cobra.Command {
 
 func keygenCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "keygen --out <dir> [--name <name>] [--cn <common name>] [--org <organization>] [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--force] | --demo --out <dir> [--force]",
+		Use:   "keygen --out <dir> [--name <name>] [--cn <common name>] [--org <O>] [--ou <OU>] [--country <C>] [--province <ST>] [--locality <L>] [--dns <name>]... [--ip <address>]... [--uri <URI>]... [--email <address>]... [--days <n>] [--key-type p256|p384|rsa2048|rsa3072|rsa4096] [--force] | --demo --out <dir> [--force]",
 		Short: "Make a self-signed client key pair, or a test PKI",
 		Long: `
 Writes <name>.pem and <name>-key.pem (mode 0600) into --out: a self-signed
 certificate for client authentication and its key, as the admin API's
-POST /mtls/keypairs/<name> makes them.
+POST /mtls/keypairs/<name> makes them: subject --cn (default: the name),
+--org, --ou, --country (two letters), --province (or --state) and
+--locality; subject alternative names --dns, --ip, --uri and --email, each
+repeatable.
 
 With --demo, writes a throwaway PKI for trying the plugin instead:
 server-ca.pem, server.pem (localhost), clients-ca.pem, alice.pem (from
@@ -158,10 +161,16 @@ given. What was written is listed.
 			if req.CommonName == "" {
 				req.CommonName = name
 			}
-			req.Organization, _ = f.GetString("org")
+			if err := subjectFromFlags(cmd, &req); err != nil {
+				return err
+			}
 			req.ValidityDays, _ = f.GetInt("days")
 			req.KeyType, _ = f.GetString("key-type")
 			certPEM, keyPEM, err := store.Generate(req)
+			var input *store.InputError
+			if errors.As(err, &input) {
+				return &usageError{err}
+			}
 			if err != nil {
 				return err
 			}
@@ -185,8 +194,8 @@ given. What was written is listed.
 	cmd.Flags().String("out", "", "folder to write into")
 	cmd.Flags().String("name", "gateway", "file name (and key pair name)")
 	cmd.Flags().String("cn", "", "subject common name (default: the name)")
-	cmd.Flags().String("org", "", "subject organization")
-	cmd.Flags().Int("days", 365, "days of validity")
+	addSubjectFlags(cmd)
+	cmd.Flags().Int("days", 365, "days of validity, 1 to 3650")
 	cmd.Flags().String("key-type", "p256", "p256, p384, rsa2048, rsa3072 or rsa4096")
 	cmd.Flags().Bool("demo", false, "write a throwaway test PKI instead")
 	cmd.Flags().Bool("force", false, "overwrite files that exist")

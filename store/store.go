@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -420,10 +421,17 @@ func (k *KeyPair) Info() KeyPairInfo {
 }
 
 // PutKeyPair stores an uploaded key pair, after checking that the key is
-// the certificate's. An existing key pair of that name is replaced only
-// when replace is true (its private key is gone for good then).
+// the certificate's. The certificate (chain) is PEM text or, without a
+// "-----BEGIN" line, base64 of DER (as a .crt file of a Windows tool holds
+// it); the key is PEM (PKCS#8, PKCS#1 RSA or SEC1 EC). An existing key pair
+// of that name is replaced only when replace is true (its private key is
+// gone for good then).
 func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string, replace bool) (KeyPairInfo, error) {
 	if err := CheckName(name); err != nil {
+		return KeyPairInfo{}, err
+	}
+	certPEM, err := certificateText(certPEM)
+	if err != nil {
 		return KeyPairInfo{}, err
 	}
 	kp, err := parseKeyPair(name, certPEM, keyPEM)
@@ -447,6 +455,31 @@ func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string, re
 		return KeyPairInfo{}, err
 	}
 	return kp.Info(), nil
+}
+
+// certificateText returns an uploaded certificate field as PEM: PEM text as
+// it is, else (no "-----BEGIN" in it) base64 of DER, of one certificate or
+// of several one after the other, PEM-encoded.
+func certificateText(text string) (string, error) {
+	if len(text) > maxPEM {
+		return "", inputErrorf("certificate or key longer than %d bytes", maxPEM)
+	}
+	if strings.Contains(text, "-----BEGIN") || strings.TrimSpace(text) == "" {
+		return text, nil
+	}
+	der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(text), ""))
+	if err != nil {
+		return "", inputErrorf("certificate: neither PEM (no -----BEGIN line) nor base64 of DER: %v", err)
+	}
+	certs, err := x509.ParseCertificates(der)
+	if err != nil {
+		return "", inputErrorf("certificate: base64 of DER (no -----BEGIN line), but not of certificates: %v", err)
+	}
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return string(out), nil
 }
 
 func parseKeyPair(name, certPEM, keyPEM string) (*KeyPair, error) {
