@@ -110,3 +110,53 @@ func TestReadmeProfilesFile(t *testing.T) {
 		t.Fatalf("README profiles file decoded to %+v", doc)
 	}
 }
+
+// TestReadmeBuildLine checks that the README's build line is the build
+// scripts/build-caddy.sh runs: the same module path (go.mod's), the clone
+// given as `=.`, the Caddy version go.mod requires; and that the published
+// form and the 403 shim of Troubleshooting build the same.
+func TestReadmeBuildLine(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile("scripts/build-caddy.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	module := regexp.MustCompile(`(?m)^module (\S+)$`).FindSubmatch(gomod)
+	caddyVersion := regexp.MustCompile(`(?m)^\s*github\.com/caddyserver/caddy/v2 (v\S+)`).FindSubmatch(gomod)
+	if module == nil || caddyVersion == nil {
+		t.Fatal("go.mod names no module or no github.com/caddyserver/caddy/v2 version")
+	}
+	want := "xcaddy build " + string(caddyVersion[1]) + " --with " + string(module[1]) + "=."
+
+	xcaddyLine := regexp.MustCompile(`(?m)^xcaddy build .*$`)
+	got := xcaddyLine.Find(readmeBlock(t, readme, "## Build", "sh"))
+	if string(got) != want {
+		t.Errorf("README build line is %q, want %q", got, want)
+	}
+	if got := xcaddyLine.Find(readmeBlock(t, readme, "### The module proxy answers 403 Forbidden", "sh")); string(got) != want {
+		t.Errorf("README Troubleshooting 403 shim builds with %q, want %q", got, want)
+	}
+	published := "xcaddy build " + string(caddyVersion[1]) + " --with " + string(module[1]) + "@<version>"
+	if !bytes.Contains(readme, []byte(published)) {
+		t.Errorf("README does not give the published form %q", published)
+	}
+
+	// The script builds the go.mod's Caddy version, with the checkout as the
+	// module's replacement: the README's `=.` run from the clone.
+	for _, re := range []string{
+		`caddy_version=\$\(cd "\$here" && go list -m -f '\{\{\.Version\}\}' github\.com/caddyserver/caddy/v2\)`,
+		`go tool xcaddy build "\$caddy_version"`,
+		`--with "` + regexp.QuoteMeta(string(module[1])) + `=\$here"`,
+	} {
+		if !regexp.MustCompile(re).Match(script) {
+			t.Errorf("scripts/build-caddy.sh no longer matches %s: keep it and the README's build line in step", re)
+		}
+	}
+}

@@ -9,6 +9,7 @@ package caddyfile
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -53,11 +54,16 @@ func RegisterHandlerDirective(dir, moduleID string) {
 // The dispenser must be on the subdirective's name. It returns the module's
 // JSON with the "provider" inline key.
 func ParseTrustPool(d *cf.Dispenser) (json.RawMessage, error) {
+	name := d.Val()
 	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}
 	source := d.Val()
 	modID := "tls.ca_pool.source." + source
+	if _, err := caddy.GetModule(modID); err != nil && strings.ContainsAny(source, "/\\.") {
+		// A path where the source module's name goes: the usual slip.
+		return nil, d.Errf("trust pool source '%s' is not a tls.ca_pool.source module: to trust the CAs of a PEM file, write '%s file %s'", source, name, source)
+	}
 	unm, err := cf.UnmarshalModule(d, modID)
 	if err != nil {
 		return nil, err
