@@ -2,6 +2,7 @@ package mtlscmd
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
@@ -82,5 +84,21 @@ func TestTables(t *testing.T) {
 	buf.Reset()
 	if err := writeKeyPairs(&buf, nil); err != nil || buf.String() != "NAME  KEY_TYPE  SUBJECT  FINGERPRINT  NOT_AFTER\n" {
 		t.Fatalf("empty key pairs table: %q %v", buf.String(), err)
+	}
+}
+
+// TestDescribeUsages: inspect shows basic constraints, key usage and the
+// extended key usages, and says which rule refuses.
+func TestDescribeUsages(t *testing.T) {
+	ca := demopki.Must(demopki.NewCA("inspect CA"))
+	server := demopki.Must(ca.Issue(demopki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	var b strings.Builder
+	describe(&b, ca.Cert)
+	describe(&b, server.Cert)
+	out := b.String()
+	for _, want := range []string{"CA:           yes (refused as a leaf under a trust pool: ca_certificate", "keyCertSign", "CA:           no", "serverAuth, (no clientAuth: refused as eku)", "digitalSignature"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("inspect output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -366,6 +366,62 @@ func describe(w io.Writer, c *x509.Certificate) {
 		}
 		fmt.Fprintf(w, "names:        %s\n", strings.Join(sans, ", "))
 	}
+	switch {
+	case !c.BasicConstraintsValid:
+		fmt.Fprintf(w, "CA:           not said (no basic constraints)\n")
+	case c.IsCA:
+		fmt.Fprintf(w, "CA:           yes (refused as a leaf under a trust pool: ca_certificate; fine pinned)\n")
+	default:
+		fmt.Fprintf(w, "CA:           no\n")
+	}
+	fmt.Fprintf(w, "key usage:    %s\n", keyUsages(c.KeyUsage))
+	fmt.Fprintf(w, "ext key use:  %s\n", extKeyUsages(c))
+}
+
+// keyUsages names the key usage bits of a certificate.
+func keyUsages(ku x509.KeyUsage) string {
+	names := []string{"digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment",
+		"keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
+	var out []string
+	for i, name := range names {
+		if ku&(1<<i) != 0 {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return "none (any)"
+	}
+	return strings.Join(out, ", ")
+}
+
+// extKeyUsages names the extended key usages of a certificate, saying
+// whether client authentication is among them.
+func extKeyUsages(c *x509.Certificate) string {
+	names := map[x509.ExtKeyUsage]string{
+		x509.ExtKeyUsageAny: "any", x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth",
+		x509.ExtKeyUsageCodeSigning: "codeSigning", x509.ExtKeyUsageEmailProtection: "emailProtection",
+		x509.ExtKeyUsageTimeStamping: "timeStamping", x509.ExtKeyUsageOCSPSigning: "OCSPSigning",
+	}
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return "none (any, clientAuth included)"
+	}
+	var out []string
+	client := false
+	for _, u := range c.ExtKeyUsage {
+		client = client || u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny
+		if name, ok := names[u]; ok {
+			out = append(out, name)
+		} else {
+			out = append(out, fmt.Sprintf("%d", u))
+		}
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		out = append(out, oid.String())
+	}
+	if !client {
+		out = append(out, "(no clientAuth: refused as eku)")
+	}
+	return strings.Join(out, ", ")
 }
 
 // readPEMFile returns the certificates of a PEM file ("-" for stdin, when
