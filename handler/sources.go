@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -108,13 +107,7 @@ func (h *Handler) proxyPresented(r *http.Request) bool {
 	if inter, ok := h.proxies.GetBytes(certcheck.SourceTLS, certs[0].Raw, now, 0); ok && sameIntermediates(inter, certs[1:]) {
 		return true
 	}
-	d := sha256.New()
-	for _, c := range certs {
-		d.Write(c.Raw) // DER is self-delimiting: the concatenation is unambiguous
-	}
-	var hash [sha256.Size]byte
-	d.Sum(hash[:0])
-	hash[0] = 0 // no DER certificate starts so: never a leaf's key
+	hash := chainKey(certs)
 	if _, ok := h.proxies.GetBytes(certcheck.SourceHeader, hash[:], now, 0); ok {
 		return false // refused, and kept as refused
 	}

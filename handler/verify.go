@@ -56,13 +56,7 @@ func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 			return v
 		}
 	}
-	d := sha256.New()
-	for _, c := range certs {
-		d.Write(c.Raw) // DER is self-delimiting: the concatenation is unambiguous
-	}
-	var hash [sha256.Size]byte
-	d.Sum(hash[:0])
-	hash[0] = 0
+	hash := chainKey(certs)
 	if v, ok := h.cache.GetBytes(certcheck.SourceTLS, hash[:], now, gen); ok {
 		return v
 	}
@@ -77,6 +71,21 @@ func (h *Handler) fromTLS(certs []*x509.Certificate, now time.Time) *verdict {
 	}
 	h.cache.Put(certcheck.SourceTLS, string(certs[0].Raw), v, v.expires, v.gen)
 	return v
+}
+
+// chainKey is the cache key of a chain kept by its hash: the SHA-256 of
+// its certificates' DER (self-delimiting, so the concatenation is
+// unambiguous), its first byte zeroed, which no DER certificate (a
+// SEQUENCE, 0x30) starts with, so it never meets a leaf's key.
+func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
+	d := sha256.New()
+	for _, c := range certs {
+		d.Write(c.Raw)
+	}
+	var hash [sha256.Size]byte
+	d.Sum(hash[:0])
+	hash[0] = 0
+	return hash
 }
 
 // sentWith reports whether inter are the intermediates the verdict was made

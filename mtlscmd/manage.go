@@ -72,11 +72,7 @@ without downtime, use rotate.
 `,
 		Args: positional(cobra.ExactArgs(2)),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
-			alias := args[0]
-			if err := store.CheckName(alias); err != nil {
-				return &usageError{err}
-			}
-			cert, err := readInput(cmd, args[1])
+			alias, cert, err := aliasAndCertificate(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -106,11 +102,7 @@ is refused (HTTP 409).
 `,
 		Args: positional(cobra.ExactArgs(2)),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
-			alias := args[0]
-			if err := store.CheckName(alias); err != nil {
-				return &usageError{err}
-			}
-			cert, err := readInput(cmd, args[1])
+			alias, cert, err := aliasAndCertificate(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -506,4 +498,15 @@ func cell(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// aliasAndCertificate reads the <alias> <cert.pem> arguments of clients add
+// and rotate: a valid alias, and the PEM ("-" for standard input).
+func aliasAndCertificate(cmd *cobra.Command, args []string) (alias, cert string, err error) {
+	alias = args[0]
+	if err := store.CheckName(alias); err != nil {
+		return "", "", &usageError{err}
+	}
+	cert, err = readInput(cmd, args[1])
+	return alias, cert, err
 }
