@@ -97,6 +97,7 @@ type Client struct {
 	Groups            []string `json:"groups,omitempty"`
 	Certificate       string   `json:"certificate"`                  // PEM, the newest
 	OtherCertificates []string `json:"other_certificates,omitempty"` // PEM, oldest first
+	Revision          uint64   `json:"revision,omitempty"`           // of the change log when written; 0 before it
 
 	certs []*x509.Certificate // the others, oldest first, then the newest
 }
@@ -228,11 +229,12 @@ func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string, grou
 	}
 	c := &Client{Alias: alias, Tier: tier, Groups: groups}
 	c.setCerts([]*x509.Certificate{cert})
-	err = s.changeClients(ctx, func(existing []*Client) error {
-		if other := holder(existing, cert); other != nil && other.Alias != alias {
-			return fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+	err = s.changeClients(ctx, alias, func(old *Client, log *changeLog) (bool, error) {
+		if err := s.checkHolder(ctx, cert, alias); err != nil {
+			return false, err
 		}
-		return s.put(ctx, clientKey(alias), c)
+		c.Revision = log.next()
+		return true, s.writeClient(ctx, old, c)
 	})
 	if err != nil {
 		return ClientInfo{}, err
@@ -254,27 +256,28 @@ func (s *Store) AddClientCertificate(ctx context.Context, alias, certPEM string)
 		return ClientInfo{}, err
 	}
 	var info ClientInfo
-	err = s.changeClients(ctx, func(existing []*Client) error {
-		c := byAlias(existing, alias)
+	err = s.changeClients(ctx, alias, func(c *Client, log *changeLog) (bool, error) {
 		if c == nil {
-			return fmt.Errorf("client %q: %w", alias, ErrNotFound)
-		}
-		if other := holder(existing, cert); other != nil {
-			if other.Alias == alias {
-				info = c.Info()
-				return nil
-			}
-			return fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
-		}
-		if len(c.certs) >= MaxClientCertificates {
-			return fmt.Errorf("client %q has %d certificates already (remove one first): %w", alias, len(c.certs), ErrConflict)
-		}
-		c.setCerts(append(c.certs[:len(c.certs):len(c.certs)], cert))
-		if err := s.put(ctx, clientKey(alias), c); err != nil {
-			return err
+			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
 		}
 		info = c.Info()
-		return nil
+		if c.holds(cert) {
+			return false, nil
+		}
+		if err := s.checkHolder(ctx, cert, alias); err != nil {
+			return false, err
+		}
+		if len(c.certs) >= MaxClientCertificates {
+			return false, fmt.Errorf("client %q has %d certificates already (remove one first): %w", alias, len(c.certs), ErrConflict)
+		}
+		next := *c
+		next.setCerts(append(c.certs[:len(c.certs):len(c.certs)], cert))
+		next.Revision = log.next()
+		if err := s.writeClient(ctx, c, &next); err != nil {
+			return false, err
+		}
+		info = next.Info()
+		return true, nil
 	})
 	return info, err
 }
@@ -289,10 +292,9 @@ func (s *Store) RemoveClientCertificate(ctx context.Context, alias, fingerprint 
 	}
 	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
 	var info ClientInfo
-	err := s.changeClients(ctx, func(existing []*Client) error {
-		c := byAlias(existing, alias)
+	err := s.changeClients(ctx, alias, func(c *Client, log *changeLog) (bool, error) {
 		if c == nil {
-			return fmt.Errorf("client %q: %w", alias, ErrNotFound)
+			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
 		}
 		keep := make([]*x509.Certificate, 0, len(c.certs))
 		for _, cert := range c.certs {
@@ -302,87 +304,20 @@ func (s *Store) RemoveClientCertificate(ctx context.Context, alias, fingerprint 
 		}
 		switch {
 		case len(keep) == len(c.certs):
-			return fmt.Errorf("client %q has no certificate %.64q: %w", alias, fingerprint, ErrNotFound)
+			return false, fmt.Errorf("client %q has no certificate %.64q: %w", alias, fingerprint, ErrNotFound)
 		case len(keep) == 0:
-			return fmt.Errorf("the certificate is client %q's last (delete the client instead): %w", alias, ErrConflict)
+			return false, fmt.Errorf("the certificate is client %q's last (delete the client instead): %w", alias, ErrConflict)
 		}
-		c.setCerts(keep)
-		if err := s.put(ctx, clientKey(alias), c); err != nil {
-			return err
+		next := *c
+		next.setCerts(keep)
+		next.Revision = log.next()
+		if err := s.writeClient(ctx, c, &next); err != nil {
+			return false, err
 		}
-		info = c.Info()
-		return nil
+		info = next.Info()
+		return true, nil
 	})
 	return info, err
-}
-
-// changeClients calls change with the stored clients while holding the
-// lock of the clients: one writer of clients at a time, so that the check
-// for a certificate under another alias holds when the entry is written.
-func (s *Store) changeClients(ctx context.Context, change func([]*Client) error) error {
-	if err := s.storage.Lock(ctx, clientsDir); err != nil {
-		return fmt.Errorf("locking %s: %w", clientsDir, err)
-	}
-	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), clientsDir) }()
-	existing, err := s.Clients(ctx)
-	if err != nil {
-		return err
-	}
-	return change(existing)
-}
-
-func clientKey(alias string) string { return path.Join(clientsDir, alias+".json") }
-
-func byAlias(clients []*Client, alias string) *Client {
-	for _, c := range clients {
-		if c.Alias == alias {
-			return c
-		}
-	}
-	return nil
-}
-
-// holder returns the client that has cert, if any.
-func holder(clients []*Client, cert *x509.Certificate) *Client {
-	for _, c := range clients {
-		for _, have := range c.certs {
-			if bytes.Equal(have.Raw, cert.Raw) {
-				return c
-			}
-		}
-	}
-	return nil
-}
-
-// Clients returns every stored client, sorted by alias. An entry that does
-// not decode is skipped and logged, never fatal.
-func (s *Store) Clients(ctx context.Context) ([]*Client, error) {
-	var out []*Client
-	err := s.each(ctx, clientsDir, func(key string, data []byte) error {
-		var c Client
-		if err := json.Unmarshal(data, &c); err != nil {
-			return err
-		}
-		if err := CheckName(c.Alias); err != nil || key != clientKey(c.Alias) {
-			return errors.New("alias does not match the entry's name")
-		}
-		groups, err := CheckGroups(c.Groups)
-		if err != nil {
-			return err
-		}
-		c.Groups = groups
-		for _, p := range append(c.OtherCertificates[:len(c.OtherCertificates):len(c.OtherCertificates)], c.Certificate) {
-			cert, err := parseOneCertificate(p)
-			if err != nil {
-				return err
-			}
-			c.certs = append(c.certs, cert)
-		}
-		out = append(out, &c)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Alias < out[j].Alias })
-	return out, err
 }
 
 // DeleteClient removes the client alias.
@@ -390,7 +325,208 @@ func (s *Store) DeleteClient(ctx context.Context, alias string) error {
 	if err := CheckName(alias); err != nil {
 		return err
 	}
-	return s.delete(ctx, clientKey(alias))
+	return s.changeClients(ctx, alias, func(c *Client, _ *changeLog) (bool, error) {
+		if c == nil {
+			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
+		}
+		return true, s.writeClient(ctx, c, nil)
+	})
+}
+
+// changeClients calls change with the stored client alias (nil if none)
+// while holding the lock of the clients, so that one writer of clients
+// changes them at a time: the check for a certificate under another alias
+// holds when the entry is written, and the change log records changes in
+// the order they were made. When change tells it changed the client, the
+// change is recorded in the log.
+//
+// The first change made where the log does not exist (a storage written
+// by a version without it) indexes the stored clients' certificates.
+func (s *Store) changeClients(ctx context.Context, alias string, change func(*Client, *changeLog) (bool, error)) error {
+	if err := s.storage.Lock(ctx, clientsDir); err != nil {
+		return fmt.Errorf("locking %s: %w", clientsDir, err)
+	}
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), clientsDir) }()
+	log, fresh, err := s.openLog(ctx, clientsDir)
+	if err != nil {
+		return err
+	}
+	if fresh {
+		if err := s.indexClients(ctx); err != nil {
+			return err
+		}
+	}
+	c, err := s.client(ctx, alias)
+	if err != nil {
+		return err
+	}
+	changed, err := change(c, log)
+	if err != nil || (!changed && !fresh) {
+		return err
+	}
+	if !changed {
+		return s.record(ctx, clientsDir, log)
+	}
+	return s.record(ctx, clientsDir, log, alias)
+}
+
+// client returns the stored client alias, or nil. An entry that does not
+// decode counts as none (it is replaced by a write).
+func (s *Store) client(ctx context.Context, alias string) (*Client, error) {
+	data, err := s.storage.Load(ctx, clientKey(alias))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", clientKey(alias), err)
+	}
+	c, err := DecodeClient(alias, data)
+	if err != nil {
+		s.logger.Warn("stored client corrupt; a write replaces it", zap.String("key", clientKey(alias)), zap.Error(err))
+		return nil, nil
+	}
+	return c, nil
+}
+
+// writeClient replaces the entry of old (nil: none) with next (nil:
+// none), and the index of their certificates. The caller holds the
+// clients' lock.
+func (s *Store) writeClient(ctx context.Context, old, next *Client) error {
+	if next != nil {
+		if err := s.store(ctx, clientKey(next.Alias), next); err != nil {
+			return err
+		}
+		for _, cert := range next.certs {
+			if old == nil || !old.holds(cert) {
+				if err := s.store(ctx, holderKey(cert), holderEntry{Alias: next.Alias}); err != nil {
+					return err
+				}
+			}
+		}
+	} else if old != nil {
+		if err := s.storage.Delete(ctx, clientKey(old.Alias)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("deleting %s: %w", clientKey(old.Alias), err)
+		}
+	}
+	if old == nil {
+		return nil
+	}
+	for _, cert := range old.certs {
+		if next == nil || !next.holds(cert) {
+			if err := s.storage.Delete(ctx, holderKey(cert)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("deleting %s: %w", holderKey(cert), err)
+			}
+		}
+	}
+	return nil
+}
+
+// The certificate index: for each stored client certificate, which alias
+// holds it, so that a write checks that a certificate is not another
+// client's by one read, not by reading every client.
+const holdersDir = Prefix + "/client_certificates"
+
+type holderEntry struct {
+	Alias string `json:"alias"`
+}
+
+func holderKey(cert *x509.Certificate) string {
+	return holdersDir + "/" + certcodec.Fingerprint(cert.Raw) + ".json"
+}
+
+// checkHolder returns ErrConflict when cert is held by a client other than
+// alias. An index entry whose client no longer holds the certificate (a
+// write cut short) is no conflict.
+func (s *Store) checkHolder(ctx context.Context, cert *x509.Certificate, alias string) error {
+	var h holderEntry
+	found, err := s.loadJSON(ctx, holderKey(cert), &h)
+	if err != nil || !found || h.Alias == alias || CheckName(h.Alias) != nil {
+		return err
+	}
+	other, err := s.client(ctx, h.Alias)
+	if err != nil {
+		return err
+	}
+	if other != nil && other.holds(cert) {
+		return fmt.Errorf("the certificate is stored already, as client %q: %w", other.Alias, ErrConflict)
+	}
+	return nil
+}
+
+// indexClients writes the certificate index of every stored client; the
+// caller holds the clients' lock.
+func (s *Store) indexClients(ctx context.Context) error {
+	clients, err := s.Clients(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range clients {
+		for _, cert := range c.certs {
+			if err := s.store(ctx, holderKey(cert), holderEntry{Alias: c.Alias}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(clients) > 0 {
+		s.logger.Info("indexed the stored clients' certificates", zap.Int("clients", len(clients)))
+	}
+	return nil
+}
+
+func clientKey(alias string) string { return path.Join(clientsDir, alias+".json") }
+
+// holds tells whether cert is one of the client's.
+func (c *Client) holds(cert *x509.Certificate) bool {
+	for _, have := range c.certs {
+		if bytes.Equal(have.Raw, cert.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// Clients returns every stored client, sorted by alias. An entry that does
+// not decode is skipped and logged, never fatal.
+func (s *Store) Clients(ctx context.Context) ([]*Client, error) {
+	var out []*Client
+	err := s.each(ctx, clientsDir, func(key string, data []byte) error {
+		c, err := DecodeClient(strings.TrimSuffix(path.Base(key), ".json"), data)
+		if err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Alias < out[j].Alias })
+	return out, err
+}
+
+// DecodeClient decodes the stored entry of the client alias (as a
+// Follower of the clients reads it), checking it as a write would.
+func DecodeClient(alias string, data []byte) (*Client, error) {
+	var c Client
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, err
+	}
+	if c.Alias != alias || CheckName(c.Alias) != nil {
+		return nil, errors.New("alias does not match the entry's name")
+	}
+	groups, err := CheckGroups(c.Groups)
+	if err != nil {
+		return nil, err
+	}
+	c.Groups = groups
+	if len(c.OtherCertificates) >= MaxClientCertificates {
+		return nil, fmt.Errorf("more than %d certificates", MaxClientCertificates)
+	}
+	for _, p := range append(c.OtherCertificates[:len(c.OtherCertificates):len(c.OtherCertificates)], c.Certificate) {
+		cert, err := parseOneCertificate(p)
+		if err != nil {
+			return nil, err
+		}
+		c.certs = append(c.certs, cert)
+	}
+	return &c, nil
 }
 
 // KeyPair is a stored key pair of the gateway.
@@ -438,20 +574,13 @@ func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string, re
 	if err != nil {
 		return KeyPairInfo{}, err
 	}
-	key := path.Join(keyPairsDir, name+".json")
-	if err := s.storage.Lock(ctx, key); err != nil {
-		return KeyPairInfo{}, fmt.Errorf("locking %s: %w", key, err)
-	}
-	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
-	if !replace {
-		switch _, err := s.storage.Stat(ctx, key); {
-		case err == nil:
-			return KeyPairInfo{}, fmt.Errorf("key pair %q exists (replace it with ?replace=true): %w", name, ErrConflict)
-		case !errors.Is(err, fs.ErrNotExist):
-			return KeyPairInfo{}, fmt.Errorf("checking %s: %w", key, err)
+	err = s.changeKeyPairs(ctx, name, func(exists bool) (bool, error) {
+		if exists && !replace {
+			return false, fmt.Errorf("key pair %q exists (replace it with ?replace=true): %w", name, ErrConflict)
 		}
-	}
-	if err := s.store(ctx, key, kp); err != nil {
+		return true, s.store(ctx, keyPairKey(name), kp)
+	})
+	if err != nil {
 		return KeyPairInfo{}, err
 	}
 	return kp.Info(), nil
@@ -517,17 +646,19 @@ func (s *Store) KeyPair(ctx context.Context, name string) (*KeyPair, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	data, err := s.storage.Load(ctx, path.Join(keyPairsDir, name+".json"))
+	data, err := s.storage.Load(ctx, keyPairKey(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("key pair %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading key pair %q: %w", name, err)
 	}
-	return decodeKeyPair(name, data)
+	return DecodeKeyPair(name, data)
 }
 
-func decodeKeyPair(name string, data []byte) (*KeyPair, error) {
+// DecodeKeyPair decodes the stored entry of the key pair name (as a
+// Follower of the key pairs reads it), checking it as an upload is.
+func DecodeKeyPair(name string, data []byte) (*KeyPair, error) {
 	var stored KeyPair
 	if err := json.Unmarshal(data, &stored); err != nil {
 		return nil, fmt.Errorf("key pair %q: corrupt entry: %w", name, err)
@@ -545,7 +676,7 @@ func (s *Store) KeyPairs(ctx context.Context) ([]KeyPairInfo, error) {
 	var out []KeyPairInfo
 	err := s.each(ctx, keyPairsDir, func(key string, data []byte) error {
 		name := strings.TrimSuffix(path.Base(key), ".json")
-		kp, err := decodeKeyPair(name, data)
+		kp, err := DecodeKeyPair(name, data)
 		if err != nil {
 			return err
 		}
@@ -561,19 +692,43 @@ func (s *Store) DeleteKeyPair(ctx context.Context, name string) error {
 	if err := CheckName(name); err != nil {
 		return err
 	}
-	return s.delete(ctx, path.Join(keyPairsDir, name+".json"))
+	return s.changeKeyPairs(ctx, name, func(exists bool) (bool, error) {
+		if !exists {
+			return false, fmt.Errorf("key pair %q: %w", name, ErrNotFound)
+		}
+		if err := s.storage.Delete(ctx, keyPairKey(name)); err != nil {
+			return false, fmt.Errorf("deleting %s: %w", keyPairKey(name), err)
+		}
+		return true, nil
+	})
 }
 
-// put writes v as JSON under key, holding the key's lock.
-func (s *Store) put(ctx context.Context, key string, v any) error {
-	if err := s.storage.Lock(ctx, key); err != nil {
-		return fmt.Errorf("locking %s: %w", key, err)
+// changeKeyPairs calls change, telling whether the key pair name exists,
+// while holding the lock of the key pairs; when change tells it changed
+// the key pair, the change is recorded in the key pairs' change log.
+func (s *Store) changeKeyPairs(ctx context.Context, name string, change func(exists bool) (bool, error)) error {
+	if err := s.storage.Lock(ctx, keyPairsDir); err != nil {
+		return fmt.Errorf("locking %s: %w", keyPairsDir, err)
 	}
-	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
-	return s.store(ctx, key, v)
+	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), keyPairsDir) }()
+	log, _, err := s.openLog(ctx, keyPairsDir)
+	if err != nil {
+		return err
+	}
+	_, err = s.storage.Stat(ctx, keyPairKey(name))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("checking %s: %w", keyPairKey(name), err)
+	}
+	changed, err := change(err == nil)
+	if err != nil || !changed {
+		return err
+	}
+	return s.record(ctx, keyPairsDir, log, name)
 }
 
-// store writes v as JSON under key; the caller holds the key's lock.
+func keyPairKey(name string) string { return path.Join(keyPairsDir, name+".json") }
+
+// store writes v as JSON under key; the caller holds the lock of its folder.
 func (s *Store) store(ctx context.Context, key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -581,22 +736,6 @@ func (s *Store) store(ctx context.Context, key string, v any) error {
 	}
 	if err := s.storage.Store(ctx, key, data); err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
-	}
-	return nil
-}
-
-func (s *Store) delete(ctx context.Context, key string) error {
-	if err := s.storage.Lock(ctx, key); err != nil {
-		return fmt.Errorf("locking %s: %w", key, err)
-	}
-	defer func() { _ = s.storage.Unlock(context.WithoutCancel(ctx), key) }()
-	if _, err := s.storage.Stat(ctx, key); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", path.Base(key), ErrNotFound)
-	} else if err != nil {
-		return fmt.Errorf("checking %s: %w", key, err)
-	}
-	if err := s.storage.Delete(ctx, key); err != nil {
-		return fmt.Errorf("deleting %s: %w", key, err)
 	}
 	return nil
 }

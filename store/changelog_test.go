@@ -1,0 +1,257 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+)
+
+// countingStorage counts the reads made of a storage, and fails them all
+// while down is set.
+type countingStorage struct {
+	certmagic.Storage
+	loads, lists atomic.Int64
+	down         atomic.Bool
+}
+
+var errDown = errors.New("storage down")
+
+func (c *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	c.loads.Add(1)
+	if c.down.Load() {
+		return nil, errDown
+	}
+	return c.Storage.Load(ctx, key)
+}
+
+func (c *countingStorage) List(ctx context.Context, dir string, recursive bool) ([]string, error) {
+	c.lists.Add(1)
+	if c.down.Load() {
+		return nil, errDown
+	}
+	return c.Storage.List(ctx, dir, recursive)
+}
+
+func (c *countingStorage) reads() int64 { return c.loads.Load() + c.lists.Load() }
+
+// syncNames syncs f and returns the names read (sorted, "-" before a
+// deleted one) and whether they were all of them.
+func syncNames(t *testing.T, f *Follower, all bool) (names []string, full bool) {
+	t.Helper()
+	full, _, err := f.Sync(context.Background(), all, func(name string, data []byte) {
+		if data == nil {
+			name = "-" + name
+		}
+		names = append(names, name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	return names, full
+}
+
+func newCountingStore(t *testing.T) (*Store, *countingStorage) {
+	t.Helper()
+	s, fs, _ := newStore(t)
+	cs := &countingStorage{Storage: fs}
+	s.storage = cs
+	return s, cs
+}
+
+func TestFollowerReadsWhatChanged(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Log CA"))
+	certs := map[string]*demopki.Cert{}
+	for i := range 30 {
+		alias := fmt.Sprintf("c%02d", i)
+		certs[alias] = demopki.Must(ca.Issue(demopki.Options{CommonName: alias}))
+		if _, err := s.PutClient(ctx, alias, "", string(certs[alias].CertPEM())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := s.ClientsFollower()
+	names, full := syncNames(t, f, false)
+	if !full || len(names) != 30 {
+		t.Fatalf("first sync: full %v, %d names", full, len(names))
+	}
+
+	// Nothing changed: one read, of the revision.
+	before := cs.reads()
+	for range 5 {
+		if names, _ := syncNames(t, f, false); len(names) != 0 {
+			t.Fatalf("idle sync read %v", names)
+		}
+	}
+	if got := cs.reads() - before; got != 5 {
+		t.Fatalf("5 idle syncs made %d storage reads, want 5", got)
+	}
+
+	// Every kind of change is read, and only it: the revision, the log
+	// and each changed entry.
+	newer := demopki.Must(ca.Issue(demopki.Options{CommonName: "c01 new"}))
+	if _, err := s.PutClient(ctx, "c00", "gold", string(certs["c00"].CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddClientCertificate(ctx, "c01", string(newer.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, "c02"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutClient(ctx, "c03", "", string(certs["c03"].CertPEM()), "payments"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutClient(ctx, "new", "", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "new"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing changes: not recorded.
+	if _, err := s.AddClientCertificate(ctx, "c01", string(newer.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	before = cs.reads()
+	names, full = syncNames(t, f, false)
+	if want := []string{"-c02", "c00", "c01", "c03", "new"}; full || !slices.Equal(names, want) {
+		t.Fatalf("sync read %v (full %v), want %v", names, full, want)
+	}
+	if got := cs.reads() - before; got != 2+5 {
+		t.Fatalf("sync of 5 changes made %d storage reads, want 7", got)
+	}
+	if _, err := s.RemoveClientCertificate(ctx, "c01", fingerprintOf(certs["c01"])); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := syncNames(t, f, false); !slices.Equal(names, []string{"c01"}) {
+		t.Fatalf("sync read %v", names)
+	}
+
+	// Key pairs have their own log.
+	kf := s.KeyPairsFollower()
+	if names, full := syncNames(t, kf, false); !full || len(names) != 0 {
+		t.Fatalf("key pairs: %v %v", names, full)
+	}
+	if _, err := s.GenerateKeyPair(ctx, "gw", GenerateRequest{CommonName: "gw"}, false); err != nil {
+		t.Fatal(err)
+	}
+	// The first write starts the log, at its first revision: followed.
+	if names, full := syncNames(t, kf, false); full || !slices.Equal(names, []string{"gw"}) {
+		t.Fatalf("key pairs: %v %v", names, full)
+	}
+	if err := s.DeleteKeyPair(ctx, "gw"); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := syncNames(t, kf, false); !slices.Equal(names, []string{"-gw"}) {
+		t.Fatalf("key pairs: %v", names)
+	}
+	if names, _ := syncNames(t, f, false); len(names) != 0 {
+		t.Fatalf("clients read after key pair changes: %v", names)
+	}
+}
+
+func fingerprintOf(c *demopki.Cert) string {
+	return holderKey(c.Cert)[len(holdersDir)+1 : len(holderKey(c.Cert))-len(".json")]
+}
+
+func TestFollowerFallsBackToFullRead(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Log CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	if _, err := s.PutClient(ctx, "alice", "", string(alice.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	f := s.ClientsFollower()
+	syncNames(t, f, false)
+
+	// Further behind than the log keeps.
+	for i := range logLength + 1 {
+		if _, err := s.PutClient(ctx, "alice", fmt.Sprint(i), string(alice.CertPEM())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names, full := syncNames(t, f, false); !full || !slices.Equal(names, []string{"alice"}) {
+		t.Fatalf("behind by more than the log: %v (full %v)", names, full)
+	}
+
+	// The log lost: a new epoch, so everything is read again.
+	for _, key := range []string{logKey(clientsDir), revisionKey(clientsDir)} {
+		if err := cs.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutClient(ctx, "bob", "", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "bob"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if names, full := syncNames(t, f, false); !full || !slices.Equal(names, []string{"alice", "bob"}) {
+		t.Fatalf("new epoch: %v (full %v)", names, full)
+	}
+
+	// A write whose log entry was lost (cut short between entry and log)
+	// is not seen by following the log, and is by the full read.
+	carol := demopki.Must(ca.Issue(demopki.Options{CommonName: "carol"}))
+	if err := cs.Store(ctx, clientKey("carol"), []byte(fmt.Sprintf(`{"alias":"carol","certificate":%q}`, carol.CertPEM()))); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := syncNames(t, f, false); len(names) != 0 {
+		t.Fatalf("lost log entry read: %v", names)
+	}
+	if names, full := syncNames(t, f, true); !full || !slices.Equal(names, []string{"alice", "bob", "carol"}) {
+		t.Fatalf("repair: %v (full %v)", names, full)
+	}
+
+	// A failed sync reads from the same point the next time.
+	if err := s.DeleteClient(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	cs.down.Store(true)
+	if _, _, err := f.Sync(ctx, false, func(string, []byte) {}); !errors.Is(err, errDown) {
+		t.Fatalf("sync with the storage down: %v", err)
+	}
+	cs.down.Store(false)
+	if names, full := syncNames(t, f, false); full || !slices.Equal(names, []string{"-bob"}) {
+		t.Fatalf("after the storage came back: %v (full %v)", names, full)
+	}
+}
+
+// TestOlderEntries: clients written by a version without the change log
+// and the certificate index are read, and the first write indexes them,
+// so that a certificate of theirs is not stored again under another alias.
+func TestOlderEntries(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Old CA"))
+	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
+	if err := cs.Store(ctx, clientKey("alice"), []byte(fmt.Sprintf(`{"alias":"alice","tier":"gold","certificate":%q}`, alice.CertPEM()))); err != nil {
+		t.Fatal(err)
+	}
+	f := s.ClientsFollower()
+	if names, full := syncNames(t, f, false); !full || !slices.Equal(names, []string{"alice"}) {
+		t.Fatalf("older entries: %v (full %v)", names, full)
+	}
+	// No log yet: nothing to follow until the first write.
+	if names, _ := syncNames(t, f, false); len(names) != 0 {
+		t.Fatalf("%v", names)
+	}
+	_, err := s.PutClient(ctx, "mallory", "", string(alice.CertPEM()))
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("alice's certificate stored again as mallory: %v", err)
+	}
+	if err := s.DeleteClient(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if names, full := syncNames(t, f, false); full || !slices.Equal(names, []string{"-alice"}) {
+		t.Fatalf("%v (full %v)", names, full)
+	}
+	// Deleted, its certificate is free for another alias.
+	if _, err := s.PutClient(ctx, "alice2", "", string(alice.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+}
