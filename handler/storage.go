@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,11 +23,17 @@ import (
 // API (admin.api.mtls) in Caddy's storage, shared by every instance that
 // shares the storage.
 type StorageClients struct {
-	// How often the stored clients are read again; a client added or
-	// removed on any instance is in force here within this time. The
-	// handlers of a config with the same interval share one reading.
-	// Default: `30s`.
+	// How often the stored clients are brought up to date; a client added,
+	// changed or removed on any instance is in force here within this
+	// time. A refresh reads the storage's change log (one small entry when
+	// nothing changed) and the clients changed since. The handlers of a
+	// config with the same interval share one reader. Default: `30s`.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// How often every stored client is read again, to repair what a change
+	// missing from the change log (a write cut short, an instance of an
+	// older version) would leave behind. Default: `1h`.
+	FullRefresh caddy.Duration `json:"full_refresh,omitempty"`
 
 	// Trust only the stored clients of these groups (given to each client
 	// through the admin API): two routes can trust two lists of clients
@@ -34,30 +42,53 @@ type StorageClients struct {
 	Groups []string `json:"groups,omitempty"`
 }
 
-// DefaultStorageRefresh is how often stored clients are read by default.
-const DefaultStorageRefresh = 30 * time.Second
+// DefaultStorageRefresh is how often stored clients are brought up to date
+// by default; DefaultStorageFullRefresh how often they are all read again.
+const (
+	DefaultStorageRefresh     = 30 * time.Second
+	DefaultStorageFullRefresh = time.Hour
+)
 
-// storedClients is one reading of the stored clients. gen changes with the
-// content, and verdicts of another generation are not reused.
+// fullReadTimeout bounds a reading of every stored client.
+const fullReadTimeout = 2 * time.Minute
+
+// storedClients is the stored clients as of one revision of their change
+// log; it is not changed once in force. gen changes with the content, and
+// verdicts of another generation are not reused.
 type storedClients struct {
+	byAlias       map[string]*storedClient
 	byFingerprint map[[sha256.Size]byte]*Client            // every certificate of every client
 	byGroup       map[string]map[[sha256.Size]byte]*Client // group -> the certificates of its clients
-	notAfter      map[string]time.Time                     // alias -> its newest certificate's not after
-	groups        map[string][]string                      // alias -> its groups
-	digest        [sha256.Size]byte
 	gen           uint64
 }
 
-// clientsReader reads the stored clients of one config at one interval
+// storedClient is what is kept of one stored client: no certificate, only
+// their fingerprints, since a stored client is matched byte for byte.
+type storedClient struct {
+	client   *Client
+	groups   []string
+	fps      [][sha256.Size]byte
+	notAfter time.Time // of its newest certificate
+}
+
+func (c *storedClient) equal(o *storedClient) bool {
+	return c.client.Alias == o.client.Alias && c.client.Tier == o.client.Tier &&
+		slices.Equal(c.groups, o.groups) && slices.Equal(c.fps, o.fps) && c.notAfter.Equal(o.notAfter)
+}
+
+// clientsReader keeps the stored clients of one config at one interval
 // for every handler that trusts them, so that a config with many routes
 // reads its storage once an interval, not once a route. A failed reading
 // keeps the last good one; until the first succeeds, none is trusted.
 type clientsReader struct {
-	st      *store.Store
-	current atomic.Pointer[storedClients]
-	logger  *zap.Logger
-	stop    context.CancelFunc
-	done    <-chan struct{} // closed once stopped
+	follower   *store.Follower
+	current    atomic.Pointer[storedClients]
+	fullEvery  time.Duration
+	lastFull   time.Time
+	handoffKey string
+	logger     *zap.Logger
+	stop       context.CancelFunc
+	done       <-chan struct{} // closed once stopped
 
 	mu    sync.Mutex
 	users map[*Handler]bool // told of every change, for their expiry metrics
@@ -66,30 +97,61 @@ type clientsReader struct {
 // clientsReaders holds the readers in use, by clientsReaderKey.
 var clientsReaders = caddy.NewUsagePool()
 
+// handoffs keeps, by storage, the last reading of the stored clients and
+// the revision it is of, so that the reader of a config loaded next starts
+// from it and reads what changed since, not every client again: a reload
+// of a config trusting 100,000 stored clients does not read them all, and
+// the old config serves until the new one is up.
+var handoffs sync.Map // storage key -> *handoff
+
+type handoff struct {
+	at       store.Revision
+	clients  *storedClients
+	lastFull time.Time
+}
+
+// storageKey names a storage for handoffs, or is "" for one that cannot be
+// told apart from others (no String method).
+func storageKey(storage certmagic.Storage) string {
+	if s, ok := storage.(fmt.Stringer); ok {
+		return fmt.Sprintf("%T %s", storage, s)
+	}
+	return ""
+}
+
 // clientsReaderKey names the reader of the config whose context is ctx at
-// interval, or returns "" when the context has no end of its own (then the
+// interval (and fullEvery), or returns "" when the context has no end of its own (then the
 // handler gets a reader of its own). The config, not its storage, is the
 // key: configs without a storage option all share Caddy's default storage,
-// and a new config must read the stored clients anew, with its own logger.
-func clientsReaderKey(ctx context.Context, interval time.Duration) string {
+// and a new config must have a reader with its own logger and lifetime.
+func clientsReaderKey(ctx context.Context, interval, fullEvery time.Duration) string {
 	done := ctx.Done()
 	if done == nil {
 		return ""
 	}
-	return fmt.Sprintf("%p %s", done, interval)
+	return fmt.Sprintf("%p %s %s", done, interval, fullEvery)
 }
 
-// newClientsReader reads the stored clients once and then at every
-// interval, until it is stopped or ctx (its config's) ends.
-func newClientsReader(ctx context.Context, storage certmagic.Storage, interval time.Duration, logger *zap.Logger) *clientsReader {
-	r := &clientsReader{st: store.New(storage, logger), logger: logger, users: map[*Handler]bool{}}
+// newClientsReader reads the stored clients (or what changed since the
+// last reading of the same storage, handed off by a former config) and
+// then brings them up to date at every interval, until it is stopped or
+// ctx (its config's) ends.
+func newClientsReader(ctx context.Context, storage certmagic.Storage, interval, fullEvery time.Duration, logger *zap.Logger) *clientsReader {
+	st := store.New(storage, logger)
+	r := &clientsReader{follower: st.ClientsFollower(), fullEvery: fullEvery, handoffKey: storageKey(storage), logger: logger, users: map[*Handler]bool{}}
 	r.current.Store(&storedClients{}) // none until read: fail closed
+	if v, ok := handoffs.Load(r.handoffKey); ok && r.handoffKey != "" {
+		h := v.(*handoff)
+		r.follower = st.ClientsFollowerAt(h.at)
+		r.current.Store(h.clients)
+		r.lastFull = h.lastFull
+	}
 	ctx, r.stop = context.WithCancel(ctx)
 	r.done = ctx.Done()
 	if err := r.read(ctx); err != nil {
 		// The storage may be down: the config still loads, and the
 		// stored clients are refused until they can be read.
-		logger.Error("reading stored clients; none are trusted until they can be read", zap.Error(err))
+		logger.Error("reading stored clients; the last reading stays in force (none if there was none)", zap.Error(err))
 	}
 	go periodic.Every(ctx, "stored clients", logger, interval, func() {
 		if err := r.read(ctx); err != nil {
@@ -105,62 +167,190 @@ func (r *clientsReader) Destruct() error {
 	return nil
 }
 
-// read reads the stored clients and puts them in force if they changed.
+// read brings the stored clients up to date: every one of them at the
+// first reading and once every fullEvery, else those the change log names.
+// What it read is put in force only when whole.
 func (r *clientsReader) read(ctx context.Context) error {
-	readCtx, cancel := context.WithTimeout(ctx, store.Timeout)
+	all := time.Since(r.lastFull) >= r.fullEvery
+	timeout := store.Timeout
+	if all || r.current.Load().byAlias == nil {
+		timeout = fullReadTimeout
+	}
+	readCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	clients, err := r.st.Clients(readCtx)
+	prev := r.current.Load()
+	got := map[string]*storedClient{} // nil: deleted, or corrupt
+	start := time.Now()
+	full, changed, err := r.follower.Sync(readCtx, all, func(alias string, data []byte) {
+		got[alias] = nil
+		if data == nil {
+			return
+		}
+		c, err := store.DecodeClient(alias, data)
+		if err != nil {
+			r.logger.Warn("skipping corrupt stored client", zap.String("alias", alias), zap.Error(err))
+			return
+		}
+		got[alias] = compact(c)
+	})
 	if err != nil {
 		return err
 	}
-	next := &storedClients{
-		byFingerprint: make(map[[sha256.Size]byte]*Client, len(clients)),
-		byGroup:       map[string]map[[sha256.Size]byte]*Client{},
-		notAfter:      make(map[string]time.Time, len(clients)),
-		groups:        make(map[string][]string, len(clients)),
+	var next *storedClients
+	switch {
+	case full:
+		r.lastFull = time.Now()
+		maps.DeleteFunc(got, func(_ string, c *storedClient) bool { return c == nil })
+		next = r.replaceAll(prev, got)
+	case changed:
+		next = r.apply(prev, got)
 	}
-	d := sha256.New()
-	for _, c := range clients {
-		client := &Client{Alias: c.Alias, Tier: c.Tier}
-		fmt.Fprintf(d, "%s\x00%s\x00%q", c.Alias, c.Tier, c.Groups)
-		for _, cert := range c.Certs() {
-			fp := sha256.Sum256(cert.Raw)
-			if other, dup := next.byFingerprint[fp]; dup {
-				r.logger.Warn("a stored certificate is there under two aliases; the first is used",
-					zap.String("alias", other.Alias), zap.String("other_alias", c.Alias))
-				continue
-			}
-			fmt.Fprintf(d, "\x00%x", fp)
-			next.byFingerprint[fp] = client
-			for _, g := range c.Groups {
-				if next.byGroup[g] == nil {
-					next.byGroup[g] = map[[sha256.Size]byte]*Client{}
-				}
-				next.byGroup[g][fp] = client
+	if next != nil {
+		next.gen = prev.gen + 1
+		r.current.Store(next)
+		if prev.byAlias != nil {
+			r.logger.Info("stored clients changed", zap.Int("clients", len(next.byAlias)), zap.Int("read", len(got)),
+				zap.Bool("full_read", full), zap.Duration("took", time.Since(start)))
+		} else {
+			r.logger.Debug("stored clients read", zap.Int("clients", len(next.byAlias)), zap.Duration("took", time.Since(start)))
+		}
+		r.showExpiry(next)
+	} else {
+		next = prev
+	}
+	if r.handoffKey != "" {
+		handoffs.Store(r.handoffKey, &handoff{at: r.follower.At(), clients: next, lastFull: r.lastFull})
+	}
+	return nil
+}
+
+// compact keeps of a stored client what the handler needs.
+func compact(c *store.Client) *storedClient {
+	out := &storedClient{client: &Client{Alias: c.Alias, Tier: c.Tier}, groups: c.Groups, notAfter: c.Cert().NotAfter}
+	for _, cert := range c.Certs() {
+		out.fps = append(out.fps, sha256.Sum256(cert.Raw))
+	}
+	return out
+}
+
+// replaceAll returns the stored clients of a full reading, or nil when
+// they are what prev holds.
+func (r *clientsReader) replaceAll(prev *storedClients, byAlias map[string]*storedClient) *storedClients {
+	if prev.byAlias != nil && len(prev.byAlias) == len(byAlias) {
+		same := true
+		for alias, c := range byAlias {
+			if p := prev.byAlias[alias]; p == nil || !p.equal(c) {
+				same = false
+				break
 			}
 		}
-		d.Write([]byte{'\n'})
-		next.notAfter[c.Alias] = c.Cert().NotAfter
-		next.groups[c.Alias] = c.Groups
+		if same {
+			return nil
+		}
 	}
-	copy(next.digest[:], d.Sum(nil))
-	prev := r.current.Load()
-	if prev.byFingerprint != nil && prev.digest == next.digest {
+	next := &storedClients{
+		byAlias:       byAlias,
+		byFingerprint: make(map[[sha256.Size]byte]*Client, len(byAlias)),
+		byGroup:       map[string]map[[sha256.Size]byte]*Client{},
+	}
+	aliases := slices.Sorted(maps.Keys(byAlias)) // the first alias of a certificate stored twice wins
+	for _, alias := range aliases {
+		r.add(next, byAlias[alias], nil)
+	}
+	return next
+}
+
+// apply returns prev with the clients changed (nil: deleted), or nil
+// when nothing changed.
+func (r *clientsReader) apply(prev *storedClients, changed map[string]*storedClient) *storedClients {
+	next := &storedClients{
+		byAlias:       maps.Clone(prev.byAlias),
+		byFingerprint: maps.Clone(prev.byFingerprint),
+		byGroup:       maps.Clone(prev.byGroup),
+	}
+	if next.byAlias == nil {
+		next.byAlias = map[string]*storedClient{}
+		next.byFingerprint = map[[sha256.Size]byte]*Client{}
+		next.byGroup = map[string]map[[sha256.Size]byte]*Client{}
+	}
+	cloned := map[string]bool{} // groups whose map is next's own
+	same := true
+	for _, alias := range slices.Sorted(maps.Keys(changed)) {
+		c, old := changed[alias], next.byAlias[alias]
+		if (c == nil && old == nil) || (c != nil && old != nil && old.equal(c)) {
+			continue
+		}
+		same = false
+		if old != nil {
+			for _, fp := range old.fps {
+				if next.byFingerprint[fp] == old.client {
+					delete(next.byFingerprint, fp)
+				}
+				for _, g := range old.groups {
+					if next.byGroup[g][fp] == old.client {
+						groupMap(next, g, cloned)
+						delete(next.byGroup[g], fp)
+					}
+				}
+			}
+			delete(next.byAlias, alias)
+		}
+		if c != nil {
+			next.byAlias[alias] = c
+			r.add(next, c, cloned)
+		}
+	}
+	if same {
 		return nil
 	}
-	next.gen = prev.gen + 1
-	r.current.Store(next)
-	if prev.byFingerprint != nil {
-		r.logger.Info("stored clients changed", zap.Int("clients", len(next.byFingerprint)))
+	return next
+}
+
+// add puts c's certificates in next; a certificate held by another alias
+// already stays that one's. cloned tells which group maps next owns (nil:
+// all of them).
+func (r *clientsReader) add(next *storedClients, c *storedClient, cloned map[string]bool) {
+	for _, fp := range c.fps {
+		if other, dup := next.byFingerprint[fp]; dup && other != c.client {
+			r.logger.Warn("a stored certificate is there under two aliases; the first is used",
+				zap.String("alias", other.Alias), zap.String("other_alias", c.client.Alias))
+			continue
+		}
+		next.byFingerprint[fp] = c.client
+		for _, g := range c.groups {
+			groupMap(next, g, cloned)[fp] = c.client
+		}
 	}
-	// Under the lock: a handler released is not shown again (its metrics
-	// are forgotten after release).
+}
+
+// groupMap returns next's map of group g, made or copied so that next owns
+// it (cloned: the groups already copied; nil when next owns them all).
+func groupMap(next *storedClients, g string, cloned map[string]bool) map[[sha256.Size]byte]*Client {
+	m := next.byGroup[g]
+	switch {
+	case m == nil:
+		m = map[[sha256.Size]byte]*Client{}
+	case cloned != nil && !cloned[g]:
+		m = maps.Clone(m)
+	default:
+		return m
+	}
+	next.byGroup[g] = m
+	if cloned != nil {
+		cloned[g] = true
+	}
+	return m
+}
+
+// showExpiry tells the reader's users of a change, for their expiry
+// metrics. Under the lock: a handler released is not shown again (its
+// metrics are forgotten after release).
+func (r *clientsReader) showExpiry(sc *storedClients) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for h := range r.users {
-		h.showClientExpiry(next)
+		h.showClientExpiry(sc)
 	}
-	return nil
 }
 
 // use makes h a user of the reader: told of every change from now on.
@@ -181,12 +371,16 @@ func (r *clientsReader) release(h *Handler) {
 // useStoredClients gives h the reader of its config's stored clients at
 // interval, shared with the config's other handlers of that interval.
 func (h *Handler) useStoredClients(ctx context.Context, storage certmagic.Storage, interval time.Duration) error {
-	key := clientsReaderKey(ctx, interval)
+	fullEvery := DefaultStorageFullRefresh
+	if h.ClientsFromStorage != nil && h.ClientsFromStorage.FullRefresh > 0 {
+		fullEvery = time.Duration(h.ClientsFromStorage.FullRefresh)
+	}
+	key := clientsReaderKey(ctx, interval, fullEvery)
 	if key == "" {
-		h.clients = newClientsReader(ctx, storage, interval, h.logger)
+		h.clients = newClientsReader(ctx, storage, interval, fullEvery, h.logger)
 	} else {
 		v, _, err := clientsReaders.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newClientsReader(ctx, storage, interval, h.logger), nil
+			return newClientsReader(ctx, storage, interval, fullEvery, h.logger), nil
 		})
 		if err != nil {
 			return err
@@ -216,17 +410,30 @@ func (h *Handler) releaseStoredClients() {
 // showClientExpiry shows the expiry of h's pinned clients and of the stored
 // ones in sc that h trusts (a pinned client's alias names the pinned one).
 func (h *Handler) showClientExpiry(sc *storedClients) {
-	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(sc.notAfter))
-	for alias, t := range sc.notAfter {
-		if h.trustsGroups(sc.groups[alias]) {
-			clientExpiry[alias] = t
+	var stored []*storedClient
+	for _, c := range sc.byAlias {
+		if h.trustsGroups(c.groups) {
+			stored = append(stored, c)
 		}
+	}
+	if len(stored) > maxStoredExpirySeries {
+		slices.SortFunc(stored, func(a, b *storedClient) int { return a.notAfter.Compare(b.notAfter) })
+		stored = stored[:maxStoredExpirySeries]
+	}
+	clientExpiry := make(map[string]time.Time, len(h.pinnedExpiry)+len(stored))
+	for _, c := range stored {
+		clientExpiry[c.client.Alias] = c.notAfter
 	}
 	for alias, t := range h.pinnedExpiry {
 		clientExpiry[alias] = t
 	}
 	metrics.SetExpiry(h, metrics.KindClient, clientExpiry)
 }
+
+// maxStoredExpirySeries bounds the expiry series a handler shows of stored
+// clients: those expiring first. A storage of 100,000 clients does not make
+// 100,000 series.
+const maxStoredExpirySeries = 1000
 
 // generation returns the generation of what verdicts depend on besides
 // the configuration: the stored clients and the CRLs in force. Both only

@@ -2,7 +2,11 @@ package handler
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,20 +74,24 @@ func TestStoredClientsShared(t *testing.T) {
 	if alias(a) != "stored-mallory" || alias(b) != "stored-mallory" {
 		t.Fatalf("stored client: %q, %q", alias(a), alias(b))
 	}
+	// Another interval, or another config of the same storage, has a
+	// reader of its own, which starts from the last reading of the storage
+	// and reads only what changed since (nothing): no full reading.
 	c := use(config1, time.Minute)
-	if c.clients == a.clients || readings() != 2 {
-		t.Fatalf("another interval: shared %v, %d readings", c.clients == a.clients, readings())
+	if c.clients == a.clients || readings() != 1 || alias(c) != "stored-mallory" {
+		t.Fatalf("another interval: shared %v, %d readings, %q", c.clients == a.clients, readings(), alias(c))
 	}
 	d := use(config2, time.Hour)
-	if d.clients == a.clients || readings() != 3 {
-		t.Fatalf("another config of the same storage: shared %v, %d readings", d.clients == a.clients, readings())
+	if d.clients == a.clients || readings() != 1 || alias(d) != "stored-mallory" {
+		t.Fatalf("another config of the same storage: shared %v, %d readings, %q", d.clients == a.clients, readings(), alias(d))
 	}
 	if e1, e2 := use(ctx, time.Hour), use(ctx, time.Hour); e1.clients == e2.clients {
 		t.Fatal("a context without an end shared a reading")
 	}
 
-	// A change, read once, is in force for both, and their verdicts of the
-	// former reading are not reused.
+	// A change, read once (from the change log, without a full reading),
+	// is in force for both, and their verdicts of the former reading are
+	// not reused.
 	if err := st.DeleteClient(ctx, "stored-mallory"); err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +99,14 @@ func TestStoredClientsShared(t *testing.T) {
 	if err := a.clients.read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if readings() != before+1 || alias(a) != "403" || alias(b) != "403" {
+	if readings() != before || alias(a) != "403" || alias(b) != "403" {
 		t.Fatalf("after the client was deleted and one reading: %d readings, %q, %q", readings()-before, alias(a), alias(b))
 	}
 	if alias(d) != "stored-mallory" {
 		t.Fatalf("the other config's reader changed without reading: %q", alias(d))
 	}
 
-	key := clientsReaderKey(config1, time.Hour)
+	key := clientsReaderKey(config1, time.Hour, DefaultStorageFullRefresh)
 	shared := a.clients
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
@@ -238,4 +246,72 @@ func TestPinnedRotation(t *testing.T) {
 			t.Fatalf("%s: %d %v", c.Cert.Subject, res.status, res.vars)
 		}
 	}
+}
+
+// TestStoredClientsFollowLog: a reader that follows the change log ends up
+// with what a full reading gives, whatever the changes (put, regroup,
+// rotate, delete, in random order), and reads only what changed.
+func TestStoredClientsFollowLog(t *testing.T) {
+	storage := &countingStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
+	st := store.New(storage, zap.NewNop())
+	ctx, end := context.WithCancel(context.Background())
+	defer end()
+	ca := demopki.Must(demopki.NewCA("Follow CA"))
+	var certs []*demopki.Cert
+	for i := range 40 {
+		certs = append(certs, demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("c", i)})))
+	}
+	follower := newClientsReader(ctx, storage, time.Hour, time.Hour, zap.NewNop())
+	defer follower.Destruct()
+	rng := rand.New(rand.NewPCG(1, 2))
+	groups := []string{"a", "b", "c"}
+	for round := range 20 {
+		for range 5 {
+			alias := fmt.Sprint("alias", rng.IntN(12))
+			cert := certs[rng.IntN(len(certs))]
+			var err error
+			switch rng.IntN(4) {
+			case 0, 1:
+				_, err = st.PutClient(ctx, alias, fmt.Sprint("tier", rng.IntN(3)), string(cert.CertPEM()), groups[rng.IntN(3)], groups[rng.IntN(3)])
+			case 2:
+				_, err = st.AddClientCertificate(ctx, alias, string(cert.CertPEM()))
+			case 3:
+				err = st.DeleteClient(ctx, alias)
+			}
+			if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+				t.Fatal(err)
+			}
+		}
+		lists := storage.lists.Load()
+		if err := follower.read(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if storage.lists.Load() != lists {
+			t.Fatalf("round %d: following the log listed the clients", round)
+		}
+		handoffs.Delete(storageKey(storage.FileStorage)) // a reading of its own
+		full := newClientsReader(context.Background(), storage.FileStorage, time.Hour, time.Hour, zap.NewNop())
+		_ = full.Destruct()
+		if got, want := describe(follower.current.Load()), describe(full.current.Load()); got != want {
+			t.Fatalf("round %d: following the log:\n%s\nreading in full:\n%s", round, got, want)
+		}
+	}
+}
+
+// describe writes out what a reading trusts, for comparing two.
+func describe(sc *storedClients) string {
+	var lines []string
+	for fp, c := range sc.byFingerprint {
+		lines = append(lines, fmt.Sprintf("%x %s %s", fp[:4], c.Alias, c.Tier))
+	}
+	for g, m := range sc.byGroup {
+		for fp, c := range m {
+			lines = append(lines, fmt.Sprintf("group %s %x %s", g, fp[:4], c.Alias))
+		}
+	}
+	for alias, c := range sc.byAlias {
+		lines = append(lines, fmt.Sprintf("alias %s %v %d %s", alias, c.groups, len(c.fps), c.notAfter))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

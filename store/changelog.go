@@ -230,6 +230,12 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 	return all, true, nil
 }
 
+// ClientsFollowerAt follows the stored clients from rev, the revision a
+// former follower read up to (At): its first Sync reads what changed since.
+func (s *Store) ClientsFollowerAt(rev Revision) *Follower {
+	return &Follower{s: s, dir: clientsDir, at: rev, ok: true}
+}
+
 // At returns the revision the last Sync read up to.
 func (f *Follower) At() Revision { return f.at }
 
