@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,7 +101,11 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), store.Timeout)
+	timeout := store.Timeout
+	if r.URL.Path == "/mtls/clients" && r.URL.Query().Get("limit") == "" {
+		timeout = listAllTimeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	// Split the path as sent, so that an escaped '/' stays inside its name
@@ -132,27 +137,80 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such resource: %s", r.URL.Path)}
 }
 
+// MaxPage is the largest `limit` of a listing of clients.
+const MaxPage = 1000
+
+// listAllTimeout bounds a listing of every stored client (no `limit`).
+const listAllTimeout = 5 * time.Minute
+
+// listClients answers GET /mtls/clients[?group=&limit=&after=]: the stored
+// clients in alias order, of a group if given. With limit, a page of at
+// most that many clients after the alias after, and a Link header to the
+// next page when clients remain; without, every client, written out as
+// they are read, never held whole.
 func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
 	if err := allow(r, http.MethodGet); err != nil {
 		return err
 	}
-	group := r.URL.Query().Get("group")
+	q := r.URL.Query()
+	group, after := q.Get("group"), q.Get("after")
 	if group != "" {
 		if err := store.CheckName(group); err != nil {
 			return badRequest(fmt.Errorf("group: %w", err))
 		}
 	}
-	clients, err := a.store().Clients(r.Context())
-	if err != nil {
-		return apiError(err)
-	}
-	infos := make([]store.ClientInfo, 0, len(clients))
-	for _, c := range clients {
-		if group == "" || c.InGroup(group) {
-			infos = append(infos, c.Info())
+	if after != "" {
+		if err := store.CheckName(after); err != nil {
+			return badRequest(fmt.Errorf("after: %w", err))
 		}
 	}
-	return writeJSON(w, http.StatusOK, infos)
+	if q.Has("limit") {
+		limit, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || limit < 1 || limit > MaxPage {
+			return badRequest(fmt.Errorf("limit %.20q: want a number from 1 to %d", q.Get("limit"), MaxPage))
+		}
+		infos := make([]store.ClientInfo, 0, min(limit, 64))
+		more, err := a.store().ListClients(r.Context(), after, group, func(c *store.Client) bool {
+			infos = append(infos, c.Info())
+			return len(infos) < limit
+		})
+		if err != nil {
+			return apiError(err)
+		}
+		if more && len(infos) > 0 {
+			next := url.Values{"limit": {strconv.Itoa(limit)}, "after": {infos[len(infos)-1].Alias}}
+			if group != "" {
+				next.Set("group", group)
+			}
+			w.Header().Set("Link", fmt.Sprintf(`</mtls/clients?%s>; rel="next"`, next.Encode()))
+		}
+		return writeJSON(w, http.StatusOK, infos)
+	}
+	// Every client, streamed: the answer starts with the first batch read,
+	// and a storage failure after that cuts the answer short (the client
+	// sees JSON that does not end), never a listing that looks whole.
+	started := false
+	enc := json.NewEncoder(w)
+	_, err := a.store().ListClients(r.Context(), after, group, func(c *store.Client) bool {
+		sep := ","
+		if !started {
+			started, sep = true, "["
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+		}
+		_, _ = io.WriteString(w, sep)
+		return enc.Encode(c.Info()) == nil
+	})
+	switch {
+	case err != nil && started:
+		panic(http.ErrAbortHandler)
+	case err != nil:
+		return apiError(err)
+	case !started:
+		return writeJSON(w, http.StatusOK, []store.ClientInfo{})
+	}
+	_, _ = io.WriteString(w, "]\n")
+	return nil
 }
 
 func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, body []byte) error {

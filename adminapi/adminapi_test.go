@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +283,85 @@ func TestClientGroupsAndCertificates(t *testing.T) {
 	}
 	if status, _ := call(http.MethodDelete, "/mtls/clients/svc", nil); status != 204 {
 		t.Fatalf("delete the client: %d", status)
+	}
+}
+
+// TestListClientsPaged: pages of `limit` clients, in alias order, each
+// with a Link to the next while clients remain, add up to the listing
+// without limit (streamed), with a group or without; bad paging is a 400.
+func TestListClientsPaged(t *testing.T) {
+	a, s := newTestAPI(t)
+	ca := demopki.Must(demopki.NewCA("Paging Root"))
+	for i := range 25 {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("p", i)}))
+		groups := []string{"all"}
+		if i%3 == 0 {
+			groups = append(groups, "third")
+		}
+		if _, err := s.PutClient(context.Background(), fmt.Sprintf("p%02d", i), "", string(c.CertPEM()), groups...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(target string) ([]store.ClientInfo, string) {
+		t.Helper()
+		w, err := serveTest(a, httptest.NewRequest(http.MethodGet, target, nil))
+		if err != nil || w.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", target, w.Code, err)
+		}
+		var infos []store.ClientInfo
+		if err := json.Unmarshal(w.Body.Bytes(), &infos); err != nil {
+			t.Fatalf("GET %s: %v: %s", target, err, w.Body)
+		}
+		next := w.Header().Get("Link")
+		if next != "" {
+			next = strings.TrimSuffix(strings.TrimPrefix(next, "<"), `>; rel="next"`)
+		}
+		return infos, next
+	}
+	aliases := func(infos []store.ClientInfo) (out []string) {
+		for _, i := range infos {
+			out = append(out, i.Alias)
+		}
+		return out
+	}
+	for _, group := range []string{"", "third"} {
+		q := ""
+		if group != "" {
+			q = "&group=" + group
+		}
+		whole, next := list("/mtls/clients?" + strings.TrimPrefix(q, "&"))
+		if next != "" {
+			t.Fatalf("a listing without limit has a next page: %s", next)
+		}
+		wantLen := 26
+		if group != "" {
+			wantLen = 9
+		}
+		if len(whole) != wantLen || !slices.IsSorted(aliases(whole)) {
+			t.Fatalf("group %q: %d clients %v", group, len(whole), aliases(whole))
+		}
+		var paged []store.ClientInfo
+		pages := 0
+		for target := "/mtls/clients?limit=4" + q; target != ""; pages++ {
+			page, next := list(target)
+			if len(page) > 4 || (next != "" && len(page) != 4) {
+				t.Fatalf("%s: a page of %d, next %q", target, len(page), next)
+			}
+			paged = append(paged, page...)
+			target = next
+		}
+		if !slices.Equal(aliases(paged), aliases(whole)) || pages != (wantLen+3)/4 {
+			t.Fatalf("group %q: %d pages of %v, want %v", group, pages, aliases(paged), aliases(whole))
+		}
+	}
+	if page, next := list("/mtls/clients?limit=2&after=p23"); !slices.Equal(aliases(page), []string{"p24"}) || next != "" {
+		t.Fatalf("last page: %v %q", aliases(page), next)
+	}
+	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "limit=", "after=..", "after=a/b", "group=%00"} {
+		w, err := serveTest(a, httptest.NewRequest(http.MethodGet, "/mtls/clients?"+bad, nil))
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusBadRequest {
+			t.Errorf("?%s: %d %v", bad, w.Code, err)
+		}
 	}
 }

@@ -47,14 +47,13 @@ lists them).
 `,
 		Args: positional(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			uri := "/mtls/clients"
-			if group, _ := cmd.Flags().GetString("group"); group != "" {
+			group, _ := cmd.Flags().GetString("group")
+			if group != "" {
 				if err := store.CheckName(group); err != nil {
 					return &usageError{fmt.Errorf("--group: %w", err)}
 				}
-				uri += "?group=" + url.QueryEscape(group)
 			}
-			return listCommand(cmd, uri, writeClients)
+			return listClients(cmd, group)
 		}),
 	}
 	list.Flags().String("group", "", "list only the clients of this group")
@@ -312,6 +311,76 @@ func listCommand[T any](cmd *cobra.Command, uri string, write func(io.Writer, []
 	})
 }
 
+// clientsPage is how many clients listClients asks for at a time.
+const clientsPage = 1000
+
+// listClients prints the stored clients (of group, if not ""), asking the
+// admin API for a page at a time, so that neither side holds a listing of
+// many clients whole: --json prints one JSON array of them all.
+func listClients(cmd *cobra.Command, group string) error {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	asJSON, _ := cmd.Flags().GetBool("json")
+	out := cmd.OutOrStdout()
+	after, n := "", 0
+	for {
+		q := url.Values{"limit": {fmt.Sprint(clientsPage)}}
+		if group != "" {
+			q.Set("group", group)
+		}
+		if after != "" {
+			q.Set("after", after)
+		}
+		body, err := c.call(http.MethodGet, "/mtls/clients?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		var raw []json.RawMessage
+		var page []store.ClientInfo
+		if err := json.Unmarshal(body, &raw); err == nil {
+			err = json.Unmarshal(body, &page)
+		}
+		if err != nil {
+			return fmt.Errorf("decoding the admin API's answer: %w", err)
+		}
+		if len(page) > 0 && page[0].Alias <= after {
+			break // an admin API without paging: the whole listing again
+		}
+		for i, item := range raw {
+			switch {
+			case !asJSON:
+			case n+i == 0:
+				_, err = fmt.Fprintf(out, "[%s", item)
+			default:
+				_, err = fmt.Fprintf(out, ",\n%s", item)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if !asJSON && (n == 0 || len(page) > 0) {
+			if err := writeClientRows(out, page, n == 0); err != nil {
+				return err
+			}
+		}
+		n += len(page)
+		if len(page) < clientsPage {
+			break
+		}
+		after = page[len(page)-1].Alias
+	}
+	if asJSON {
+		if n == 0 {
+			_, err = fmt.Fprintln(out, "[]")
+		} else {
+			_, err = fmt.Fprintln(out, "]")
+		}
+	}
+	return err
+}
+
 // changeCommand sends body to uri and prints the entry of the answer: the
 // API's JSON with --json, else a table of one row.
 func changeCommand[T any](cmd *cobra.Command, method, uri string, body any, write func(io.Writer, []T) error) error {
@@ -453,8 +522,16 @@ func keyAsPEM(data string) (string, error) {
 }
 
 func writeClients(w io.Writer, clients []store.ClientInfo) error {
+	return writeClientRows(w, clients, true)
+}
+
+// writeClientRows writes clients as table rows, after the heading if
+// heading is set.
+func writeClientRows(w io.Writer, clients []store.ClientInfo, heading bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ALIAS\tTIER\tSUBJECT\tFINGERPRINT\tNOT_AFTER\tGROUPS\tCERTS")
+	if heading {
+		fmt.Fprintln(tw, "ALIAS\tTIER\tSUBJECT\tFINGERPRINT\tNOT_AFTER\tGROUPS\tCERTS")
+	}
 	for _, c := range clients {
 		certs := len(c.Certificates)
 		if certs == 0 {

@@ -501,6 +501,62 @@ func (s *Store) Clients(ctx context.Context) ([]*Client, error) {
 	return out, err
 }
 
+// listBatch is how many clients ListClients loads at once.
+const listBatch = 64
+
+// ListClients calls fn with the stored clients whose alias sorts after
+// after ("": from the first), in alias order, only those of group (""
+// for all), until fn returns false; more tells whether stored clients
+// remain after the last one given to fn (they may all be of other
+// groups). It lists the aliases once and loads the clients a batch at a
+// time, so that a listing of many clients is never held whole. Corrupt
+// entries are skipped and logged.
+func (s *Store) ListClients(ctx context.Context, after, group string, fn func(*Client) bool) (more bool, err error) {
+	keys, err := s.storage.List(ctx, clientsDir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("listing %s: %w", clientsDir, err)
+	}
+	var aliases []string
+	for _, key := range keys {
+		if alias, ok := strings.CutSuffix(path.Base(key), ".json"); ok && alias > after {
+			aliases = append(aliases, alias)
+		}
+	}
+	sort.Strings(aliases)
+	for len(aliases) > 0 {
+		batch := aliases[:min(listBatch, len(aliases))]
+		aliases = aliases[len(batch):]
+		loaded := make(map[string]*Client, len(batch))
+		err := s.loadEach(ctx, clientsDir, batch, func(alias string, data []byte) {
+			if data == nil {
+				return // deleted since the listing
+			}
+			c, err := DecodeClient(alias, data)
+			if err != nil {
+				s.logger.Warn("skipping corrupt stored entry", zap.String("key", clientKey(alias)), zap.Error(err))
+				return
+			}
+			loaded[alias] = c
+		})
+		if err != nil {
+			return false, err
+		}
+		for i, alias := range batch {
+			c := loaded[alias]
+			if c == nil || (group != "" && !c.InGroup(group)) {
+				continue
+			}
+			if !fn(c) {
+				return i < len(batch)-1 || len(aliases) > 0, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // DecodeClient decodes the stored entry of the client alias (as a
 // Follower of the clients reads it), checking it as a write would.
 func DecodeClient(alias string, data []byte) (*Client, error) {
