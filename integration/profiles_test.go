@@ -340,6 +340,11 @@ func doRawE(client *http.Client, url string) rawResponse {
 		return rawResponse{err: err}
 	}
 	defer resp.Body.Close()
+	return readRaw(resp)
+}
+
+// readRaw reads resp's status, header and body (at most 1 MiB).
+func readRaw(resp *http.Response) rawResponse {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), err: err}
 }

@@ -91,7 +91,6 @@ func (f *profilesFile) attempt(t *Transport, data []byte) (int, error) {
 	t.trackExpiry(set)
 	cleanupModules(f.modules)
 	f.modules = mods
-	t.watchKeyPairsIfUsed(set)
 	if old != nil {
 		t.closeRetired(old, set)
 	}

@@ -48,8 +48,11 @@ type Profile struct {
 	ClientKeystore *Keystore `json:"client_keystore,omitempty"`
 
 	// A key pair stored through the admin API (admin.api.mtls), by name,
-	// re-read from the storage at the transport's `keypair_refresh`.
-	// Default: none.
+	// kept up to date from the storage at the transport's
+	// `keypair_refresh`. With placeholders (`{http.auth.user.alias}`), the
+	// key pair each request names, with a connection pool of its own; a
+	// name that is no stored key pair fails the request with 502, and
+	// health checks present none. Default: none.
 	ClientKeyPair string `json:"client_keypair,omitempty"`
 
 	// The server name sent (SNI) and verified. Default: the upstream's host.
@@ -162,6 +165,10 @@ type profile struct {
 	// keyPair, when set, is the stored key pair the profile presents; the
 	// current version is swapped in when it changes in the storage.
 	keyPair *storedKeyPair
+	// keyPairTemplate holds placeholders when the stored key pair is chosen
+	// per request, from keyPairReader.
+	keyPairTemplate string
+	keyPairReader   *keyPairsReader
 	// defaultRT is the round tripper of the default identity.
 	defaultRT *http.Transport
 	// verifyHostname is false when only the backend's chain is verified,
@@ -174,6 +181,7 @@ type baseSettings struct {
 	tls            *tls.Config // the base transport's TLS client config, nil without TLS
 	verifyHostname bool        // the transport's verify_hostname
 	logger         *zap.Logger
+	keyPairs       func() (*keyPairsReader, error) // the config's stored key pairs
 }
 
 // build makes a profile ready, in steps: what it inherits from the base
@@ -194,7 +202,7 @@ func (p *Profile) build(ctx caddy.Context, base baseSettings, loadModule func(*P
 	if p.trustFile != "" {
 		logTypeCompat(base.logger, p.trustFile, p.trustDeclared, p.trustReadAs)
 	}
-	if err := p.applyIdentity(ctx, out, base.logger); err != nil {
+	if err := p.applyIdentity(out, base); err != nil {
 		return nil, err
 	}
 	if err := p.applyTLSSettings(out); err != nil {
@@ -327,7 +335,7 @@ func (p *Profile) applyTrust(out *profile, loadModule func(*Profile) (caddytls.C
 // one of its own: a stored key pair, a PEM certificate and key, or a
 // keystore; at most one of them. A profile with its own identity no longer
 // inherits the base's automated client certificate.
-func (p *Profile) applyIdentity(ctx caddy.Context, out *profile, logger *zap.Logger) error {
+func (p *Profile) applyIdentity(out *profile, base baseSettings) error {
 	identities := 0
 	for _, set := range []bool{p.ClientKeystore != nil, p.ClientCertificateFile != "" || p.ClientKeyFile != "", p.ClientKeyPair != ""} {
 		if set {
@@ -341,12 +349,8 @@ func (p *Profile) applyIdentity(ctx caddy.Context, out *profile, logger *zap.Log
 	case identities > 1:
 		return errors.New("give one of client_keystore, client_certificate_file and client_keypair")
 	case p.ClientKeyPair != "":
-		kp, err := loadStoredKeyPair(ctx, p.ClientKeyPair)
-		if err != nil {
-			return err
-		}
-		out.keyPair = kp
 		out.defaultCerts = nil
+		return presentStoredKeyPair(out, p.ClientKeyPair, base.keyPairs)
 	case p.ClientCertificateFile != "" || p.ClientKeyFile != "":
 		if p.ClientCertificateFile == "" || p.ClientKeyFile == "" {
 			return errors.New("client certificate needs both the certificate and the key file")
@@ -357,7 +361,7 @@ func (p *Profile) applyIdentity(ctx caddy.Context, out *profile, logger *zap.Log
 		}
 		out.defaultCerts = []tls.Certificate{cert}
 	case p.ClientKeystore != nil:
-		return p.ClientKeystore.applyTo(out, logger)
+		return p.ClientKeystore.applyTo(out, base.logger)
 	}
 	return nil
 }
@@ -394,7 +398,7 @@ func (ks *Keystore) applyTo(out *profile, logger *zap.Logger) error {
 		return nil
 	}
 	switch {
-	case strings.Contains(ks.Alias, "{"):
+	case isTemplate(ks.Alias):
 		out.aliasTemplate = ks.Alias
 		out.defaultCerts = allCerts(st)
 		if ks.DefaultAlias != "" {
@@ -652,3 +656,6 @@ func loadKeyPairFiles(certFile, keyFile string) (tls.Certificate, error) {
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
 }
+
+// isTemplate reports whether s holds placeholders to resolve per request.
+func isTemplate(s string) bool { return strings.Contains(s, "{") }

@@ -33,6 +33,7 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/internal/bounded"
 	"github.com/caddy-mtls/caddy-mtls/internal/periodic"
 	"github.com/caddy-mtls/caddy-mtls/metrics"
+	"github.com/caddy-mtls/caddy-mtls/store"
 	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
@@ -95,15 +96,15 @@ type Transport struct {
 	// beyond that. Default: `100`.
 	MaxPools int `json:"max_pools,omitempty"`
 
-	ctx          caddy.Context
-	logger       *zap.Logger
-	baseJSON     []byte                      // the base http transport's config, to build more transports from
-	inherited    *tls.Config                 // the base transport's TLS client config, nil without TLS
-	configured   []*profile                  // built from Profiles
-	profiles     *atomic.Pointer[profileSet] // swapped when the profiles file changes
-	pools        *poolCache
-	file         *profilesFile
-	keyPairWatch *sync.Once
+	ctx        caddy.Context
+	logger     *zap.Logger
+	baseJSON   []byte                      // the base http transport's config, to build more transports from
+	inherited  *tls.Config                 // the base transport's TLS client config, nil without TLS
+	configured []*profile                  // built from Profiles
+	profiles   *atomic.Pointer[profileSet] // swapped when the profiles file changes
+	pools      *poolCache
+	file       *profilesFile
+	keyPairs   *keyPairsUse
 }
 
 // DefaultMaxPools is the default bound on per-identity connection pools.
@@ -164,7 +165,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		skipNameCheck(t.Transport.TLSClientConfig)
 	}
 	t.pools = newPoolCache(t.MaxPools)
-	t.keyPairWatch = new(sync.Once)
+	t.keyPairs = new(keyPairsUse)
 	t.profiles = new(atomic.Pointer[profileSet])
 
 	set := newProfileSet()
@@ -216,7 +217,6 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		watchCtx, t.file.cancel = context.WithCancel(t.ctx)
 		go periodic.Every(watchCtx, "profiles_file", t.logger, interval, t.reload)
 	}
-	t.watchKeyPairsIfUsed(t.profiles.Load())
 	window := time.Duration(t.ExpiryWarning)
 	if window <= 0 {
 		window = events.DefaultExpiryWarning
@@ -250,23 +250,6 @@ func (t *Transport) trackExpiry(set *profileSet) {
 	metrics.SetExpiry(t, metrics.KindKeyPair, keyPairs)
 }
 
-// watchKeyPairsIfUsed starts watching the stored key pairs, once, when a
-// profile of set uses one.
-func (t *Transport) watchKeyPairsIfUsed(set *profileSet) {
-	for _, p := range set.all {
-		if p.keyPair != nil {
-			t.keyPairWatch.Do(func() {
-				interval := time.Duration(t.KeyPairRefresh)
-				if interval <= 0 {
-					interval = DefaultKeyPairRefresh
-				}
-				go t.watchKeyPairs(interval)
-			})
-			return
-		}
-	}
-}
-
 // verifyHostname returns the transport's verify_hostname: true unless set
 // false.
 func (t *Transport) verifyHostname() bool {
@@ -282,7 +265,7 @@ func profileName(p *Profile) string {
 
 // buildProfile makes a Profile ready, with its default connection pool.
 func (t *Transport) buildProfile(p *Profile, loadCA func(*Profile) (caddytls.CA, error)) (*profile, error) {
-	built, err := p.build(t.ctx, baseSettings{tls: t.inherited, verifyHostname: t.verifyHostname(), logger: t.logger}, loadCA)
+	built, err := p.build(t.ctx, baseSettings{tls: t.inherited, verifyHostname: t.verifyHostname(), logger: t.logger, keyPairs: t.storedKeyPairs}, loadCA)
 	if err != nil {
 		return nil, err
 	}
@@ -524,16 +507,20 @@ func (e profileError) Temporary() bool { return false }
 // roundTripperFor returns the connection pool for req's client identity
 // in profile p, and the identity's name (an alias, or "default").
 func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transport, string, error) {
-	if p.aliasTemplate == "" || isHealthCheck(req) {
+	if (p.aliasTemplate == "" && p.keyPairTemplate == "") || isHealthCheck(req) {
 		return p.defaultRT, defaultIdentity, nil
 	}
 	repl, _ := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	template := p.aliasTemplate + p.keyPairTemplate // one of them is set
 	alias := ""
 	if repl != nil {
-		alias = repl.ReplaceKnown(p.aliasTemplate, "")
+		alias = repl.ReplaceKnown(template, "")
 	}
 	if alias == "" {
-		return nil, "", fmt.Errorf("client alias %s is empty for this request", p.aliasTemplate)
+		return nil, "", fmt.Errorf("client identity %s is empty for this request", template)
+	}
+	if p.keyPairTemplate != "" {
+		return t.storedKeyPairRoundTripper(p, alias)
 	}
 	kp, ok := p.keyPairs.KeyPair(alias)
 	if !ok {
@@ -543,6 +530,22 @@ func (t *Transport) roundTripperFor(p *profile, req *http.Request) (*http.Transp
 		return t.newRoundTripper(p, kp.Alias, []tls.Certificate{kp.Certificate})
 	})
 	return rt, kp.Alias, err
+}
+
+// storedKeyPairRoundTripper returns the connection pool of profile p for
+// the stored key pair name, chosen by this request.
+func (t *Transport) storedKeyPairRoundTripper(p *profile, name string) (*http.Transport, string, error) {
+	if store.CheckName(name) != nil {
+		return nil, "", fmt.Errorf("client key pair name %.64q is not a key pair name", name)
+	}
+	cert := p.keyPairReader.get(name)
+	if cert == nil {
+		return nil, "", fmt.Errorf("no stored client key pair %q", name)
+	}
+	rt, err := t.pools.get(poolKey{p: p, alias: name, storedKeyPair: true, leaf: string(cert.Certificate[0])}, func() (*http.Transport, error) {
+		return t.newRoundTripper(p, name, []tls.Certificate{*cert})
+	})
+	return rt, name, err
 }
 
 // defaultIdentity names a profile's default client identity in metrics.
@@ -570,14 +573,19 @@ func (t *Transport) Cleanup() error {
 	if t.pools != nil {
 		t.pools.closeAll()
 	}
+	t.releaseKeyPairs()
 	metrics.ForgetExpiry(t)
 	return t.HTTPTransport.Cleanup()
 }
 
-// poolKey names a connection pool of an identity chosen per request.
+// poolKey names a connection pool of an identity chosen per request: a
+// keystore's alias, or a stored key pair's name and its certificate (a key
+// pair replaced gets a pool of its own).
 type poolKey struct {
-	p     *profile
-	alias string
+	p             *profile
+	alias         string
+	storedKeyPair bool
+	leaf          string // DER of a stored key pair's certificate
 }
 
 // poolCache keeps the per-request identities' connection pools, closing the
@@ -614,6 +622,17 @@ func (c *poolCache) get(key poolKey, build func() (*http.Transport, error)) (*ht
 		c.removeLocked(c.lru.Back())
 	}
 	return rt, nil
+}
+
+// removeIf closes and forgets the pools whose key matches.
+func (c *poolCache) removeIf(match func(poolKey) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, e := range c.m {
+		if match(key) {
+			c.removeLocked(e)
+		}
+	}
 }
 
 func (c *poolCache) removeLocked(e *list.Element) {

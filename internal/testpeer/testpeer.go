@@ -25,6 +25,7 @@ type Backend struct {
 	Server   *demopki.Cert // its server certificate
 	healthCN atomic.Value
 	open     atomic.Int64 // connections open now
+	requests atomic.Int64 // requests answered
 }
 
 // StartBackend starts a backend for the test; it stops when the test ends.
@@ -34,6 +35,7 @@ func StartBackend(t testing.TB, name string, clientCA *demopki.Cert) *Backend {
 	server := demopki.Must(b.ServerCA.Issue(demopki.Options{CommonName: "localhost", DNSNames: []string{"localhost", name + ".internal"}}))
 	b.Server = server
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.requests.Add(1)
 		cn := r.TLS.PeerCertificates[0].Subject.CommonName
 		if r.URL.Path == "/health" {
 			b.healthCN.Store(cn)
@@ -64,6 +66,9 @@ func StartBackend(t testing.TB, name string, clientCA *demopki.Cert) *Backend {
 
 // OpenConns returns how many client connections are open now.
 func (b *Backend) OpenConns() int { return int(b.open.Load()) }
+
+// Requests returns how many requests it answered.
+func (b *Backend) Requests() int { return int(b.requests.Load()) }
 
 // HealthCN returns the client common name of the last request to /health.
 func (b *Backend) HealthCN() string {
