@@ -87,7 +87,10 @@ func TestKeytoolKeyPairsAndTrustedCert(t *testing.T) {
 }
 
 // TestKeytoolKeyPairAndTrustedCert: a PKCS#12 key store of one key pair
-// plus a trusted certificate entry loads the key pair under its alias.
+// plus a trusted certificate entry loads the key pair under its alias, its
+// chain its own certificate alone, and the certificate as trusted (go-pkcs12's
+// reader of one key pair took the trusted certificate for the key pair's
+// chain and dropped it as trusted).
 func TestKeytoolKeyPairAndTrustedCert(t *testing.T) {
 	t.Parallel()
 	path := keytoolStore(t, "PKCS12", 1)
@@ -98,6 +101,12 @@ func TestKeytoolKeyPairAndTrustedCert(t *testing.T) {
 	kp, ok := st.KeyPair("partner-a")
 	if len(st.KeyPairs) != 1 || !ok || kp.Certificate.Leaf.Subject.CommonName != "gateway for a" {
 		t.Fatalf("key pairs %v", aliases(st))
+	}
+	if len(kp.Certificate.Certificate) != 1 {
+		t.Fatalf("a chain of %d certificates, want 1", len(kp.Certificate.Certificate))
+	}
+	if len(st.Trusted) != 1 || st.Trusted[0].Subject.CommonName != "backend CA" {
+		t.Fatalf("%d trusted certificates", len(st.Trusted))
 	}
 }
 

@@ -67,7 +67,10 @@ func TestPKCS12BadIV(t *testing.T) {
 
 // FuzzLoadPKCS12: no input makes the PKCS#12 reader panic (a panic would be
 // recovered in production, but is a bug all the same) or derive keys
-// longer than the checks allow. Seeds: a good file, the bad IV one.
+// longer than the checks allow. Seeds: a good file, the bad IV one, and
+// what keytool and OpenSSL write beyond go-pkcs12's readers: an Ed25519
+// key pair with a trusted certificate entry, and the older encryptions
+// (RC2, 3DES) with one.
 func FuzzLoadPKCS12(f *testing.F) {
 	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
 	path := filepath.Join(f.TempDir(), "gw.p12")
@@ -81,6 +84,9 @@ func FuzzLoadPKCS12(f *testing.F) {
 	f.Add(good, "p12pass")
 	f.Add(good, "")
 	f.Add(badIVPKCS12(f), "")
+	for _, seed := range pkcs12Seeds(f) {
+		f.Add(seed, "storepass")
+	}
 	iterationLimit = 10_000
 	defer func() { iterationLimit = MaxIterations }()
 	f.Fuzz(func(t *testing.T, data []byte, password string) {
@@ -88,4 +94,34 @@ func FuzzLoadPKCS12(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// pkcs12Seeds returns PKCS#12 files, password "storepass", in the
+// iteration counts the fuzz test allows: a keytool key store of an Ed25519
+// key pair and a trusted certificate entry (PBES2), an OpenSSL -legacy one
+// of an RSA key pair into which keytool imported a trusted certificate
+// (RC2-40, 3DES, a SHA-1 MAC), an OpenSSL one of an Ed25519 key.
+func pkcs12Seeds(t testing.TB) [][]byte {
+	dir := t.TempDir()
+	ed := filepath.Join(dir, "ed.p12")
+	keytool := keytoolIn(t, ed, "PKCS12", "-Dkeystore.pkcs12.certPbeIterationCount=1000", "-Dkeystore.pkcs12.keyPbeIterationCount=1000", "-Dkeystore.pkcs12.macIterationCount=1000")
+	keytool("-genkeypair", "-alias", "ed", "-keyalg", "Ed25519", "-dname", "CN=gateway ed25519", "-validity", "30")
+	caFile := backendCA(t, dir)
+	keytool("-importcert", "-alias", "backend-ca", "-file", caFile)
+	key, cert, legacy, osEd := filepath.Join(dir, "k.pem"), filepath.Join(dir, "c.pem"), filepath.Join(dir, "legacy.p12"), filepath.Join(dir, "os-ed.p12")
+	tool(t, "openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", key, "-subj", "/CN=gateway for r", "-days", "30", "-out", cert)
+	tool(t, "openssl", "pkcs12", "-export", "-legacy", "-in", cert, "-inkey", key, "-name", "partner-r", "-out", legacy, "-passout", "pass:storepass")
+	keytoolIn(t, legacy, "PKCS12")("-importcert", "-alias", "backend-ca", "-file", caFile)
+	tool(t, "openssl", "genpkey", "-algorithm", "ed25519", "-out", key)
+	tool(t, "openssl", "req", "-x509", "-new", "-key", key, "-subj", "/CN=gateway ed25519", "-days", "30", "-out", cert)
+	tool(t, "openssl", "pkcs12", "-export", "-in", cert, "-inkey", key, "-name", "partner-ed", "-out", osEd, "-passout", "pass:storepass", "-iter", "1000")
+	var seeds [][]byte
+	for _, p := range []string{ed, legacy, osEd} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, data)
+	}
+	return seeds
 }

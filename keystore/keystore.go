@@ -316,20 +316,52 @@ func jksDigest(content []byte, password string) []byte {
 	return h.Sum(nil)
 }
 
-// loadPKCS12 reads a PKCS#12 file: one key pair with its chain, several
-// (loadPKCS12KeyPairs), or a trust store of certificates only. A key pair's
-// alias is its friendly name, when it has one.
+// loadPKCS12 reads a PKCS#12 file: key pairs, each with its chain and its
+// friendly name as its alias, and trusted certificates (Java's trusted
+// certificate entries), or a trust store of certificates only.
+// go-pkcs12's ToPEM reads most files; walkBags reads what it refuses
+// (Java's trusted certificate entries, Ed25519 keys); DecodeChain and
+// DecodeTrustStore read the rest (files without a MAC, one key pair, or
+// certificates only).
 func loadPKCS12(data []byte, password string) (*Contents, error) {
 	if err := checkPKCS12Work(data); err != nil {
 		return nil, err
 	}
+	var trusted []*x509.Certificate
+	blocks, err := pkcs12.ToPEM(data, password)
+	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
+	}
+	if err != nil {
+		var walkErr error
+		if blocks, trusted, walkErr = walkBags(data, password); errors.Is(walkErr, ErrPassword) || errors.Is(walkErr, errTooMuchDerivation) {
+			return nil, fmt.Errorf("reading PKCS#12: %w", walkErr)
+		} else if walkErr != nil {
+			return loadPKCS12Otherwise(data, password, err)
+		}
+	}
+	if slices.ContainsFunc(blocks, isKeyBlock) {
+		return keyPairsOfBlocks(blocks, trusted)
+	}
+	if len(trusted) > 0 && !slices.ContainsFunc(blocks, func(b *pem.Block) bool { return b.Type == "CERTIFICATE" }) {
+		return &Contents{Trusted: trusted}, nil
+	}
+	// Certificates only, not all marked trusted: go-pkcs12's reader of
+	// trust stores refuses them, with its reason.
+	return loadPKCS12Otherwise(data, password, errors.New("pkcs12: private key missing"))
+}
+
+// loadPKCS12Otherwise reads a PKCS#12 file that neither ToPEM nor walkBags
+// reads (toPEMErr is ToPEM's reason): one key pair (DecodeChain), or a
+// trust store of certificates only.
+func loadPKCS12Otherwise(data []byte, password string, toPEMErr error) (*Contents, error) {
 	key, cert, cas, err := pkcs12.DecodeChain(data, password)
 	if err == nil {
 		chain := [][]byte{cert.Raw}
 		for _, c := range cas {
 			chain = append(chain, c.Raw)
 		}
-		kp, err := newKeyPair(friendlyName(data, password), key, chain)
+		kp, err := newKeyPair("", key, chain)
 		if err != nil {
 			return nil, err
 		}
@@ -338,15 +370,10 @@ func loadPKCS12(data []byte, password string) (*Contents, error) {
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, fmt.Errorf("%w: %v", ErrPassword, err)
 	}
-	st, ok, mkErr := loadPKCS12KeyPairs(data, password)
-	if ok {
-		return st, mkErr
-	}
-	if mkErr != nil && plainKeyBags(data) > 1 {
-		// Several keys, which the reader of one refused and the reader of
-		// several could not read either (a bag or attribute it does not
-		// know): its reason is the one.
-		return nil, fmt.Errorf("reading PKCS#12 of several key pairs: %v", mkErr)
+	if plainKeyBags(data) > 1 {
+		// Several keys, which neither reader of them could read (a bag or
+		// attribute they do not know): ToPEM's reason is the one.
+		return nil, fmt.Errorf("reading PKCS#12 of several key pairs: %v", toPEMErr)
 	}
 	certs, tsErr := pkcs12.DecodeTrustStore(data, password)
 	if tsErr != nil {
@@ -358,37 +385,16 @@ func loadPKCS12(data []byte, password string) (*Contents, error) {
 	return &Contents{Trusted: certs}, nil
 }
 
-// loadPKCS12KeyPairs reads a PKCS#12 file of several key pairs, as Java's
-// keytool writes a keystore of several entries: each key with the
-// certificate of the same localKeyId, its alias the key's friendly name,
-// and its chain from the file's other certificates. ok is false when the
-// file holds fewer than two keys (or cannot be read so), for the other
-// readers to try.
-func loadPKCS12KeyPairs(data []byte, password string) (st *Contents, ok bool, err error) {
-	blocks, err := pkcs12.ToPEM(data, password)
-	var trusted []*x509.Certificate
-	if err != nil {
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-			return nil, false, err
-		}
-		// ToPEM refuses bag attributes it does not know, such as the
-		// one Java marks a trusted certificate entry with (keytool
-		// -importcert into a key store): read the bags here.
-		var walkErr error
-		if blocks, trusted, walkErr = walkBags(data, password); walkErr != nil {
-			return nil, false, err
-		}
-	}
-	st, ok, err = keyPairsOfBlocks(blocks)
-	if ok && err == nil {
-		st.Trusted = trusted
-	}
-	return st, ok, err
-}
+func isKeyBlock(b *pem.Block) bool { return b.Type == "PRIVATE KEY" }
 
-// keyPairsOfBlocks is loadPKCS12KeyPairs after the file's bags are read:
-// ToPEM's blocks, with their friendlyName and localKeyId headers.
-func keyPairsOfBlocks(blocks []*pem.Block) (st *Contents, ok bool, err error) {
+// keyPairsOfBlocks makes the key pairs of a PKCS#12 file from its bags read
+// as ToPEM's blocks (with their friendlyName and localKeyId headers), as
+// Java's keytool writes a keystore of several entries: each key with the
+// certificate of the same localKeyId (or, lacking one, of the same public
+// key), its alias the key's friendly name (or its certificate's), and its
+// chain from the file's other certificates. trusted are the file's trusted
+// certificate entries.
+func keyPairsOfBlocks(blocks []*pem.Block, trusted []*x509.Certificate) (st *Contents, err error) {
 	var keys, certs []*pem.Block
 	for _, b := range blocks {
 		switch b.Type {
@@ -398,51 +404,54 @@ func keyPairsOfBlocks(blocks []*pem.Block) (st *Contents, ok bool, err error) {
 			certs = append(certs, b)
 		}
 	}
-	if len(keys) < 2 {
-		return nil, false, nil
-	}
 	parsed := make([]*x509.Certificate, len(certs))
 	for i, b := range certs {
 		if parsed[i], err = x509.ParseCertificate(b.Bytes); err != nil {
-			return nil, true, fmt.Errorf("reading PKCS#12: certificate %d: %w", i+1, err)
+			return nil, fmt.Errorf("reading PKCS#12: certificate %d: %w", i+1, err)
 		}
 	}
-	st = new(Contents)
+	st = &Contents{Trusted: trusted}
 	for i, b := range keys {
-		alias := b.Headers["friendlyName"]
+		name := b.Headers["friendlyName"]
+		// ToPEM gives RSA keys as PKCS #1 and EC keys as SEC 1; walkBags
+		// others as PKCS #8.
+		var key any
+		if key, err = x509.ParsePKCS1PrivateKey(b.Bytes); err != nil {
+			if key, err = x509.ParseECPrivateKey(b.Bytes); err != nil {
+				if key, err = x509.ParsePKCS8PrivateKey(b.Bytes); err != nil {
+					return nil, fmt.Errorf("reading PKCS#12: key entry %q: parsing private key: %w", name, err)
+				}
+			}
+		}
+		leaf := -1
+		if id := b.Headers["localKeyId"]; id != "" {
+			leaf = slices.IndexFunc(certs, func(c *pem.Block) bool { return c.Headers["localKeyId"] == id })
+		} else {
+			leaf = slices.IndexFunc(parsed, func(c *x509.Certificate) bool { return CheckKeyMatches(c, key) == nil })
+		}
+		if leaf < 0 {
+			return nil, fmt.Errorf("reading PKCS#12: key entry %q has no certificate of its localKeyId", name)
+		}
+		alias := name
 		if alias == "" {
+			alias = certs[leaf].Headers["friendlyName"]
+		}
+		if alias == "" && len(keys) > 1 {
 			alias = fmt.Sprintf("key %d", i+1)
 		}
 		// Aliases are looked up case insensitively: two that differ only
 		// so would let one name give out the other's identity.
 		if _, dup := st.KeyPair(alias); dup {
-			return nil, true, fmt.Errorf("reading PKCS#12: two key entries named %q", alias)
-		}
-		// ToPEM gives RSA keys as PKCS #1 and EC keys as SEC 1.
-		var key any
-		if key, err = x509.ParsePKCS1PrivateKey(b.Bytes); err != nil {
-			if key, err = x509.ParseECPrivateKey(b.Bytes); err != nil {
-				return nil, true, fmt.Errorf("reading PKCS#12: key entry %q: %w", alias, err)
-			}
-		}
-		leaf := -1
-		for j, c := range certs {
-			if id := b.Headers["localKeyId"]; id != "" && c.Headers["localKeyId"] == id {
-				leaf = j
-				break
-			}
-		}
-		if leaf < 0 {
-			return nil, true, fmt.Errorf("reading PKCS#12: key entry %q has no certificate of its localKeyId", alias)
+			return nil, fmt.Errorf("reading PKCS#12: two key entries named %q", alias)
 		}
 		kp, err := newKeyPair(alias, key, chainOf(parsed[leaf], parsed))
 		if err != nil {
-			return nil, true, err
+			return nil, err
 		}
 		st.KeyPairs = append(st.KeyPairs, kp)
 	}
 	sortKeyPairs(st)
-	return st, true, nil
+	return st, nil
 }
 
 // chainOf returns leaf's DER followed by its issuers' among certs (by name,
@@ -466,28 +475,6 @@ func chainOf(leaf *x509.Certificate, certs []*x509.Certificate) [][]byte {
 		chain = append(chain, cur.Raw)
 	}
 	return chain
-}
-
-// friendlyName returns the friendly name of the key bag of a PKCS#12 file,
-// or "" when it has none or the file cannot be read so.
-func friendlyName(data []byte, password string) string {
-	blocks, err := pkcs12.ToPEM(data, password)
-	if err != nil {
-		if blocks, _, err = walkBags(data, password); err != nil {
-			return ""
-		}
-	}
-	for _, b := range blocks {
-		if strings.Contains(b.Type, "PRIVATE KEY") && b.Headers["friendlyName"] != "" {
-			return b.Headers["friendlyName"]
-		}
-	}
-	for _, b := range blocks {
-		if name := b.Headers["friendlyName"]; name != "" {
-			return name
-		}
-	}
-	return ""
 }
 
 func newKeyPair(alias string, key any, chain [][]byte) (KeyPair, error) {

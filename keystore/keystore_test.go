@@ -276,20 +276,30 @@ func TestJKSDigest(t *testing.T) {
 
 // FuzzLoadJKS: every input returns, with a keystore or an error, having
 // allocated a small multiple of its size at most (the second seed asked for
-// 160 GB before the layout check, which ended the whole process).
+// 160 GB before the layout check, which ended the whole process). The last
+// seed is keytool's: an Ed25519 key pair and a trusted certificate entry.
 func FuzzLoadJKS(f *testing.F) {
 	ca := demopki.Must(demopki.NewCA("JKS CA"))
 	alice := demopki.Must(ca.Issue(demopki.Options{CommonName: "alice"}))
-	f.Add(jksBytes(f, "pass", demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, demopki.JKSEntry{Alias: "ca", Cert: ca}))
+	f.Add(jksBytes(f, "storepass", demopki.JKSEntry{Alias: "alice", Cert: alice, Key: true}, demopki.JKSEntry{Alias: "ca", Cert: ca}))
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0xFF, 0xFF, 0xFF, 0xFF})
 	// A private key of 100 MB claimed: fresh memory, which the system gives.
 	f.Add([]byte{0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0})
+	edJKS := filepath.Join(f.TempDir(), "ed.jks")
+	keytool := keytoolIn(f, edJKS, "JKS")
+	keytool("-genkeypair", "-alias", "ed", "-keyalg", "Ed25519", "-dname", "CN=gateway ed25519", "-validity", "30")
+	keytool("-importcert", "-alias", "backend-ca", "-file", backendCA(f, filepath.Dir(edJKS)))
+	edData, err := os.ReadFile(edJKS)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(edData)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Allocations of fresh memory need not fail where the system
 		// overcommits: count what was asked for instead.
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		_, _ = loadJKS(data, "pass", "pass")
+		_, _ = loadJKS(data, "storepass", "storepass")
 		runtime.ReadMemStats(&after)
 		if asked, most := after.TotalAlloc-before.TotalAlloc, uint64(16*len(data)+1<<20); asked > most {
 			t.Fatalf("%d bytes of input made %d bytes of allocations (at most %d)", len(data), asked, most)
@@ -475,13 +485,13 @@ func TestPKCS12DuplicateAliases(t *testing.T) {
 	}
 	a := demopki.Must(ca.Issue(demopki.Options{CommonName: "a"}))
 	b := demopki.Must(ca.Issue(demopki.Options{CommonName: "b"}))
-	if st, ok, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")...)); !ok || err != nil || len(st.KeyPairs) != 2 {
-		t.Fatalf("two key pairs: %v %v", ok, err)
+	if st, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")...), nil); err != nil || len(st.KeyPairs) != 2 {
+		t.Fatalf("two key pairs: %v", err)
 	}
-	if _, _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "Partner-A", "02")...)); err == nil || !strings.Contains(err.Error(), "two key entries") {
+	if _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "Partner-A", "02")...), nil); err == nil || !strings.Contains(err.Error(), "two key entries") {
 		t.Fatalf("aliases differing in case: %v", err)
 	}
-	if _, _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")[:1]...)); err == nil || !strings.Contains(err.Error(), "no certificate of its localKeyId") {
+	if _, err := keyPairsOfBlocks(append(block(a, "partner-a", "01"), block(b, "partner-b", "02")[:1]...), nil); err == nil || !strings.Contains(err.Error(), "no certificate of its localKeyId") {
 		t.Fatalf("a key without its certificate: %v", err)
 	}
 }

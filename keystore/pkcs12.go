@@ -1,15 +1,11 @@
 package keystore
 
 import (
-	"bytes"
 	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/pbkdf2"
 	"crypto/rsa"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -17,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash"
 	"unicode/utf16"
 )
 
@@ -274,20 +269,39 @@ type (
 	}
 )
 
-// walkBags reads the bags of a PKCS#12 file whose password is known good
-// (its MAC verified) the way ToPEM does, but knowing Java's trusted
-// certificate entries, which ToPEM refuses: the key bags and the
-// certificates of key pairs as ToPEM's blocks (keys as PKCS #1 or SEC 1,
-// with friendlyName and localKeyId headers), and the trusted certificates
-// apart. It decrypts PBES2 (AES-CBC with PBKDF2), which keytool writes
-// since Java 11.0.12; files of older algorithms are left to ToPEM's error.
+// walkBags reads the bags of a PKCS#12 file the way ToPEM does, but knowing
+// what ToPEM refuses: Java's trusted certificate entries, Ed25519 keys,
+// and any number of contents. It gives the key bags and the certificates
+// of key pairs as ToPEM's blocks (RSA keys as PKCS #1, EC keys as SEC 1,
+// other keys as PKCS #8; with friendlyName and localKeyId headers), and the
+// trusted certificates apart. It checks the file's MAC with the password
+// first (a file without one is refused: its content cannot be trusted),
+// and decrypts PBES2 (AES-CBC with PBKDF2, what keytool writes since Java
+// 11.0.12 and OpenSSL 3 by default) and the PKCS#12 encryptions of older
+// tools (3DES, RC2), each key derivation within MaxIterations.
 func walkBags(data []byte, password string) (blocks []*pem.Block, trusted []*x509.Certificate, err error) {
 	var pfx pfxPDU
-	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
+	if rest, err := asn1.Unmarshal(data, &pfx); err != nil {
 		return nil, nil, err
+	} else if len(rest) > 0 {
+		return nil, nil, errors.New("data after the PFX")
+	}
+	if pfx.Version != 3 {
+		return nil, nil, fmt.Errorf("PFX version %d", pfx.Version)
 	}
 	if len(pfx.MacData.Mac.Algorithm.Algorithm) == 0 {
 		return nil, nil, errors.New("no MAC: the password cannot be checked")
+	}
+	var authSafe []byte
+	if !pfx.AuthSafe.ContentType.Equal(oidData) {
+		return nil, nil, errors.New("no readable contents")
+	}
+	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &authSafe); err != nil {
+		return nil, nil, fmt.Errorf("authenticated safe: %w", err)
+	}
+	pw, err := verifyMAC(pfx.MacData, authSafe, password)
+	if err != nil {
+		return nil, nil, err
 	}
 	contents := pfx.contents()
 	if contents == nil {
@@ -305,7 +319,7 @@ func walkBags(data []byte, password string) (blocks []*pem.Block, trusted []*x50
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
 				return nil, nil, fmt.Errorf("contents %d: %w", i+1, err)
 			}
-			plain, err := pbes2Decrypt(ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ed.EncryptedContentInfo.EncryptedContent, password)
+			plain, err := decrypt(ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ed.EncryptedContentInfo.EncryptedContent, pw)
 			if err != nil {
 				return nil, nil, fmt.Errorf("contents %d: %w", i+1, err)
 			}
@@ -316,7 +330,7 @@ func walkBags(data []byte, password string) (blocks []*pem.Block, trusted []*x50
 			return nil, nil, fmt.Errorf("contents %d of type %v", i+1, ci.ContentType)
 		}
 		for j, bag := range bags {
-			block, isTrusted, err := bagBlock(bag, password)
+			block, isTrusted, err := bagBlock(bag, pw)
 			if err != nil {
 				return nil, nil, fmt.Errorf("bag %d of contents %d: %w", j+1, i+1, err)
 			}
@@ -339,7 +353,7 @@ func walkBags(data []byte, password string) (blocks []*pem.Block, trusted []*x50
 // bagBlock turns a key or certificate bag into a block as ToPEM makes it;
 // other bags (CRLs, secrets) give none. isTrusted says a certificate is a
 // trusted certificate entry.
-func bagBlock(bag safeBag, password string) (block *pem.Block, isTrusted bool, err error) {
+func bagBlock(bag safeBag, pw p12Password) (block *pem.Block, isTrusted bool, err error) {
 	block = &pem.Block{Headers: map[string]string{}}
 	for _, raw := range bag.Attributes {
 		var attr bagAttribute
@@ -386,7 +400,7 @@ func bagBlock(bag safeBag, password string) (block *pem.Block, isTrusted bool, e
 		if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err != nil {
 			return nil, false, fmt.Errorf("key bag: %w", err)
 		}
-		if pkcs8, err = pbes2Decrypt(key.Algorithm, key.EncryptedData, password); err != nil {
+		if pkcs8, err = decrypt(key.Algorithm, key.EncryptedData, pw); err != nil {
 			return nil, false, fmt.Errorf("key bag: %w", err)
 		}
 	default:
@@ -404,6 +418,9 @@ func bagBlock(bag safeBag, password string) (block *pem.Block, isTrusted bool, e
 		if block.Bytes, err = x509.MarshalECPrivateKey(k); err != nil {
 			return nil, false, err
 		}
+	case ed25519.PrivateKey:
+		// Neither PKCS #1 nor SEC 1 holds it: as it came.
+		block.Bytes = pkcs8
 	default:
 		return nil, false, fmt.Errorf("key bag: unsupported key type %T", key)
 	}
@@ -424,27 +441,9 @@ func pbes2Decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, password stri
 	if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err != nil {
 		return nil, fmt.Errorf("PBES2 parameters: %w", err)
 	}
-	var kdf pbkdf2Params
-	if !params.Kdf.Algorithm.Equal(oidPBKDF2) {
-		return nil, fmt.Errorf("key derivation %v is not PBKDF2", params.Kdf.Algorithm)
-	}
-	if _, err := asn1.Unmarshal(params.Kdf.Parameters.FullBytes, &kdf); err != nil || kdf.Salt.Tag != asn1.TagOctetString {
-		return nil, errors.New("PBKDF2 parameters do not parse")
-	}
-	var prf func() hash.Hash
-	switch p := kdf.Prf.Algorithm; {
-	case len(p) == 0 || p.Equal(oidHMACSHA1):
-		prf = sha1.New
-	case p.Equal(oidHMACSHA224):
-		prf = sha256.New224
-	case p.Equal(oidHMACSHA256):
-		prf = sha256.New
-	case p.Equal(oidHMACSHA384):
-		prf = sha512.New384
-	case p.Equal(oidHMACSHA512):
-		prf = sha512.New
-	default:
-		return nil, fmt.Errorf("PBKDF2 with %v is not supported", p)
+	prf, salt, iterations, _, err := pbkdf2Of(params.Kdf)
+	if err != nil {
+		return nil, err
 	}
 	var keyLen int
 	switch e := params.EncryptionScheme.Algorithm; {
@@ -457,7 +456,7 @@ func pbes2Decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, password stri
 	default:
 		return nil, fmt.Errorf("PBES2 with %v is not supported", e)
 	}
-	key, err := pbkdf2.Key(prf, password, kdf.Salt.Bytes, kdf.Iterations, keyLen)
+	key, err := pbkdf2.Key(prf, password, salt, iterations, keyLen)
 	if err != nil {
 		return nil, err
 	}
@@ -469,14 +468,5 @@ func pbes2Decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, password stri
 	if _, err := asn1.Unmarshal(params.EncryptionScheme.Parameters.FullBytes, &iv); err != nil || len(iv) != aes.BlockSize {
 		return nil, errors.New("AES-CBC parameters: no 16-byte IV")
 	}
-	if len(ciphertext) == 0 || len(ciphertext)%aes.BlockSize != 0 {
-		return nil, errors.New("encrypted data is not whole blocks")
-	}
-	plain := make([]byte, len(ciphertext))
-	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, ciphertext)
-	pad := int(plain[len(plain)-1])
-	if pad == 0 || pad > aes.BlockSize || !bytes.Equal(plain[len(plain)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
-		return nil, ErrPassword
-	}
-	return plain[:len(plain)-pad], nil
+	return cbcDecrypt(block, iv, ciphertext)
 }
