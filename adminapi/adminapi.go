@@ -119,6 +119,8 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		parts[i] = unescaped
 	}
 	switch {
+	case len(parts) == 1 && parts[0] == "clients" && r.Method == http.MethodPost:
+		return a.putClients(w, r, body)
 	case len(parts) == 1 && parts[0] == "clients":
 		return a.listClients(w, r)
 	case len(parts) == 2 && parts[0] == "clients":
@@ -149,7 +151,7 @@ const listAllTimeout = 5 * time.Minute
 // next page when clients remain; without, every client, written out as
 // they are read, never held whole.
 func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
-	if err := allow(r, http.MethodGet); err != nil {
+	if err := allow(r, http.MethodGet, http.MethodPost); err != nil {
 		return err
 	}
 	q := r.URL.Query()
@@ -213,6 +215,29 @@ func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// putClients answers POST /mtls/clients {"clients": [{"alias", "certificate",
+// "tier", "groups"}, ...]}: many clients stored at once (an import), each
+// as PUT /mtls/clients/<alias> stores it, all checked before any is
+// stored, in one change that every instance reads at once.
+func (a *AdminAPI) putClients(w http.ResponseWriter, r *http.Request, body []byte) error {
+	var req struct {
+		Clients []store.NewClient `json:"clients"`
+	}
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	for _, c := range req.Clients {
+		if err := checkAcceptable(c.Certificate); err != nil {
+			return badRequest(fmt.Errorf("client %.130q: %w", c.Alias, err))
+		}
+	}
+	if err := a.store().PutClients(r.Context(), req.Clients); err != nil {
+		return apiError(err)
+	}
+	a.logger.Info("trusted clients stored", zap.Int("clients", len(req.Clients)))
+	return writeJSON(w, http.StatusOK, map[string]int{"stored": len(req.Clients)})
+}
+
 func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, body []byte) error {
 	if err := allow(r, http.MethodPut, http.MethodDelete); err != nil {
 		return err
@@ -229,7 +254,7 @@ func (a *AdminAPI) client(w http.ResponseWriter, r *http.Request, alias string, 
 		return err
 	}
 	if err := checkAcceptable(req.Certificate); err != nil {
-		return err
+		return badRequest(err)
 	}
 	info, err := a.store().PutClient(r.Context(), alias, req.Tier, req.Certificate, req.Groups...)
 	if err != nil {
@@ -248,8 +273,8 @@ func checkAcceptable(certPEM string) error {
 		return nil
 	}
 	if reason := certcheck.NeverAcceptable(certs[0], time.Now()); reason != certcheck.OK {
-		return badRequest(fmt.Errorf("certificate could never be accepted as a client's: %s (not after %s, extended key usages %v)",
-			reason, certs[0].NotAfter.UTC().Format(time.RFC3339), certs[0].ExtKeyUsage))
+		return fmt.Errorf("certificate could never be accepted as a client's: %s (not after %s, extended key usages %v)",
+			reason, certs[0].NotAfter.UTC().Format(time.RFC3339), certs[0].ExtKeyUsage)
 	}
 	return nil
 }
@@ -267,7 +292,7 @@ func (a *AdminAPI) addClientCertificate(w http.ResponseWriter, r *http.Request, 
 		return err
 	}
 	if err := checkAcceptable(req.Certificate); err != nil {
-		return err
+		return badRequest(err)
 	}
 	info, err := a.store().AddClientCertificate(r.Context(), alias, req.Certificate)
 	if err != nil {

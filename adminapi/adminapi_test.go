@@ -365,3 +365,47 @@ func TestListClientsPaged(t *testing.T) {
 		}
 	}
 }
+
+// TestPutClientsRoute: POST /mtls/clients stores many clients at once, and
+// refuses the whole batch (storing none) for one bad client.
+func TestPutClientsRoute(t *testing.T) {
+	a, s := newTestAPI(t)
+	ca := demopki.Must(demopki.NewCA("Import Root"))
+	var clients []store.NewClient
+	for i := range 20 {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("imp", i)}))
+		clients = append(clients, store.NewClient{Alias: fmt.Sprint("imp", i), Certificate: string(c.CertPEM()), Groups: []string{"import"}})
+	}
+	post := func(clients []store.NewClient) (*httptest.ResponseRecorder, error) {
+		body, _ := json.Marshal(map[string]any{"clients": clients})
+		return serveTest(a, httptest.NewRequest(http.MethodPost, "/mtls/clients", bytes.NewReader(body)))
+	}
+	expired := demopki.Must(ca.Issue(demopki.Options{CommonName: "old", NotAfter: time.Now().Add(-time.Hour)}))
+	for _, tc := range []struct {
+		name   string
+		edit   func([]store.NewClient) []store.NewClient
+		status int
+	}{
+		{"expired", func(c []store.NewClient) []store.NewClient { c[5].Certificate = string(expired.CertPEM()); return c }, 400},
+		{"bad alias", func(c []store.NewClient) []store.NewClient { c[5].Alias = "a b"; return c }, 400},
+		{"none", func([]store.NewClient) []store.NewClient { return []store.NewClient{} }, 400},
+	} {
+		w, err := post(tc.edit(slices.Clone(clients)))
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != tc.status {
+			t.Errorf("%s: %d %v", tc.name, w.Code, err)
+		}
+	}
+	if all, _ := s.Clients(context.Background()); len(all) != 1 {
+		t.Fatalf("refused imports stored %d clients", len(all)-1)
+	}
+	w, err := post(clients)
+	if err != nil || w.Code != 200 || !strings.Contains(w.Body.String(), `"stored":20`) {
+		t.Fatalf("import: %d %v %s", w.Code, err, w.Body)
+	}
+	w, err = serveTest(a, httptest.NewRequest(http.MethodGet, "/mtls/clients?group=import&limit=100", nil))
+	var infos []store.ClientInfo
+	if err != nil || json.Unmarshal(w.Body.Bytes(), &infos) != nil || len(infos) != 20 {
+		t.Fatalf("listing the imported group: %v %s", err, w.Body)
+	}
+}

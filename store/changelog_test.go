@@ -255,3 +255,65 @@ func TestOlderEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPutClients: many clients stored in one change, all checked before
+// any is written; a follower reads them in one sync.
+func TestPutClients(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Bulk CA"))
+	taken := demopki.Must(ca.Issue(demopki.Options{CommonName: "taken"}))
+	if _, err := s.PutClient(ctx, "owner", "", string(taken.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	f := s.ClientsFollower()
+	syncNames(t, f, false)
+	var batch []NewClient
+	for i := range 50 {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("bulk", i)}))
+		batch = append(batch, NewClient{Alias: fmt.Sprintf("bulk%02d", i), Tier: "t", Certificate: string(c.CertPEM()), Groups: []string{"g"}})
+	}
+	bad := []struct {
+		name string
+		edit func([]NewClient) []NewClient
+		want error
+	}{
+		{"alias twice", func(b []NewClient) []NewClient { b[3].Alias = b[2].Alias; return b }, nil},
+		{"certificate twice", func(b []NewClient) []NewClient { b[3].Certificate = b[2].Certificate; return b }, nil},
+		{"bad name", func(b []NewClient) []NewClient { b[40].Alias = "../x"; return b }, nil},
+		{"not a certificate", func(b []NewClient) []NewClient { b[49].Certificate = "nope"; return b }, nil},
+		{"another's certificate", func(b []NewClient) []NewClient { b[49].Certificate = string(taken.CertPEM()); return b }, ErrConflict},
+		{"none", func([]NewClient) []NewClient { return nil }, nil},
+	}
+	for _, tc := range bad {
+		err := s.PutClients(ctx, tc.edit(slices.Clone(batch)))
+		var input *InputError
+		if tc.want != nil && !errors.Is(err, tc.want) || tc.want == nil && !errors.As(err, &input) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if names, _ := syncNames(t, f, false); len(names) != 0 {
+			t.Fatalf("%s: a refused batch wrote %v", tc.name, names)
+		}
+	}
+	before := cs.reads()
+	if err := s.PutClients(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("storing 50 clients at once: %d storage reads", cs.reads()-before)
+	names, full := syncNames(t, f, false)
+	if full || len(names) != 50 {
+		t.Fatalf("after storing 50: %d names, full %v", len(names), full)
+	}
+	clients, err := s.Clients(ctx)
+	if err != nil || len(clients) != 51 || !clients[1].InGroup("g") || clients[1].Tier != "t" {
+		t.Fatalf("%d clients %v", len(clients), err)
+	}
+	// A second import replaces, and is refused for another's certificate.
+	batch[0].Tier = "u"
+	if err := s.PutClients(ctx, batch[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutClient(ctx, "thief", "", batch[1].Certificate); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a certificate of the batch stored again: %v", err)
+	}
+}

@@ -213,33 +213,99 @@ func CheckGroups(groups []string) ([]string, error) {
 // PutClient adds or replaces the client alias, with one certificate and
 // the groups given (none: it belongs to no group).
 func (s *Store) PutClient(ctx context.Context, alias, tier, certPEM string, groups ...string) (ClientInfo, error) {
-	if err := CheckName(alias); err != nil {
-		return ClientInfo{}, err
-	}
-	if len(tier) > 128 || strings.ContainsAny(tier, "\x00\r\n") {
-		return ClientInfo{}, inputErrorf("invalid tier: at most 128 characters, no line breaks")
-	}
-	groups, err := CheckGroups(groups)
+	c, err := newClient(NewClient{Alias: alias, Tier: tier, Certificate: certPEM, Groups: groups})
 	if err != nil {
 		return ClientInfo{}, err
 	}
-	cert, err := parseOneCertificate(certPEM)
-	if err != nil {
-		return ClientInfo{}, err
-	}
-	c := &Client{Alias: alias, Tier: tier, Groups: groups}
-	c.setCerts([]*x509.Certificate{cert})
-	err = s.changeClients(ctx, alias, func(old *Client, log *changeLog) (bool, error) {
-		if err := s.checkHolder(ctx, cert, alias); err != nil {
-			return false, err
-		}
-		c.Revision = log.next()
-		return true, s.writeClient(ctx, old, c)
-	})
-	if err != nil {
+	if err := s.putClients(ctx, []*Client{c}); err != nil {
 		return ClientInfo{}, err
 	}
 	return c.Info(), nil
+}
+
+// NewClient is a client to store: PutClients takes many.
+type NewClient struct {
+	Alias       string   `json:"alias"`
+	Tier        string   `json:"tier,omitempty"`
+	Certificate string   `json:"certificate"`
+	Groups      []string `json:"groups,omitempty"`
+}
+
+// MaxPutClients is the most clients one PutClients stores.
+const MaxPutClients = 10000
+
+// PutClients adds or replaces many clients at once, as PutClient each, in
+// one change of the stored clients: all are checked (names, certificates,
+// a certificate given twice or held by another client) before any is
+// written.
+func (s *Store) PutClients(ctx context.Context, clients []NewClient) error {
+	if len(clients) == 0 || len(clients) > MaxPutClients {
+		return inputErrorf("give 1 to %d clients", MaxPutClients)
+	}
+	list := make([]*Client, 0, len(clients))
+	aliases := make(map[string]bool, len(clients))
+	certs := make(map[string]string, len(clients))
+	for i, nc := range clients {
+		c, err := newClient(nc)
+		if err != nil {
+			return inputErrorf("client %d (%.130q): %v", i+1, nc.Alias, err)
+		}
+		if aliases[c.Alias] {
+			return inputErrorf("client %q given twice", c.Alias)
+		}
+		aliases[c.Alias] = true
+		if other, dup := certs[string(c.Cert().Raw)]; dup {
+			return inputErrorf("clients %q and %q have the same certificate", other, c.Alias)
+		}
+		certs[string(c.Cert().Raw)] = c.Alias
+		list = append(list, c)
+	}
+	return s.putClients(ctx, list)
+}
+
+// newClient checks a client to store and makes it.
+func newClient(nc NewClient) (*Client, error) {
+	if err := CheckName(nc.Alias); err != nil {
+		return nil, err
+	}
+	if len(nc.Tier) > 128 || strings.ContainsAny(nc.Tier, "\x00\r\n") {
+		return nil, inputErrorf("invalid tier: at most 128 characters, no line breaks")
+	}
+	groups, err := CheckGroups(nc.Groups)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := parseOneCertificate(nc.Certificate)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{Alias: nc.Alias, Tier: nc.Tier, Groups: groups}
+	c.setCerts([]*x509.Certificate{cert})
+	return c, nil
+}
+
+// putClients writes clients, each checked on its own, as one change.
+func (s *Store) putClients(ctx context.Context, clients []*Client) error {
+	return s.lockClients(ctx, func(log *changeLog) ([]string, error) {
+		for _, c := range clients {
+			if err := s.checkHolder(ctx, c.Cert(), c.Alias); err != nil {
+				return nil, err
+			}
+		}
+		names := make([]string, 0, len(clients))
+		for _, c := range clients {
+			old, err := s.client(ctx, c.Alias)
+			if err != nil {
+				return names, err
+			}
+			c.Revision = log.next() + uint64(len(names))
+			if err := s.writeClient(ctx, old, c); err != nil {
+				return names, err
+			}
+			names = append(names, c.Alias)
+		}
+		return names, nil
+	})
 }
 
 // AddClientCertificate adds a certificate to the client alias, which then
@@ -339,10 +405,26 @@ func (s *Store) DeleteClient(ctx context.Context, alias string) error {
 // holds when the entry is written, and the change log records changes in
 // the order they were made. When change tells it changed the client, the
 // change is recorded in the log.
+func (s *Store) changeClients(ctx context.Context, alias string, change func(*Client, *changeLog) (bool, error)) error {
+	return s.lockClients(ctx, func(log *changeLog) ([]string, error) {
+		c, err := s.client(ctx, alias)
+		if err != nil {
+			return nil, err
+		}
+		if changed, err := change(c, log); err != nil || !changed {
+			return nil, err
+		}
+		return []string{alias}, nil
+	})
+}
+
+// lockClients calls change while holding the lock of the clients, with
+// their change log, and records the clients it tells it changed, also
+// when it fails after changing some.
 //
 // The first change made where the log does not exist (a storage written
 // by a version without it) indexes the stored clients' certificates.
-func (s *Store) changeClients(ctx context.Context, alias string, change func(*Client, *changeLog) (bool, error)) error {
+func (s *Store) lockClients(ctx context.Context, change func(*changeLog) ([]string, error)) error {
 	if err := s.storage.Lock(ctx, clientsDir); err != nil {
 		return fmt.Errorf("locking %s: %w", clientsDir, err)
 	}
@@ -356,18 +438,13 @@ func (s *Store) changeClients(ctx context.Context, alias string, change func(*Cl
 			return err
 		}
 	}
-	c, err := s.client(ctx, alias)
-	if err != nil {
-		return err
+	names, err := change(log)
+	if len(names) > 0 || (fresh && err == nil) {
+		if rerr := s.record(ctx, clientsDir, log, names...); err == nil {
+			err = rerr
+		}
 	}
-	changed, err := change(c, log)
-	if err != nil || (!changed && !fresh) {
-		return err
-	}
-	if !changed {
-		return s.record(ctx, clientsDir, log)
-	}
-	return s.record(ctx, clientsDir, log, alias)
+	return err
 }
 
 // client returns the stored client alias, or nil. An entry that does not
