@@ -19,16 +19,21 @@ import (
 	"github.com/caddy-mtls/caddy-mtls/store"
 )
 
-// countingStorage is a file storage that counts its listings: one a
-// reading of the stored clients.
+// countingStorage is a file storage that counts its listings (one a full
+// reading of the stored clients) and loads.
 type countingStorage struct {
 	*certmagic.FileStorage
-	lists atomic.Int64
+	lists, loads atomic.Int64
 }
 
 func (s *countingStorage) List(ctx context.Context, path string, recursive bool) ([]string, error) {
 	s.lists.Add(1)
 	return s.FileStorage.List(ctx, path, recursive)
+}
+
+func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	s.loads.Add(1)
+	return s.FileStorage.Load(ctx, key)
 }
 
 // TestStoredClientsShared: the handlers of a config that trust the stored
