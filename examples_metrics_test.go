@@ -88,6 +88,19 @@ func TestPrometheusAlertsUseExportedMetrics(t *testing.T) {
 	checkExported(t, alertsFile, string(rules))
 }
 
+// TestPrometheusCRLStaleOnCRLTimes checks that the stale-CRL alert reads
+// the CRL in force's nextUpdate, not only whether reads fail.
+func TestPrometheusCRLStaleOnCRLTimes(t *testing.T) {
+	rules, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)- alert: MTLSCRLStale\n\s*expr: ([^\n]*)`).FindSubmatch(rules)
+	if m == nil || !strings.Contains(string(m[1]), "caddy_mtls_crl_next_update_timestamp_seconds") {
+		t.Fatalf("%s: MTLSCRLStale does not use caddy_mtls_crl_next_update_timestamp_seconds (%q)", alertsFile, m)
+	}
+}
+
 // TestGrafanaDashboard checks that the example dashboard is JSON, queries
 // the Prometheus data source chosen in its DS_PROMETHEUS variable, and that
 // its panels' queries parse (promtool, which the suite needs) and name only
@@ -132,9 +145,22 @@ func TestGrafanaDashboard(t *testing.T) {
 	// Any other query the file holds (templating, annotations) too.
 	checkExported(t, dashboardFile, string(data))
 
+	// Operators find requests by server and handler, and each handler's
+	// cache hit ratio.
+	var byHandler, hitRatio bool
+	for _, p := range dashboard.Panels {
+		for _, target := range p.Targets {
+			byHandler = byHandler || strings.Contains(target.Expr, "by (server, handler") && strings.Contains(target.Expr, "caddy_mtls_requests_total")
+			hitRatio = hitRatio || strings.Contains(target.Expr, "caddy_mtls_verify_cache_hits_total") && strings.Contains(target.Expr, "caddy_mtls_verify_cache_misses_total")
+		}
+	}
+	if !byHandler || !hitRatio {
+		t.Errorf("%s: requests by server and handler shown: %v; cache hit ratio shown: %v", dashboardFile, byHandler, hitRatio)
+	}
+
 	// The queries parse: promtool checks them as recording rules, with
 	// Grafana's variables replaced by values.
-	grafanaVars := strings.NewReplacer("$__rate_interval", "5m", "$instance", ".*")
+	grafanaVars := strings.NewReplacer("$__rate_interval", "5m", "$instance", ".*", "$server", ".*", "$handler", ".*")
 	var rules strings.Builder
 	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
 	for _, p := range dashboard.Panels {

@@ -65,3 +65,37 @@ func TestReasonNames(t *testing.T) {
 		t.Fatal("OK or out-of-range names")
 	}
 }
+
+type count int
+
+func (c *count) Inc() { *c++ }
+
+// TestCacheCounts checks that a cache counts a hit for each verdict it
+// serves and a miss for each one put in, and tells its size.
+func TestCacheCounts(t *testing.T) {
+	c := NewCache[int](10)
+	now := time.Now()
+	c.Put(SourceTLS, "uncounted", 0, now.Add(time.Hour), 0) // before CountWith
+	var hits, misses count
+	c.CountWith(&hits, &misses)
+	if _, ok := c.Get(SourceTLS, "a", now, 0); ok {
+		t.Fatal("found a")
+	}
+	c.Put(SourceTLS, "a", 1, now.Add(time.Hour), 0)
+	c.Put(SourceHeader, "b", 2, now.Add(time.Hour), 0)
+	c.Get(SourceTLS, "a", now, 0)
+	c.GetBytes(SourceHeader, []byte("b"), now, 0)
+	c.Get(SourceTLS, "a", now, 1)                // another generation: nothing served
+	c.Get(SourceTLS, "a", now.Add(time.Hour), 0) // expired
+	if hits != 2 || misses != 2 {
+		t.Fatalf("%d hits and %d misses, want 2 and 2", hits, misses)
+	}
+	if n := c.Size(); n != 3 {
+		t.Fatalf("size %d, want 3", n)
+	}
+	c.CountWith(nil, nil)
+	c.Get(SourceTLS, "a", now, 0)
+	if hits != 2 {
+		t.Fatal("counted after CountWith(nil, nil)")
+	}
+}

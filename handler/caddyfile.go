@@ -19,6 +19,7 @@ import (
 //	    client      <alias> <cert.pem> [tier <tier>]
 //	    clients_from_storage [refresh <interval>] {
 //	        group <name...>
+//	        full_refresh <interval>
 //	    }
 //	    header      [<field>] {
 //	        format  auto | rfc9440 | url_pem | pem | base64_der | xfcc
@@ -42,6 +43,7 @@ import (
 //	    forward     [<field>] [<format>]
 //	    cache_size  <entries>
 //	    expiry_warning <duration>
+//	    name        <label>
 //	}
 //
 // `client` may be repeated, and so may an alias with another certificate (a
@@ -50,7 +52,8 @@ import (
 // `group` only those of the groups named (the block may be left out).
 // `forward`'s format is one of rfc9440 (the default), url_pem, pem,
 // base64_der and xfcc (one Envoy x-forwarded-client-cert element).
-// `header` needs `from` or `from_client_certificate` (or both).
+// `header` needs `from` or `from_client_certificate` (or both). `name`
+// labels the handler's metrics (see Handler.Name).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -138,6 +141,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 							return d.Errf("clients_from_storage: group '%s': %v", g, err)
 						}
 					}
+				case "full_refresh":
+					if sc.FullRefresh != 0 {
+						return d.Err("clients_from_storage: subdirective 'full_refresh' given twice")
+					}
+					if !d.NextArg() {
+						return d.ArgErr()
+					}
+					dur, err := mtlscaddyfile.PositiveDuration(d, "full_refresh interval")
+					if err != nil {
+						return err
+					}
+					sc.FullRefresh = dur
+					if d.NextArg() {
+						return d.ArgErr()
+					}
 				default:
 					return d.Errf("unrecognized clients_from_storage subdirective '%s'", d.Val())
 				}
@@ -210,6 +228,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.ExpiryWarning = dur
+
+		case "name":
+			name, err := mtlscaddyfile.OneArg(d)
+			if err != nil {
+				return err
+			}
+			h.Name = name
 
 		default:
 			return d.Errf("unrecognized subdirective '%s'", sub)

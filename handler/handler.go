@@ -104,6 +104,15 @@ type Handler struct {
 	// and the event mtls_certificate_expiring emitted. Default: `720h`.
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
+	// The handler's name in its metrics: the `handler` label of
+	// `caddy_mtls_requests_total` and of the verification cache's metrics,
+	// beside `server`, the HTTP server's name. Handlers given one name in
+	// one server add up. Default: `client_cert_auth` for the first handler
+	// of a server without a name, then `client_cert_auth_2`,
+	// `client_cert_auth_3`, ... in the order of the server's routes (a
+	// warning is logged then: name them).
+	Name string `json:"name,omitempty"`
+
 	optional        bool
 	checker         certcheck.Checker // the trust pool and revocation
 	pinned          map[[sha256.Size]byte]*Client
@@ -124,6 +133,9 @@ type Handler struct {
 	pinnedExpiry    map[string]time.Time // alias -> not after
 	events          *events.Emitter
 	revocation      *revocation.Checker
+	server          string           // the HTTP server's name, for metrics
+	name            string           // Name, or the default given
+	counters        *requestCounters // made once, at provision
 	logger          *zap.Logger
 }
 
@@ -238,6 +250,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.provisionHeader,
 		h.provisionForward,
 		h.provisionCache,
+		h.provisionMetrics,
 		h.provisionExpiryWarnings,
 	} {
 		if err := step(ctx); err != nil {
@@ -452,10 +465,11 @@ func (h *Handler) provisionExpiryWarnings(ctx caddy.Context) error {
 }
 
 // Cleanup ends the handler's use of the stored clients' reader and forgets
-// the certificates it showed the expiry of.
+// the certificates it showed the expiry of and its verification cache.
 func (h *Handler) Cleanup() error {
 	h.releaseStoredClients()
 	metrics.ForgetExpiry(h)
+	metrics.ForgetVerifyCache(h)
 	return nil
 }
 
@@ -593,7 +607,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(r, http.StatusForbidden, v.reason, source, v, nil)
 	}
 
-	acceptedCounters[source].Inc()
+	h.counters.accept(source)
 	setIdentity(r, vars, v.identity)
 	if h.forwardField != "" {
 		r.Header[h.forwardField] = []string{v.forward}
@@ -686,9 +700,10 @@ func (b *trailerStripper) Read(p []byte) (int, error) {
 // reason, and logs the details at debug level (like Caddy's own log of
 // handler errors: a refused caller controls how often this happens).
 func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, source certcheck.Source, v *verdict, cause error) error {
-	rejectedCounters[reason][source].Inc()
+	h.counters.reject(reason, source)
 	if h.events.Enabled(events.RequestRejected) {
-		data := map[string]any{"reason": reason.String(), "source": source.String(), "client_ip": clientIP(r), "remote_addr": r.RemoteAddr}
+		data := map[string]any{"reason": reason.String(), "source": source.String(), "client_ip": clientIP(r), "remote_addr": r.RemoteAddr,
+			"server": h.server, "handler": h.name}
 		if v != nil {
 			data["fingerprint"] = v.fingerprint
 		}
@@ -700,6 +715,8 @@ func (h *Handler) refuse(r *http.Request, status int, reason certcheck.Reason, s
 			zap.Stringer("source", source),
 			zap.String("client_ip", clientIP(r)),
 			zap.String("remote_addr", r.RemoteAddr),
+			zap.String("server", h.server),
+			zap.String("handler", h.name),
 		}
 		if v != nil {
 			fields = append(fields, zap.String("fingerprint", v.fingerprint), zap.String("subject", v.subject))

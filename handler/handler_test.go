@@ -8,21 +8,27 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/metrics"
 )
 
 // pki is the test PKI shared by the handler tests.
@@ -88,12 +94,17 @@ func provision(t testing.TB, config string) *Handler {
 }
 
 func tryProvision(config string) (*Handler, error) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	return tryProvisionIn(ctx, config)
+}
+
+// tryProvisionIn builds a handler from its JSON with ctx.
+func tryProvisionIn(ctx caddy.Context, config string) (*Handler, error) {
 	h := new(Handler)
 	if err := json.Unmarshal([]byte(config), h); err != nil {
 		return nil, err
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
 	if err := h.Provision(ctx); err != nil {
 		return nil, err
 	}
@@ -832,5 +843,249 @@ func TestRefusedHeaderKeyedByHash(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("%d header verdicts kept, want 1", n)
+	}
+}
+
+// requests returns the count of caddy_mtls_requests_total with these
+// labels.
+func requests(server, handler, result string, reason certcheck.Reason, source certcheck.Source) float64 {
+	return testutil.ToFloat64(metrics.RequestCounter(server, handler, result, reason.String(), source.String()))
+}
+
+// TestMetricsLabels sends requests through handlers and checks that each
+// counts them under its own name and its server's, and that its cache
+// counts its hits and misses.
+func TestMetricsLabels(t *testing.T) {
+	p := newPKI(t)
+	named := provision(t, strings.TrimSuffix(headerConfig(p, `{"from":["10.0.0.1"]}`, ``), "}")+`,"name":"metrics-labels"}`)
+	if named.server != unknownServer || named.name != "metrics-labels" {
+		t.Fatalf("server %q name %q, want %q and metrics-labels", named.server, named.name, unknownServer)
+	}
+	const srv = unknownServer
+	type count struct {
+		result string
+		reason certcheck.Reason
+		source certcheck.Source
+	}
+	counts := []count{
+		{"accepted", certcheck.OK, certcheck.SourceTLS},
+		{"accepted", certcheck.OK, certcheck.SourceHeader},
+		{"rejected", certcheck.Untrusted, certcheck.SourceTLS},
+		{"rejected", certcheck.NoCert, certcheck.SourceHeader},
+		{"rejected", certcheck.BadHeader, certcheck.SourceHeader},
+		{"rejected", certcheck.UntrustedSource, certcheck.SourceTLS},
+	}
+	before := map[count]float64{}
+	for _, c := range counts {
+		before[c] = requests(srv, "metrics-labels", c.result, c.reason, c.source)
+	}
+	hits, misses := cacheCounts(t, srv, "metrics-labels")
+
+	proxy := "10.0.0.1:1234"
+	alice := http.Header{"Client-Cert": {rfc9440(p.valid)}}
+	for _, o := range []reqOpts{
+		{certs: []*demopki.Cert{p.valid}},                                     // accepted, tls: a miss
+		{certs: []*demopki.Cert{p.valid}},                                     // again: a hit
+		{certs: []*demopki.Cert{p.wrongCA}},                                   // untrusted, tls: a miss
+		{remote: proxy, header: alice},                                        // accepted, header: a miss
+		{remote: proxy, header: alice},                                        // a hit
+		{remote: proxy},                                                       // no certificate from the proxy
+		{remote: proxy, header: http.Header{"Client-Cert": {":not base64:"}}}, // bad header: no verdict
+		{remote: "192.0.2.9:1", header: alice},                                // not from the proxy: untrusted source
+	} {
+		serve(named, o)
+	}
+	want := map[count]float64{counts[0]: 2, counts[1]: 2, counts[2]: 1, counts[3]: 1, counts[4]: 1, counts[5]: 1}
+	for c, n := range want {
+		if got := requests(srv, "metrics-labels", c.result, c.reason, c.source) - before[c]; got != n {
+			t.Errorf("%s %s %s: counted %v, want %v", c.result, c.reason, c.source, got, n)
+		}
+	}
+	if h, m := cacheCounts(t, srv, "metrics-labels"); h-hits != 2 || m-misses != 3 {
+		t.Errorf("cache: %v hits and %v misses, want 2 and 3", h-hits, m-misses)
+	}
+
+	// Another handler does not add up with it.
+	other := provision(t, strings.TrimSuffix(p.trustConfig(), "}")+`,"name":"metrics-labels-other"}`)
+	serve(other, reqOpts{certs: []*demopki.Cert{p.valid}})
+	if got := requests(srv, "metrics-labels", "accepted", certcheck.OK, certcheck.SourceTLS) - before[counts[0]]; got != 2 {
+		t.Errorf("the named handler's accepted moved to %v with the other's request", got)
+	}
+	if got := requests(srv, "metrics-labels-other", "accepted", certcheck.OK, certcheck.SourceTLS); got != 1 {
+		t.Errorf("the other handler counted %v accepted, want 1", got)
+	}
+}
+
+// cacheCounts returns the hits and misses counted for a handler's cache.
+func cacheCounts(t *testing.T, server, handler string) (hits, misses float64) {
+	t.Helper()
+	h, m := metrics.VerifyCache(t, server, handler, func() int { return 0 }, 0)
+	metrics.ForgetVerifyCache(t)
+	return testutil.ToFloat64(h), testutil.ToFloat64(m)
+}
+
+// rfc9440 encodes c as an RFC 9440 Client-Cert value.
+func rfc9440(c *demopki.Cert) string { return certcodec.Encode(c.Cert.Raw, certcodec.RFC9440) }
+
+// TestDefaultNames checks the names of unnamed handlers: the first of a
+// server is client_cert_auth, the next ones are numbered (a named one
+// takes no number), and the numbers start again in the next config.
+func TestDefaultNames(t *testing.T) {
+	p := newPKI(t)
+	provisionAll := func(configs ...string) []string {
+		t.Helper()
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		ctx.Context = context.WithValue(ctx.Context, caddyhttp.ServerCtxKey, new(caddyhttp.Server))
+		var names []string
+		for _, config := range configs {
+			h, err := tryProvisionIn(ctx, config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.name)
+		}
+		return names
+	}
+	unnamed := p.trustConfig()
+	named := strings.TrimSuffix(unnamed, "}") + `,"name":"orders"}`
+	want := []string{"client_cert_auth", "client_cert_auth_2", "orders", "client_cert_auth_3"}
+	for range 2 { // a second config
+		if got := provisionAll(unnamed, unnamed, named, unnamed); !slices.Equal(got, want) {
+			t.Fatalf("names %q, want %q", got, want)
+		}
+	}
+	// The numbers of an unloaded config are forgotten.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		unnamedHandlers.mu.Lock()
+		n := len(unnamedHandlers.m)
+		unnamedHandlers.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d servers' numbers kept after their config ended", n)
+		}
+	}
+	// Outside a server, nothing to tell apart.
+	for range 2 {
+		if h := provision(t, unnamed); h.name != DefaultName || h.server != unknownServer {
+			t.Fatalf("outside a server: name %q server %q", h.name, h.server)
+		}
+	}
+}
+
+// TestMetricsInCaddy runs the handlers in Caddy's HTTP server and checks
+// that their requests are counted under the server's name and each
+// handler's.
+func TestMetricsInCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Caddy server")
+	}
+	p := newPKI(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	handler := func(name string) string {
+		h := `{"handler":"client_cert_auth","trust_pool":{"provider":"file","pem_files":["` + p.rootPath + `"]},"header":{"from":["127.0.0.1"]},"expiry_warning":1`
+		if name != "" {
+			h += `,"name":"` + name + `"`
+		}
+		return h + `}`
+	}
+	route := func(path, name string) string {
+		return `{"match":[{"path":["` + path + `"]}],"handle":[` + handler(name) + `,{"handler":"static_response","body":"ok"}]}`
+	}
+	config := `{
+		"admin": {"disabled": true},
+		"storage": {"module": "file_system", "root": "` + t.TempDir() + `"},
+		"logging": {"logs": {"default": {"level": "ERROR"}}},
+		"apps": {"http": {"servers": {"metrics-api": {
+			"listen": ["` + addr + `"],
+			"automatic_https": {"disable": true},
+			"routes": [` + route("/pay/*", "payments") + `,` + route("/a/*", "") + `,` + route("/b/*", "") + `]
+		}}}}
+	}`
+	const srv = "metrics-api"
+	before := map[string]float64{
+		"payments": requests(srv, "payments", "accepted", certcheck.OK, certcheck.SourceHeader),
+		"a":        requests(srv, DefaultName, "rejected", certcheck.NoCert, certcheck.SourceHeader),
+		"b":        requests(srv, DefaultName+"_2", "rejected", certcheck.Untrusted, certcheck.SourceHeader),
+	}
+	hits, misses := cacheCounts(t, srv, "payments")
+	if err := caddy.Load([]byte(config), true); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := caddy.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	get := func(path string, cert *demopki.Cert) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cert != nil {
+			req.Header.Set("Client-Cert", rfc9440(cert))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		path   string
+		cert   *demopki.Cert
+		status int
+	}{
+		{"/pay/x", p.valid, 200},
+		{"/pay/x", p.valid, 200},
+		{"/a/x", nil, 401},
+		{"/b/x", p.wrongCA, 403},
+	} {
+		if got := get(tc.path, tc.cert); got != tc.status {
+			t.Fatalf("%s: status %d, want %d", tc.path, got, tc.status)
+		}
+	}
+	for k, got := range map[string]float64{
+		"payments": requests(srv, "payments", "accepted", certcheck.OK, certcheck.SourceHeader),
+		"a":        requests(srv, DefaultName, "rejected", certcheck.NoCert, certcheck.SourceHeader),
+		"b":        requests(srv, DefaultName+"_2", "rejected", certcheck.Untrusted, certcheck.SourceHeader),
+	} {
+		want := 1.0
+		if k == "payments" {
+			want = 2
+		}
+		if got-before[k] != want {
+			t.Errorf("%s: counted %v, want %v", k, got-before[k], want)
+		}
+	}
+	if h, m := cacheCounts(t, srv, "payments"); h-hits != 1 || m-misses != 1 {
+		t.Errorf("payments cache: %v hits and %v misses, want 1 and 1", h-hits, m-misses)
+	}
+}
+
+// TestCaddyfileName checks the name subdirective.
+func TestCaddyfileName(t *testing.T) {
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("client_cert_auth {\n name payments\n}")); err != nil || h.Name != "payments" {
+		t.Fatalf("name %q, error %v", h.Name, err)
+	}
+	for _, bad := range []string{
+		"client_cert_auth {\n name\n}",
+		"client_cert_auth {\n name a b\n}",
+		"client_cert_auth {\n name a\n name b\n}",
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }

@@ -61,8 +61,12 @@ https://localhost:%[1]d {
 		}
 		return fmt.Errorf("no log line with reason revoked")
 	})
-	if n := metricValue(t, c, `caddy_mtls_requests_total{reason="revoked",result="rejected",source="tls"}`); n != 1 {
+	if n := metricValue(t, c, `caddy_mtls_requests_total{handler="client_cert_auth",reason="revoked",result="rejected",server="srv0",source="tls"}`); n != 1 {
 		t.Fatalf("revoked requests counted: %v", n)
+	}
+	// The CRL in force shows its nextUpdate, an hour after it was written.
+	if next := metricValue(t, c, `caddy_mtls_crl_next_update_timestamp_seconds{crl="`+crl+`"}`); next < float64(time.Now().Unix()) || next > float64(time.Now().Add(time.Hour).Unix()) {
+		t.Fatalf("nextUpdate of the CRL in force: %v", next)
 	}
 
 	// With the events app in the config, a refusal is an event

@@ -175,11 +175,17 @@ func checkTLSSite(t *testing.T, e *env, c *caddyProc, port int) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
+		// The site's unnamed handlers are numbered in route order, which
+		// Caddyfile sorts longest path first: /open/*, /a/*, /b/*.
 		series := map[string]string{
-			"accepted":  `caddy_mtls_requests_total{reason="",result="accepted",source="tls"}`,
-			"untrusted": `caddy_mtls_requests_total{reason="untrusted",result="rejected",source="tls"}`,
-			"no_cert":   `caddy_mtls_requests_total{reason="no_cert",result="rejected",source="tls"}`,
+			"accepted":  `caddy_mtls_requests_total{handler="client_cert_auth_2",reason="",result="accepted",server="srv0",source="tls"}`,
+			"untrusted": `caddy_mtls_requests_total{handler="client_cert_auth_2",reason="untrusted",result="rejected",server="srv0",source="tls"}`,
+			"no_cert":   `caddy_mtls_requests_total{handler="client_cert_auth_2",reason="no_cert",result="rejected",server="srv0",source="tls"}`,
 		}
+		// Its verification cache: a verdict for each request with a
+		// certificate, mallory's second from the cache.
+		series["hits"] = `caddy_mtls_verify_cache_hits_total{handler="client_cert_auth_2",server="srv0"}`
+		series["misses"] = `caddy_mtls_verify_cache_misses_total{handler="client_cert_auth_2",server="srv0"}`
 		before := map[string]float64{}
 		for k, name := range series {
 			before[k] = metricValue(t, c, name)
@@ -188,6 +194,10 @@ func checkTLSSite(t *testing.T, e *env, c *caddyProc, port int) {
 		do(t, e.goClient(e.mallory), base+"/a/x", nil)
 		do(t, e.goClient(e.mallory), base+"/a/x", nil)
 		do(t, e.goClient(nil), base+"/a/x", nil)
+		hits, misses := metricValue(t, c, series["hits"])-before["hits"], metricValue(t, c, series["misses"])-before["misses"]
+		if hits+misses != 3 || hits < 1 {
+			t.Fatalf("verification cache: %v hits and %v misses, want 3 verdicts, mallory's second a hit", hits, misses)
+		}
 		for k, want := range map[string]float64{"accepted": 1, "untrusted": 2, "no_cert": 1} {
 			if got := metricValue(t, c, series[k]) - before[k]; got != want {
 				t.Fatalf("%s moved by %v, want %v", series[k], got, want)

@@ -31,8 +31,18 @@ const (
 var (
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "requests_total",
-		Help: "Requests judged by client_cert_auth, by result (accepted, rejected), reason and certificate source.",
-	}, []string{"result", "reason", "source"})
+		Help: "Requests judged by client_cert_auth, by HTTP server (as caddy_http_* name it), handler (its name option, else client_cert_auth, numbered from the second unnamed one of a server), result (accepted, rejected), reason and certificate source.",
+	}, []string{"server", "handler", "result", "reason", "source"})
+
+	cacheHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "verify_cache_hits_total",
+		Help: "Verdicts of client_cert_auth served from its verification cache, by HTTP server and handler.",
+	}, []string{"server", "handler"})
+
+	cacheMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mtls", Name: "verify_cache_misses_total",
+		Help: "Verdicts of client_cert_auth that were not in its verification cache, so were made (and then kept), by HTTP server and handler.",
+	}, []string{"server", "handler"})
 
 	handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mtls", Name: "upstream_handshakes_total",
@@ -61,7 +71,7 @@ var (
 )
 
 // collectors are what Register adds.
-var collectors = []prometheus.Collector{requests, handshakes, profilesFileRejections, profilesFileReloads, expiry, safe.Panics, crlUpdates, ocspAnswers}
+var collectors = []prometheus.Collector{requests, cacheHits, cacheMisses, caches, handshakes, profilesFileRejections, profilesFileReloads, expiry, safe.Panics, crlUpdates, crls, ocspAnswers}
 
 func init() {
 	// Every series shows, at 0, before the first event: an alert on a
@@ -116,12 +126,13 @@ func Names() []string {
 	return slices.Compact(names)
 }
 
-// RequestCounter returns the counter of requests judged by client_cert_auth
+// RequestCounter returns the counter of requests judged by the
+// client_cert_auth handler named handler of the HTTP server named server,
 // with a result ("accepted" or "rejected"), a reason (empty when accepted)
 // and a certificate source ("tls" or "header"). The handler makes its
 // counters once, so that counting a request costs no lookup.
-func RequestCounter(result, reason, source string) prometheus.Counter {
-	return requests.WithLabelValues(result, reason, source)
+func RequestCounter(server, handler, result, reason, source string) prometheus.Counter {
+	return requests.WithLabelValues(server, handler, result, reason, source)
 }
 
 // Handshake counts an upstream TLS handshake of a profile and identity.

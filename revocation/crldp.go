@@ -113,6 +113,15 @@ func (dc *dpCache) len() int {
 	return len(dc.m)
 }
 
+// each calls fn with every entry, the cache's lock held for reading.
+func (dc *dpCache) each(fn func(*dpEntry)) {
+	dc.mu.RLock()
+	defer dc.mu.RUnlock()
+	for _, e := range dc.m {
+		fn(e)
+	}
+}
+
 // held returns the entries that hold a CRL and, unless all, are due at now;
 // and the earliest due time of the others.
 func (dc *dpCache) held(now time.Time, all bool) (due []*dpEntry, next time.Time) {

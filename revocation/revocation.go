@@ -208,8 +208,11 @@ func (c *Checker) Generation() uint64 {
 }
 
 // Watch re-reads the CRLs at the configured interval, and distribution
-// points' CRLs also before their nextUpdate, until ctx is done.
+// points' CRLs also before their nextUpdate, until ctx is done. Meanwhile
+// the metrics show the CRLs in force (their thisUpdate and nextUpdate).
 func (c *Checker) Watch(ctx context.Context) {
+	metrics.TrackCRLs(c, c.crlsInForce)
+	defer metrics.ForgetCRLs(c)
 	if c.cfg.CRLFromCertificates {
 		go c.watchDP(ctx)
 	}
@@ -272,6 +275,23 @@ func (c *Checker) Reload(ctx context.Context) {
 		return true
 	})
 	c.logger.Info("CRLs reloaded", zap.Int("crls", len(next.bySource)))
+}
+
+// crlsInForce calls add with each CRL in force, configured or read from a
+// distribution point, by source.
+func (c *Checker) crlsInForce(add func(crl string, thisUpdate, nextUpdate time.Time)) {
+	if set := c.crls.Load(); set != nil {
+		for src, crl := range set.bySource {
+			if crl != nil {
+				add(sourceName(src), crl.ThisUpdate, crl.NextUpdate)
+			}
+		}
+	}
+	c.dp.each(func(e *dpEntry) {
+		if st := e.state.Load(); st != nil && st.crl != nil {
+			add(sourceName(e.key.url), st.crl.ThisUpdate, st.crl.NextUpdate)
+		}
+	})
 }
 
 // fetch reads and parses one CRL from a file or an http(s) URL.
