@@ -3,7 +3,9 @@
 // URL-encoded PEM (nginx's $ssl_client_escaped_cert, AWS ALB; '+' for a space,
 // as java.net.URLEncoder writes it, too), PEM with its newlines folded into
 // spaces or tabs, bare base64 DER (one, or a comma-separated chain as Traefik
-// sends it), and Envoy's x-forwarded-client-cert (XFCC).
+// sends it, URL-escaped as Traefik before v2.9.2 sent it; in a chain field
+// also several certificates' DER back to back, as HAProxy's ssl_c_chain_der),
+// and Envoy's x-forwarded-client-cert (XFCC).
 //
 // Every value is treated as hostile: sizes and counts are bounded, and
 // anything that is not exactly one of the formats is an error with a reason.
@@ -21,6 +23,9 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Format is a way of carrying a certificate in a header field.
@@ -32,7 +37,7 @@ const (
 	RFC9440                 // ":<base64 DER>:" (RFC 9440 / RFC 8941 byte sequence)
 	URLPEM                  // URL-encoded PEM
 	PEM                     // PEM, newlines possibly folded into spaces or tabs
-	Base64DER               // bare base64 of the DER bytes; a chain comma-separated, leaf first
+	Base64DER               // bare base64 of the DER bytes (%2B, %2F, %3D allowed); a chain comma-separated, leaf first
 	XFCC                    // Envoy's x-forwarded-client-cert of one element: its Cert and Chain
 )
 
@@ -95,6 +100,8 @@ func Detect(value string) Format {
 		// "<key>=": base64 has '=' only at its end.
 		return XFCC
 	default:
+		// Also base64 URL-escaped (Traefik before v2.9.2): a certificate's
+		// DER starts with 0x30, its base64 with 'M', never with '%'.
 		return Base64DER
 	}
 }
@@ -102,10 +109,11 @@ func Detect(value string) Format {
 // Decode decodes a header value that carries one client certificate. PEM and
 // URL-encoded PEM may carry further certificates after the leaf (AWS ALB sends
 // the whole chain so), base64 DER a comma-separated chain, leaf first
-// (Traefik's X-Forwarded-Tls-Client-Cert), and XFCC its caller's chain in its
-// element's Chain key; they are returned after the leaf. An RFC 9440
-// value holds exactly one certificate: a list is an error. The format found
-// is returned too (f itself unless f is Auto).
+// (Traefik's X-Forwarded-Tls-Client-Cert; an item that holds '%' is base64
+// URL-escaped, as Traefik before v2.9.2 wrote it: see unescapeBase64), and
+// XFCC its caller's chain in its element's Chain key; they are returned after
+// the leaf. An RFC 9440 value holds exactly one certificate: a list is an
+// error. The format found is returned too (f itself unless f is Auto).
 func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 	v, err := checkValue(value)
 	if err != nil {
@@ -122,7 +130,7 @@ func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 		}
 		return [][]byte{der}, f, nil
 	case Base64DER:
-		ders, err = decodeList(v, Base64DER, "item")
+		ders, err = decodeList(v, Base64DER, false)
 		return ders, f, err
 	case URLPEM:
 		ders, err = decodeURLPEM(v)
@@ -139,8 +147,11 @@ func Decode(value string, f Format) (ders [][]byte, found Format, err error) {
 
 // DecodeChain decodes a header value that carries the certificates of a chain
 // (leaf excluded): an RFC 9440 list of byte sequences, concatenated PEM blocks,
-// or comma-separated base64 DER. Auto detects the format from the first item.
-// XFCC has no chain field (its chain is in its Chain key): an error.
+// or comma-separated base64 DER (URL-escaped or not, as Decode reads it). A
+// base64 DER item may hold several certificates' DER back to back, as
+// HAProxy's %[ssl_c_chain_der,base64] does: they are returned one by one, in
+// order, at most MaxCerts in all. Auto detects the format from the first
+// item. XFCC has no chain field (its chain is in its Chain key): an error.
 func DecodeChain(value string, f Format) ([][]byte, error) {
 	v, err := checkValue(value)
 	if err != nil {
@@ -154,7 +165,7 @@ func DecodeChain(value string, f Format) ([][]byte, error) {
 		ders, _, err := Decode(v, f)
 		return ders, err
 	case RFC9440, Base64DER:
-		return decodeList(v, f, "chain item")
+		return decodeList(v, f, true)
 	case XFCC:
 		return nil, fmt.Errorf("%w: xfcc carries the chain in its Chain key, not in a chain field", ErrMalformed)
 	}
@@ -162,31 +173,112 @@ func DecodeChain(value string, f Format) ([][]byte, error) {
 }
 
 // decodeList decodes a comma-separated list of RFC 9440 byte sequences or
-// of base64 DER, at most MaxCerts items. Errors name the item at fault by
-// label and number (a list of one by number only if it is a chain).
-func decodeList(v string, f Format, label string) ([][]byte, error) {
+// of base64 DER, at most MaxCerts certificates. In a chain (chain set), a
+// base64 DER item may hold several certificates back to back (see
+// appendDERs); an RFC 9440 byte sequence is one certificate (RFC 9440,
+// section 2.2), and so is an item of a certificate field. Errors name the
+// item at fault by number (a list of one only if it is a chain).
+func decodeList(v string, f Format, chain bool) ([][]byte, error) {
+	label := "item"
+	if chain {
+		label = "chain item"
+	}
 	var ders [][]byte
+	n := 0
 	for item := range strings.SplitSeq(v, ",") {
 		if len(ders) == MaxCerts {
 			return nil, ErrTooMany
 		}
+		n++
 		item = trimOWS(item)
 		var der []byte
 		var err error
 		if f == RFC9440 {
 			der, err = decodeByteSequence(item)
 		} else {
-			der, err = decodeBase64(item)
+			der, err = decodeBase64DER(item)
 		}
 		if err != nil {
-			if label == "item" && !strings.Contains(v, ",") {
+			if !chain && !strings.Contains(v, ",") {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%s %d: %w", label, len(ders)+1, err)
+			return nil, fmt.Errorf("%s %d: %w", label, n, err)
+		}
+		if chain && f == Base64DER {
+			if ders, err = appendDERs(ders, der); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		ders = append(ders, der)
 	}
 	return ders, nil
+}
+
+// appendDERs appends to ders the certificates of der, the DER of one or
+// more certificates back to back (HAProxy's ssl_c_chain_der), split as
+// x509.ParseCertificates splits them: each one DER SEQUENCE element. What
+// does not read as one is appended as it is, for the parse to refuse as
+// that certificate. More than MaxCerts in all is ErrTooMany, found before
+// anything is parsed.
+func appendDERs(ders [][]byte, der []byte) ([][]byte, error) {
+	for s := cryptobyte.String(der); len(s) > 0; {
+		if len(ders) == MaxCerts {
+			return nil, ErrTooMany
+		}
+		rest := s
+		var elem cryptobyte.String
+		if !s.ReadASN1Element(&elem, cbasn1.SEQUENCE) {
+			return append(ders, rest[:len(rest):len(rest)]), nil
+		}
+		ders = append(ders, elem[:len(elem):len(elem)])
+	}
+	return ders, nil
+}
+
+// decodeBase64DER decodes one base64_der item, URL-escaped if it holds '%'.
+func decodeBase64DER(item string) ([]byte, error) {
+	if strings.IndexByte(item, '%') >= 0 {
+		var err error
+		if item, err = unescapeBase64(item); err != nil {
+			return nil, err
+		}
+	}
+	return decodeBase64(item)
+}
+
+// unescapeBase64 undoes the URL-escaping of base64 that Traefik's
+// passTLSClientCert applied before v2.9.2 (url.QueryEscape of each
+// certificate's base64): '+', '/' and '=' are %2B, %2F and %3D (either case
+// of hex). Nothing else is read: any other escape (a letter, a space, a
+// comma), a malformed one, or one of the three left bare beside escapes
+// (form encoding's '+' would be a space) is malformed.
+func unescapeBase64(s string) (string, error) {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '%':
+			if len(s)-i < 3 {
+				return "", fmt.Errorf("%w: truncated percent-escape at offset %d", ErrMalformed, i)
+			}
+			switch h := s[i+1 : i+3]; h {
+			case "2B", "2b":
+				b = append(b, '+')
+			case "2F", "2f":
+				b = append(b, '/')
+			case "3D", "3d":
+				b = append(b, '=')
+			default:
+				return "", fmt.Errorf("%w: percent-escape %q at offset %d in base64 (only %%2B, %%2F and %%3D are read)", ErrMalformed, "%"+h, i)
+			}
+			i += 2
+		case '+', '/', '=':
+			return "", fmt.Errorf("%w: unescaped %q at offset %d in URL-escaped base64", ErrMalformed, c, i)
+		default:
+			b = append(b, c) // decodeBase64 checks the alphabet
+		}
+	}
+	return string(b), nil
 }
 
 // decodeURLPEM decodes URL-encoded PEM. Encoders differ on '+': nginx, Envoy

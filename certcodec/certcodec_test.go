@@ -171,6 +171,24 @@ func TestDecodeChain(t *testing.T) {
 	if err != nil || len(ders) != 2 {
 		t.Fatalf("pem chain: %d certs, err %v", len(ders), err)
 	}
+	// HAProxy's %[ssl_c_chain_der,base64]: the DER concatenated, in order,
+	// at most MaxCerts in all.
+	two := base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), leaf...))
+	for _, f := range []Format{Auto, Base64DER} {
+		ders, err = DecodeChain(two, f)
+		if err != nil || len(ders) != 2 || !bytes.Equal(ders[0], inter) || !bytes.Equal(ders[1], leaf) {
+			t.Fatalf("concatenated DER, %v: %d certs, err %v", f, len(ders), err)
+		}
+		if ders, err = DecodeChain(base64.StdEncoding.EncodeToString(bytes.Repeat(inter, MaxCerts)), f); err != nil || len(ders) != MaxCerts {
+			t.Fatalf("MaxCerts concatenated, %v: %d certs, err %v", f, len(ders), err)
+		}
+		if _, err := DecodeChain(base64.StdEncoding.EncodeToString(bytes.Repeat(inter, MaxCerts+1)), f); !errors.Is(err, ErrTooMany) {
+			t.Fatalf("MaxCerts+1 concatenated, %v: %v", f, err)
+		}
+		if _, err := DecodeChain(two+","+base64.StdEncoding.EncodeToString(bytes.Repeat(inter, MaxCerts-1)), f); !errors.Is(err, ErrTooMany) {
+			t.Fatalf("MaxCerts+1 concatenated across items, %v: %v", f, err)
+		}
+	}
 	if _, err := DecodeChain(list+", :%%:", Auto); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("bad list item: %v", err)
 	}

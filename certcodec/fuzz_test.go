@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,9 +13,11 @@ import (
 // FuzzDecode checks that no header value makes the decoder panic, return
 // more than MaxCerts certificates, or succeed with nothing; and that what it
 // decodes re-encodes to the same bytes (as RFC 9440 and as XFCC). Seeds
-// cover every format, Envoy's XFCC, Traefik's comma chain and form-encoded
-// ('+' for space) PEM. The seed corpus (testdata/fuzz and
-// the values below) runs with every `go test`.
+// cover every format, Envoy's XFCC, Traefik's comma chain (plain and
+// URL-escaped, as before v2.9.2), HAProxy's concatenated chain DER and
+// form-encoded ('+' for space) PEM. The value is decoded as a chain too,
+// with the same bounds. The seed corpus (testdata/fuzz and the values
+// below) runs with every `go test`.
 func FuzzDecode(f *testing.F) {
 	leaf, inter := testChain(f)
 	b64 := base64.StdEncoding.EncodeToString(leaf)
@@ -44,11 +47,43 @@ func FuzzDecode(f *testing.F) {
 		`By=spiffe://a;Subject="CN=\"q\";,=";Cert=` + url.PathEscape(pemLeaf),
 		`Hash=00;URI="unterminated`,
 		"By=a,",
+		// Traefik before v2.9.2: each item's base64 url.QueryEscape'd, in
+		// upper- and lower-case hex, and escapes it must refuse.
+		url.QueryEscape(b64) + "," + url.QueryEscape(base64.StdEncoding.EncodeToString(inter)),
+		strings.NewReplacer("%2B", "%2b", "%2F", "%2f", "%3D", "%3d").Replace(url.QueryEscape(b64)),
+		"MIIB%2B%2F%3D",
+		"MIIB%41AAA",
+		"MIIB+%2BAA",
+		"MIIB%2",
+		"MIIB%%2B",
+		// HAProxy %[ssl_c_chain_der,base64]: DER back to back, whole, cut,
+		// with junk after, and more than MaxCerts.
+		base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), leaf...)),
+		base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), leaf[:len(leaf)/2]...)),
+		base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), "junk"...)),
+		base64.StdEncoding.EncodeToString(bytes.Repeat(inter, MaxCerts+1)),
+		base64.StdEncoding.EncodeToString([]byte{0x30, 0x00, 0x30, 0x81, 0x01, 0x00, 0x30, 0x03}),
+		url.QueryEscape(base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), leaf...))),
+		// HAProxy's chain field when the client sent no intermediates.
+		" ",
 	} {
 		f.Add(seed, uint8(Auto))
 	}
+	f.Add(base64.StdEncoding.EncodeToString(append(append([]byte{}, inter...), leaf...)), uint8(Base64DER))
+	f.Add(url.QueryEscape(b64), uint8(Base64DER))
 	f.Fuzz(func(t *testing.T, value string, format uint8) {
 		fm := Format(format % uint8(len(formatNames)))
+		chain, chainErr := DecodeChain(value, fm)
+		if chainErr == nil {
+			if len(chain) == 0 || len(chain) > MaxCerts {
+				t.Fatalf("decoded a chain of %d certificates", len(chain))
+			}
+			for _, der := range chain {
+				if len(der) == 0 {
+					t.Fatal("empty certificate in a chain")
+				}
+			}
+		}
 		ders, found, err := Decode(value, fm)
 		if err != nil {
 			return
@@ -73,8 +108,19 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("xfcc re-encoding %.80q: found %v, %v", xfcc, found, err)
 			}
 		}
-		if _, err := DecodeChain(value, fm); err != nil && found == RFC9440 {
-			t.Fatalf("a single byte sequence must also be a valid chain list: %v", err)
+		if chainErr != nil && found == RFC9440 {
+			t.Fatalf("a single byte sequence must also be a valid chain list: %v", chainErr)
+		}
+		if found == Base64DER {
+			// A chain splits the field's items, never reads them otherwise:
+			// joined, its certificates are the field's.
+			if chainErr != nil {
+				if !errors.Is(chainErr, ErrTooMany) {
+					t.Fatalf("base64_der value read as a field but not as a chain: %v", chainErr)
+				}
+			} else if !bytes.Equal(bytes.Join(chain, nil), bytes.Join(ders, nil)) {
+				t.Fatal("base64_der value read differently as a field and as a chain")
+			}
 		}
 	})
 }
@@ -123,6 +169,61 @@ func FuzzParsePEM(f *testing.F) {
 				if !bytes.Equal(s[i].Raw, l[i].Raw) {
 					t.Fatalf("%d and %d disagree on certificate %d", p.strict, p.lenient, i+1)
 				}
+			}
+		}
+	})
+}
+
+// FuzzParseHeader checks ParseHeader on a certificate field and one chain
+// field: no panic, at most MaxCerts certificates, each parsed, the leaf the
+// one Decode finds; an empty chain field (HAProxy's, when the client sent
+// no intermediates) the same as none.
+func FuzzParseHeader(f *testing.F) {
+	leaf, inter := testChain(f)
+	b64 := base64.StdEncoding.EncodeToString
+	both := append(append([]byte{}, inter...), inter...)
+	for _, seed := range [][2]string{
+		{b64(leaf), ""},
+		{b64(leaf), " "},
+		{b64(leaf), b64(inter)},
+		{b64(leaf), b64(both)},
+		{b64(leaf), b64(both) + "," + b64(inter)},
+		{b64(leaf), b64(bytes.Repeat(inter, MaxCerts))},
+		{b64(leaf), b64(append(append([]byte{}, inter...), "junk"...))},
+		{url.QueryEscape(b64(leaf)), url.QueryEscape(b64(both))},
+		{":" + b64(leaf) + ":", ":" + b64(inter) + ":, :" + b64(inter) + ":"},
+		{":" + b64(leaf) + ":", ":" + b64(both) + ":"},
+		{"", ""},
+	} {
+		f.Add(seed[0], seed[1], uint8(Auto))
+	}
+	fields := HeaderFields{Cert: "C", Chain: "CC"}
+	f.Fuzz(func(t *testing.T, value, chain string, format uint8) {
+		fm := Format(format % uint8(len(formatNames)))
+		certs, _, err := ParseHeader(value, []string{chain}, fm, fields)
+		if err != nil {
+			var he *HeaderError
+			if !errors.As(err, &he) {
+				t.Fatalf("error %v is no HeaderError", err)
+			}
+			return
+		}
+		if len(certs) == 0 || len(certs) > MaxCerts {
+			t.Fatalf("parsed %d certificates", len(certs))
+		}
+		for _, c := range certs {
+			if c == nil {
+				t.Fatal("nil certificate without an error")
+			}
+		}
+		ders, _, err := Decode(value, fm)
+		if err != nil || !bytes.Equal(ders[0], certs[0].Raw) {
+			t.Fatalf("ParseHeader's leaf is not Decode's: %v", err)
+		}
+		if trimOWS(chain) == "" {
+			alone, _, err := ParseHeader(value, nil, fm, fields)
+			if err != nil || len(alone) != len(certs) {
+				t.Fatalf("an empty chain field is not the same as none: %d, %d certificates, %v", len(alone), len(certs), err)
 			}
 		}
 	})

@@ -116,11 +116,13 @@ func (e *HeaderError) Unwrap() error { return e.Err }
 
 // ParseHeader decodes and parses a certificate header: value, the field
 // that carries the client certificate (see Decode), and chain, the values
-// of the chain field (see DecodeChain), each in format f. It returns the
-// certificates, leaf first, and the format value was found in. At most
-// MaxCerts certificates are taken in all. Errors are HeaderErrors, which
-// name the field (by fields) or certificate at fault, and wrap the reason
-// (ErrMalformed, ErrTooMany, ...).
+// of the chain field (see DecodeChain), each in format f. An empty chain
+// value (HAProxy's %[ssl_c_chain_der,base64] when the client sent no
+// intermediates) holds no certificate and is passed over; an empty value is
+// ErrEmpty. It returns the certificates, leaf first, and the format value
+// was found in. At most MaxCerts certificates are taken in all. Errors are
+// HeaderErrors, which name the field (by fields) or certificate at fault,
+// and wrap the reason (ErrMalformed, ErrTooMany, ...).
 //
 // A caller that caches verdicts looks the raw values up first and calls
 // ParseHeader only on a miss.
@@ -130,6 +132,9 @@ func ParseHeader(value string, chain []string, f Format, fields HeaderFields) ([
 		return nil, found, &HeaderError{Field: fields.Cert, Err: err}
 	}
 	for _, cv := range chain {
+		if len(cv) <= MaxValueLen && trimOWS(cv) == "" {
+			continue // no chain
+		}
 		more, err := DecodeChain(cv, f)
 		if err != nil {
 			return nil, found, &HeaderError{Field: fields.Chain, Err: err}

@@ -2,8 +2,10 @@ package certcodec
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -136,6 +138,8 @@ func TestProxyHeaderValues(t *testing.T) {
 		// Traefik passTLSClientCert {pem: true} → X-Forwarded-Tls-Client-Cert:
 		// each certificate's sanitized PEM, joined by ','.
 		{"Traefik v2.9.2+ / v3 X-Forwarded-Tls-Client-Cert", strings.Join([]string{traefikSanitize(leaf), traefikSanitize(inters[0]), traefikSanitize(inters[1])}, ","), Base64DER, chain},
+		// Before v2.9.2 each sanitized PEM was url.QueryEscape'd too.
+		{"Traefik before v2.9.2 X-Forwarded-Tls-Client-Cert (escaped)", strings.Join([]string{url.QueryEscape(traefikSanitize(leaf)), url.QueryEscape(traefikSanitize(inters[0])), url.QueryEscape(traefikSanitize(inters[1]))}, ","), Base64DER, chain},
 
 		// HAProxy, `http-request set-header X-SSL-Client-Cert
 		// %[ssl_c_der,base64]`: the base64 converter of the DER, one line.
@@ -210,48 +214,123 @@ func TestProxyChainHeaders(t *testing.T) {
 	leaf, inters := proxyChain(t)
 	b64 := base64.StdEncoding.EncodeToString
 	fields := HeaderFields{Cert: "X-SSL-Client-Cert", Chain: "X-SSL-Client-Chain"}
+	same := func(certs []*x509.Certificate, ders ...[]byte) bool {
+		if len(certs) != len(ders) {
+			return false
+		}
+		for i := range certs {
+			if !bytes.Equal(certs[i].Raw, ders[i]) {
+				return false
+			}
+		}
+		return true
+	}
 
 	// HAProxy `%[ssl_c_chain_der,base64]` is the base64 of the DER of the
-	// certificates the client sent after its leaf, concatenated. With one
-	// intermediate that is the base64 DER of that certificate, and reads.
-	certs, _, err := ParseHeader(b64(leaf), []string{b64(inters[0])}, Auto, fields)
-	if err != nil || len(certs) != 2 || !bytes.Equal(certs[1].Raw, inters[0]) {
-		t.Fatalf("HAProxy chain of one: %d certificates, %v", len(certs), err)
-	}
-	// With two, the concatenation is one base64 item holding two
-	// certificates: refused (400), never read as something else. (Known
-	// gap: splitting concatenated DER would read it.)
-	concat := b64(append(append([]byte{}, inters[0]...), inters[1]...))
+	// certificates the client sent after its leaf, concatenated.
 	for _, f := range []Format{Auto, Base64DER} {
-		if _, _, err := ParseHeader(b64(leaf), []string{concat}, f, fields); err == nil {
-			t.Fatalf("HAProxy chain of two, %v: read", f)
+		// None sent: HAProxy sets the field to an empty value, which is no
+		// chain (the leaf field still decides).
+		certs, _, err := ParseHeader(b64(leaf), []string{""}, f, fields)
+		if err != nil || !same(certs, leaf) {
+			t.Fatalf("HAProxy empty chain, %v: %d certificates, %v", f, len(certs), err)
 		}
+		// One: the base64 DER of that certificate.
+		certs, _, err = ParseHeader(b64(leaf), []string{b64(inters[0])}, f, fields)
+		if err != nil || !same(certs, leaf, inters[0]) {
+			t.Fatalf("HAProxy chain of one, %v: %d certificates, %v", f, len(certs), err)
+		}
+		// Two: one base64 item holding both certificates, read in order.
+		concat := b64(append(append([]byte{}, inters[0]...), inters[1]...))
+		certs, _, err = ParseHeader(b64(leaf), []string{concat}, f, fields)
+		if err != nil || !same(certs, leaf, inters[0], inters[1]) {
+			t.Fatalf("HAProxy chain of two, %v: %d certificates, %v", f, len(certs), err)
+		}
+	}
+	// An empty leaf field is still no certificate, whatever the chain.
+	if _, _, err := ParseHeader("", []string{b64(inters[0])}, Auto, fields); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("empty leaf field with a chain: %v", err)
 	}
 
 	// RFC 9440 Client-Cert-Chain: a list of byte sequences.
 	list := ":" + b64(inters[0]) + ":, :" + b64(inters[1]) + ":"
-	certs, _, err = ParseHeader(":"+b64(leaf)+":", []string{list}, Auto, fields)
-	if err != nil || len(certs) != 3 || !bytes.Equal(certs[2].Raw, inters[1]) {
+	certs, _, err := ParseHeader(":"+b64(leaf)+":", []string{list}, Auto, fields)
+	if err != nil || !same(certs, leaf, inters[0], inters[1]) {
 		t.Fatalf("RFC 9440 chain: %d certificates, %v", len(certs), err)
 	}
 }
 
 // TestTraefikBeforeV292: Traefik before v2.9.2 url.QueryEscape'd each
-// certificate's base64 ('+' %2B, '/' %2F, '=' %3D). Such a value is not
-// one of the formats: it is refused as malformed, never read as another
-// certificate. (Known gap: percent-decoding base64_der items would read it.)
+// certificate's base64 ('+' %2B, '/' %2F, '=' %3D). `base64_der` (and
+// `auto`, which finds base64_der) reads it, as the field and as a chain.
 func TestTraefikBeforeV292(t *testing.T) {
 	leaf, inters := proxyChain(t)
-	for i := 0; !strings.ContainsAny(base64.StdEncoding.EncodeToString(leaf), "+/="); i++ {
-		if i == 100 {
-			t.Fatal("no certificate with '+', '/' or '=' in its base64 in 100 tries")
+	for i := 0; ; i++ {
+		b := base64.StdEncoding.EncodeToString(leaf)
+		if strings.Contains(b, "+") && strings.Contains(b, "/") && strings.HasSuffix(b, "=") {
+			break
+		}
+		if i == 200 {
+			t.Fatal("no certificate with '+', '/' and '=' in its base64 in 200 tries")
 		}
 		leaf, inters = proxyChain(t)
 	}
 	value := url.QueryEscape(traefikSanitize(leaf)) + "," + url.QueryEscape(traefikSanitize(inters[0]))
+	for _, want := range []string{"%2B", "%2F", "%3D"} {
+		if !strings.Contains(value, want) {
+			t.Fatalf("the escaped value has no %s", want)
+		}
+	}
+	if got := Detect(value); got != Base64DER {
+		t.Fatalf("Detect = %v, want base64_der", got)
+	}
 	for _, f := range []Format{Auto, Base64DER} {
-		if ders, _, err := Decode(value, f); err == nil {
-			t.Fatalf("Decode(%v) read %d certificates from Traefik's escaped value", f, len(ders))
+		ders, found, err := Decode(value, f)
+		if err != nil || found != Base64DER || len(ders) != 2 || !bytes.Equal(ders[0], leaf) || !bytes.Equal(ders[1], inters[0]) {
+			t.Fatalf("Decode(%v): %d certificates, found %v, %v", f, len(ders), found, err)
+		}
+		// Lower-case hex is percent-encoding too.
+		lower := strings.NewReplacer("%2B", "%2b", "%2F", "%2f", "%3D", "%3d").Replace(value)
+		if ders, _, err := Decode(lower, f); err != nil || len(ders) != 2 || !bytes.Equal(ders[0], leaf) {
+			t.Fatalf("Decode(%v), lower-case escapes: %d certificates, %v", f, len(ders), err)
+		}
+		// In the chain field, and with HAProxy's concatenation.
+		escaped := url.QueryEscape(base64.StdEncoding.EncodeToString(append(append([]byte{}, inters[0]...), inters[1]...)))
+		chain, err := DecodeChain(escaped, f)
+		if err != nil || len(chain) != 2 || !bytes.Equal(chain[0], inters[0]) || !bytes.Equal(chain[1], inters[1]) {
+			t.Fatalf("DecodeChain(%v): %d certificates, %v", f, len(chain), err)
+		}
+	}
+	// Only base64's three escaped characters, only when all are escaped,
+	// only in base64_der: anything else is refused, never read.
+	b := base64.StdEncoding.EncodeToString(leaf)
+	esc := url.QueryEscape(b)
+	for name, v := range map[string]string{
+		"a letter escaped":            "%4D" + esc[1:],
+		"a space":                     esc[:8] + "%20" + esc[8:],
+		"a newline":                   esc[:8] + "%0A" + esc[8:],
+		"a NUL":                       esc[:8] + "%00" + esc[8:],
+		"a comma escaped":             esc + "%2C" + esc,
+		"a bad escape":                esc[:8] + "%ZZ" + esc[8:],
+		"a truncated escape":          esc + "%3",
+		"a lone percent":              esc[:8] + "%" + esc[8:],
+		"a double escape":             strings.Replace(esc, "%2B", "%252B", 1),
+		"a literal '+' beside %XX":    strings.Replace(esc, "%2B", "+", 1),
+		"a literal '/' beside %XX":    strings.Replace(esc, "%2F", "/", 1),
+		"a literal '=' beside %XX":    strings.Replace(esc, "%3D", "=", 1),
+		"escaped base64url alphabet":  strings.NewReplacer("%2B", "-", "%2F", "_").Replace(esc),
+		"rfc9440 with escapes":        ":" + esc + ":",
+		"form-encoded, '+' for space": strings.Replace(esc, "%2F", "+", 1),
+	} {
+		for _, f := range []Format{Auto, Base64DER} {
+			if ders, found, err := Decode(v, f); err == nil {
+				t.Errorf("%s, %v: read %d certificates as %v", name, f, len(ders), found)
+			} else if found == Base64DER && !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s, %v: %v, want ErrMalformed", name, f, err)
+			}
+			if _, err := DecodeChain(v, f); err == nil {
+				t.Errorf("%s, %v: read as a chain", name, f)
+			}
 		}
 	}
 }

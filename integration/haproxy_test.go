@@ -50,13 +50,14 @@ func startHAProxy(t *testing.T, config, ready string) {
 // optional, every verification error ignored), and passes the certificate
 // as its documentation shows, `http-request set-header X-SSL-Client-Cert
 // %[ssl_c_der,base64]`, the chain the client sent after its leaf as
-// `%[ssl_c_chain_der,base64]`. It connects to Caddy from 127.0.0.2, the
-// only trusted proxy. The value HAProxy writes is read both as
-// `base64_der` and as `auto`.
+// `%[ssl_c_chain_der,base64]`, and nothing else: no line to mend either
+// value. It connects to Caddy from 127.0.0.2, the only trusted proxy. The
+// value HAProxy writes is read both as `base64_der` and as `auto`.
 //
-// HAProxy sets the chain field to an empty value when the client sent no
-// intermediates, which client_cert_auth refuses (400, an empty chain value
-// does not decode); the del-header line drops it then.
+// The chain value is what HAProxy writes in each case: empty when the client
+// sent no intermediates (alice: no chain, her leaf decides), one
+// certificate's DER (carol), and two certificates' DER back to back (dave,
+// two intermediates deep).
 func TestHAProxyInFront(t *testing.T) {
 	e := newEnv(t)
 	// carol is issued by an intermediate under the trusted root and sends
@@ -65,6 +66,14 @@ func TestHAProxyInFront(t *testing.T) {
 	inter := demopki.Must(e.root.Issue(demopki.Options{CommonName: "Integration Intermediate", IsCA: true}))
 	carol := demopki.Must(inter.Issue(demopki.Options{CommonName: "carol"}))
 	carolCert, carolKey, err := carol.WriteFiles(e.dir, "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// dave is two intermediates below the root and sends both (dave.pem):
+	// HAProxy concatenates their DER into one base64 value.
+	inter2 := demopki.Must(inter.Issue(demopki.Options{CommonName: "Integration Intermediate 2", IsCA: true}))
+	dave := demopki.Must(inter2.Issue(demopki.Options{CommonName: "dave"}))
+	daveCert, daveKey, err := dave.WriteFiles(e.dir, "dave")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +133,6 @@ frontend mtls
 	bind %[1]s ssl crt %[2]s verify optional ca-file %[3]s ca-ignore-err all crt-ignore-err all
 	http-request set-header X-SSL-Client-Cert %%[ssl_c_der,base64]
 	http-request set-header X-SSL-Client-Chain %%[ssl_c_chain_der,base64]
-	http-request del-header X-SSL-Client-Chain if { req.hdr(X-SSL-Client-Chain) -m len 0 }
 	default_backend gateway
 
 backend gateway
@@ -155,6 +163,11 @@ backend gateway
 			// builds carol's chain.
 			if res := curlAs(carolCert, carolKey, path); res.status != 200 || res.upstream.Get("X-Caller") != "carol" {
 				t.Fatalf("carol (intermediate in the chain header) through HAProxy: %d %s", res.status, res.body)
+			}
+			// Two intermediates, concatenated in one chain value, read in
+			// order.
+			if res := curlAs(daveCert, daveKey, path); res.status != 200 || res.upstream.Get("X-Caller") != "dave" {
+				t.Fatalf("dave (two intermediates in the chain header) through HAProxy: %d %s", res.status, res.body)
 			}
 			if res := curlAs(e.path("mallory"), e.path("mallory-key"), path); res.status != 403 {
 				t.Fatalf("mallory through HAProxy: %d", res.status)

@@ -89,7 +89,9 @@ func (r *redisServer) commandCalls(t *testing.T) map[string]int {
 var cmdstatRE = regexp.MustCompile(`cmdstat_([a-z|]+):calls=(\d+)`)
 
 // reads sums the calls of the commands that read a key.
-func reads(calls map[string]int) int { return calls["get"] + calls["mget"] + calls["zrange"] + calls["exists"] }
+func reads(calls map[string]int) int {
+	return calls["get"] + calls["mget"] + calls["zrange"] + calls["exists"]
+}
 
 // TestClusterScale: three gateways share a Redis storage holding 10,000
 // stored clients. A gateway starting cold serves once it has them all; a
