@@ -411,11 +411,42 @@ func (h *Handler) provisionHeader(ctx caddy.Context) error {
 	}
 	h.addStrip(h.headerField)
 	h.addStrip(h.chainField)
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	for _, f := range []string{h.headerField, h.chainField} {
-		if strings.ContainsAny(f, "_.") {
-			h.logger.Warn("Caddy drops request header fields with '_' or '.' in their name unless the server lists them in expected_underscore_headers or expected_dot_headers",
-				zap.String("field", f))
+		if err := expectedField(srv, f); err != nil {
+			return fmt.Errorf("header: %w", err)
 		}
+	}
+	return nil
+}
+
+// expectedField returns an error when Caddy's server srv drops the request
+// header field f before any handler sees it: a name with '_' or '.' that
+// the server does not list in expected_underscore_headers or
+// expected_dot_headers (exactly, or by a prefix ending with '*'). Every
+// request would then be judged as having no certificate. Without a server
+// (a handler provisioned on its own), nothing is checked.
+func expectedField(srv *caddyhttp.Server, f string) error {
+	if srv == nil || f == "" {
+		return nil
+	}
+	listed := func(entries []string, globs bool) bool {
+		for _, e := range entries {
+			prefix, glob := strings.CutSuffix(e, "*")
+			if strings.EqualFold(e, f) || globs && glob && len(f) >= len(prefix) && strings.EqualFold(f[:len(prefix)], prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	hasUnderscore, hasDot := strings.Contains(f, "_"), strings.Contains(f, ".")
+	switch {
+	case hasUnderscore && hasDot && !listed(srv.ExpectedUnderscoreHeaders, false) && !listed(srv.ExpectedDotHeaders, false):
+		return fmt.Errorf("field %q has '_' and '.': Caddy drops it from every request unless the server lists it exactly in expected_underscore_headers or expected_dot_headers", f)
+	case hasUnderscore && !hasDot && !listed(srv.ExpectedUnderscoreHeaders, true):
+		return fmt.Errorf("field %q has '_': Caddy drops it from every request unless the server lists it in expected_underscore_headers (global option: servers { expected_underscore_headers %s })", f, f)
+	case hasDot && !hasUnderscore && !listed(srv.ExpectedDotHeaders, true):
+		return fmt.Errorf("field %q has '.': Caddy drops it from every request unless the server lists it in expected_dot_headers (global option: servers { expected_dot_headers %s })", f, f)
 	}
 	return nil
 }

@@ -1089,3 +1089,40 @@ func TestCaddyfileName(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderscoreField: a header field with '_' or '.' in its name, which
+// Caddy drops from every request unless its server expects it, is an error
+// (so caddy validate says so), unless the server lists it in
+// expected_underscore_headers / expected_dot_headers (exactly or by a
+// prefix ending with '*').
+func TestUnderscoreField(t *testing.T) {
+	p := newPKI(t)
+	for _, tc := range []struct {
+		field, chain string
+		server       *caddyhttp.Server
+		wantErr      string
+	}{
+		{field: "X_SSL_Client_Cert", server: &caddyhttp.Server{}, wantErr: "expected_underscore_headers"},
+		{field: "X.Client.Cert", server: &caddyhttp.Server{}, wantErr: "expected_dot_headers"},
+		{field: "X-Cert", chain: "X_Chain", server: &caddyhttp.Server{ExpectedUnderscoreHeaders: []string{"x_ssl_client_cert"}}, wantErr: "X_chain"},
+		{field: "X_SSL_Client_Cert", server: &caddyhttp.Server{ExpectedUnderscoreHeaders: []string{"x_ssl_client_cert"}}},
+		{field: "X_SSL_Client_Cert", chain: "X_SSL_Client_Chain", server: &caddyhttp.Server{ExpectedUnderscoreHeaders: []string{"X_SSL_*"}}},
+		{field: "X.Client.Cert", server: &caddyhttp.Server{ExpectedDotHeaders: []string{"X.Client.Cert"}}},
+		{field: "X-SSL-Client-Cert", server: &caddyhttp.Server{}},
+	} {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		ctx.Context = context.WithValue(ctx.Context, caddyhttp.ServerCtxKey, tc.server)
+		chain := ""
+		if tc.chain != "" {
+			chain = `,"chain":"` + tc.chain + `"`
+		}
+		_, err := tryProvisionIn(ctx, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},"header":{"field":"`+tc.field+`"`+chain+`,"from":["127.0.0.1"]}}`)
+		cancel()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s %s: %v", tc.field, tc.chain, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s %s: %v, want an error naming %s", tc.field, tc.chain, err, tc.wantErr)
+		}
+	}
+}

@@ -79,6 +79,9 @@ https://localhost:%[1]d {
 		for _, l := range logLines(c, "event") {
 			data, _ := l["data"].(map[string]any)
 			if l["name"] == "mtls_request_rejected" && data["reason"] == "revoked" && data["fingerprint"] == fingerprintHex(revoked) {
+				if l["origin"] != "http.handlers.client_cert_auth" {
+					return fmt.Errorf("event origin %v, want http.handlers.client_cert_auth", l["origin"])
+				}
 				return nil
 			}
 		}
@@ -91,6 +94,9 @@ https://localhost:%[1]d {
 		for _, l := range logLines(c, "event") {
 			data, _ := l["data"].(map[string]any)
 			if l["name"] == "mtls_certificate_expiring" && data["kind"] == "trust" && data["name"] == "Integration Root" {
+				if l["origin"] != "http.handlers.client_cert_auth" {
+					return fmt.Errorf("event origin %v, want http.handlers.client_cert_auth", l["origin"])
+				}
 				return nil
 			}
 		}
@@ -106,5 +112,56 @@ https://localhost:%[1]d {
 			return fmt.Errorf("status %d %v", res.status, res.err)
 		}
 		return nil
+	})
+}
+
+// TestEventOrigin: events of a client_cert_auth handler name it as their
+// origin, also inside a handle block with handlers after it (Caddy's
+// module context there is shared with the next handler's).
+func TestEventOrigin(t *testing.T) {
+	e := newEnv(t)
+	port := freePort(t)
+	c := startCaddy(t, e, fmt.Sprintf(`{
+	admin {admin}
+	auto_https off
+	log {
+		level DEBUG
+	}
+}
+http://:%[1]d {
+	bind 127.0.0.1
+	handle /api/* {
+		route {
+			client_cert_auth {
+				trust_pool file %[2]s
+			}
+			reverse_proxy 127.0.0.1:9 {
+				lb_policy first
+				health_uri /health
+			}
+		}
+	}
+	handle {
+		header X-Other other
+		respond "other"
+	}
+}
+`, port, e.path("root")), "caddyfile", fmt.Sprintf("127.0.0.1:%d", port))
+	if status, body := adminCall(t, c, http.MethodPut, "/config/apps/events", map[string]any{}); status != 200 {
+		t.Fatalf("adding the events app: %d %s", status, body)
+	}
+	eventually(t, "rejection event", func() error {
+		if res := doRawE(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/api/x", port)); res.status != http.StatusUnauthorized {
+			return fmt.Errorf("status %d %v", res.status, res.err)
+		}
+		for _, l := range logLines(c, "event") {
+			if l["name"] == "mtls_request_rejected" {
+				if l["origin"] != "http.handlers.client_cert_auth" {
+					return fmt.Errorf("event origin %v, want http.handlers.client_cert_auth", l["origin"])
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no mtls_request_rejected event")
 	})
 }

@@ -36,6 +36,8 @@ func TestValidateErrors(t *testing.T) {
 			[]string{"unrecognized subdirective 'trust_pol'", "Caddyfile:7"}},
 		{"repeated subdirective", site("\t\tmode require\n\t\tmode optional"), "caddyfile",
 			[]string{"subdirective 'mode' given twice", "Caddyfile:8"}},
+		{"header field Caddy drops", site("\t\ttrust_pool file " + e.path("root") + "\n\t\theader X_SSL_Client_Cert {\n\t\t\tfrom 10.0.0.1\n\t\t}"), "caddyfile",
+			[]string{`field "X_ssl_client_cert" has '_'`, "expected_underscore_headers"}},
 		{"from not a CIDR", site("\t\ttrust_pool file " + e.path("root") + "\n\t\theader {\n\t\t\tfrom 10.0.0.300/8\n\t\t}"), "caddyfile",
 			[]string{"invalid from range '10.0.0.300/8'", "Caddyfile:9"}},
 		{"missing trust file", site("\t\ttrust_pool file /nonexistent/ca.pem"), "caddyfile",
@@ -139,5 +141,19 @@ func TestValidateWarnsWideFrom(t *testing.T) {
 		if out := string(raw); !strings.Contains(out, "believes the certificate header from a wide range") || !strings.Contains(out, covers) {
 			t.Fatalf("from %s: no warning saying it covers %q:\n%s", from, covers, out)
 		}
+	}
+}
+
+// TestValidateExpectedUnderscoreField: a header field with '_' loads once
+// the server expects it (Caddy drops it otherwise: TestValidateErrors).
+func TestValidateExpectedUnderscoreField(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, path, "{\n\tadmin off\n\tauto_https off\n\tservers {\n\t\texpected_underscore_headers X_SSL_Client_Cert\n\t}\n}\nhttp://:8080 {\n\tclient_cert_auth {\n\t\ttrust_pool file "+e.path("root")+
+		"\n\t\theader X_SSL_Client_Cert {\n\t\t\tfrom 10.0.0.1\n\t\t}\n\t}\n\trespond ok\n}\n")
+	cmd := exec.Command(caddyBin, "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(cmd.Environ(), "HOME="+t.TempDir())
+	if raw, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("caddy validate refused:\n%s", raw)
 	}
 }
