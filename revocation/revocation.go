@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,8 +134,9 @@ type Checker struct {
 	ocspCache   ocspCache
 	ocspFlights singleflight.Group // one OCSP query per certificate at a time
 
-	verified sync.Map // crlSigKey -> bool: whether a CRL's signature verifies with an issuer
-	warned   sync.Map // string -> struct{}: issues already logged
+	verified sync.Map  // crlSigKey -> bool: whether a CRL's signature verifies with an issuer
+	issuers  issuerSet // issuers a CRL in force verified with
+	warned   sync.Map  // string -> struct{}: issues already logged
 
 	dp        dpCache            // CRLs of distribution points, with CRLFromCertificates
 	dpFlights singleflight.Group // one read of a distribution point's CRL at a time
@@ -239,6 +241,16 @@ func (c *Checker) Reload(ctx context.Context) {
 		if err != nil {
 			metrics.CRLUpdate(name, metrics.CRLError)
 			c.logger.Error("reading CRL; the last one read stays", zap.String("crl", name), zap.Error(err))
+			next.bySource[src] = prev
+			continue
+		}
+		if prev != nil && string(prev.Raw) != string(crl.Raw) && !c.verifiesWithKnownIssuer(crl) {
+			// A forgery under a known issuer's name must not displace the
+			// CRL in force: until checked at use, it would leave the
+			// issuer's certificates without a CRL.
+			metrics.CRLUpdate(name, metrics.CRLError)
+			c.logger.Error("CRL signature does not verify with its issuer's certificate; refused, the last one read stays",
+				zap.String("crl", name), zap.String("issuer", crl.Issuer.String()), zap.String("number", crlNumber(crl)))
 			next.bySource[src] = prev
 			continue
 		}
@@ -378,6 +390,54 @@ func (c *Checker) knownNotVerifying(crl *x509.RevocationList) bool {
 	return checked && !verifies
 }
 
+// maxIssuersPerName bounds the issuer certificates kept under one name.
+const maxIssuersPerName = 8
+
+// issuerSet holds certificates known to be CRL issuers, by subject.
+type issuerSet struct {
+	mu     sync.Mutex
+	byName map[string][]*x509.Certificate
+}
+
+// learnIssuer remembers issuer, whose certificate verified a CRL in force,
+// so that a new CRL under its name is checked when it is read.
+func (c *Checker) learnIssuer(issuer *x509.Certificate) {
+	s := &c.issuers
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := s.byName[string(issuer.RawSubject)]
+	for _, k := range known {
+		if bytes.Equal(k.Raw, issuer.Raw) {
+			return
+		}
+	}
+	if len(known) >= maxIssuersPerName {
+		return
+	}
+	if s.byName == nil {
+		s.byName = map[string][]*x509.Certificate{}
+	}
+	s.byName[string(issuer.RawSubject)] = append(known, issuer)
+}
+
+// verifiesWithKnownIssuer reports whether crl's signature verifies with a
+// certificate known to be its issuer's (one that verified a CRL in
+// force), or whether none is known yet (then it is checked at use).
+func (c *Checker) verifiesWithKnownIssuer(crl *x509.RevocationList) bool {
+	c.issuers.mu.Lock()
+	known := slices.Clone(c.issuers.byName[string(crl.RawIssuer)])
+	c.issuers.mu.Unlock()
+	if len(known) == 0 {
+		return true
+	}
+	for _, issuer := range known {
+		if crl.CheckSignatureFrom(issuer) == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // crlNumber returns crl's number for the log.
 func crlNumber(crl *x509.RevocationList) string {
 	if crl.Number == nil {
@@ -466,6 +526,9 @@ func (c *Checker) currentCRL(set *crlSet, issuer *x509.Certificate, now time.Tim
 			err := crl.CheckSignatureFrom(issuer)
 			ok = err == nil
 			c.verified.Store(key, ok)
+			if err == nil {
+				c.learnIssuer(issuer)
+			}
 			if err != nil {
 				c.logger.Error("CRL signature does not verify with its issuer's certificate; the CRL is not used",
 					zap.String("issuer", issuer.Subject.String()), zap.Error(err))

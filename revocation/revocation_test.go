@@ -382,3 +382,49 @@ func TestNewCancelled(t *testing.T) {
 		t.Fatalf("error %v, want it to wrap context.Canceled", err)
 	}
 }
+
+// TestForgedCRLRefusedAtReload: a forged CRL (the issuer's name and key
+// identifier, another key, a higher number) read from a source whose CRL
+// verified with a known issuer is refused at reload, counted and logged:
+// the verified CRL stays in force. Before, the forgery displaced it, and in
+// ignore_ca_error mode the revoked caller was let in.
+func TestForgedCRLRefusedAtReload(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	path := filepath.Join(f.dir, "ca.crl")
+	writeCRL(t, path, f.ca, 2, now.Add(-time.Minute), now.Add(time.Hour), f.bad)
+	for _, mode := range []string{"ignore_ca_error", "strict"} {
+		writeCRL(t, path, f.ca, 2, now.Add(-time.Minute), now.Add(time.Hour), f.bad)
+		core, logs := observer.New(zap.WarnLevel)
+		c, err := New(context.Background(), Config{Mode: mode, CRLs: []string{path}}, zap.New(core))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+			t.Fatalf("%s: before: %q", mode, reason)
+		}
+		rejected := map[string]string{"crl": path, "result": "error"}
+		before := counter(t, "caddy_mtls_crl_updates_total", rejected)
+		writeCRLAs(t, path, f.ca.Cert, f.fakeCA.Key, 100, now, now.Add(time.Hour))
+		gen := c.Generation()
+		c.Reload(context.Background())
+		if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+			t.Fatalf("%s: a forged CRL displaced the verified one: %q", mode, reason)
+		}
+		if c.Generation() != gen {
+			t.Errorf("%s: generation changed", mode)
+		}
+		if got := counter(t, "caddy_mtls_crl_updates_total", rejected) - before; got != 1 {
+			t.Errorf("%s: forged CRL counted %v times as an error", mode, got)
+		}
+		if len(logs.FilterMessageSnippet("does not verify").All()) == 0 {
+			t.Errorf("%s: not logged: %v", mode, logs.All())
+		}
+		// The real issuer's next CRL is taken.
+		writeCRL(t, path, f.ca, 3, now, now.Add(time.Hour), f.good)
+		c.Reload(context.Background())
+		if reason, _ := c.Check(chain(f.good, f.ca), now); reason != Revoked {
+			t.Fatalf("%s: the real CRL after a forged one: %q", mode, reason)
+		}
+	}
+}
