@@ -425,7 +425,10 @@ func parseWSO2(data []byte, dir string) ([]*Profile, []unappliedElements, error)
 		names := unapplied(nil, "", "profile", wp.OtherAttrs, wp.Other)
 		if ts := wp.TrustStore; ts != nil {
 			names = unapplied(names, "<TrustStore>", "TrustStore", ts.OtherAttrs, ts.Other)
-			path := resolvePath(dir, ts.Location)
+			path, err := wso2Location(dir, ts.Location)
+			if err != nil {
+				return nil, nil, fmt.Errorf("<profile> %d (%s) TrustStore: %w", i+1, p.Servers[0], err)
+			}
 			typ, err := keystore.ParseType(strings.TrimSpace(ts.Type), path)
 			if err != nil {
 				return nil, nil, fmt.Errorf("<profile> %d (%s) TrustStore: %w", i+1, p.Servers[0], err)
@@ -443,7 +446,10 @@ func parseWSO2(data []byte, dir string) ([]*Profile, []unappliedElements, error)
 		}
 		if ks := wp.KeyStore; ks != nil {
 			names = unapplied(names, "<KeyStore>", "KeyStore", ks.OtherAttrs, ks.Other)
-			path := resolvePath(dir, ks.Location)
+			path, err := wso2Location(dir, ks.Location)
+			if err != nil {
+				return nil, nil, fmt.Errorf("<profile> %d (%s) KeyStore: %w", i+1, p.Servers[0], err)
+			}
 			p.ClientKeystore = &Keystore{File: path, Type: strings.TrimSpace(ks.Type), Password: ks.Password, KeyPassword: ks.KeyPassword}
 		}
 		if len(names) > 0 {
@@ -452,6 +458,24 @@ func parseWSO2(data []byte, dir string) ([]*Profile, []unappliedElements, error)
 		out = append(out, p)
 	}
 	return out, notes, nil
+}
+
+// wso2Location resolves a WSO2 <Location> against dir, the WSO2 home
+// (base_dir): relative to it, or starting with WSO2's ${carbon.home}, which
+// stands for it. Another ${...} variable is an error.
+func wso2Location(dir, location string) (string, error) {
+	location = strings.TrimSpace(location)
+	if rest, ok := strings.CutPrefix(location, "${carbon.home}"); ok && (rest == "" || rest[0] == '/' || rest[0] == '\\') {
+		location = filepath.Join(dir, rest)
+	}
+	if i := strings.Index(location, "${"); i >= 0 {
+		end := strings.IndexByte(location[i:], '}')
+		if end < 0 {
+			end = len(location) - i - 1
+		}
+		return "", fmt.Errorf("<Location> %.200q: WSO2 variable %.100s is not known here (only ${carbon.home}, which stands for base_dir)", location, location[i:i+end+1])
+	}
+	return resolvePath(dir, location), nil
 }
 
 // resolvePath resolves a relative path against dir. An absolute path, and

@@ -289,3 +289,32 @@ func TestUnmarshalCaddyfileProfilesFileBaseDir(t *testing.T) {
 		}
 	}
 }
+
+// TestWSO2CarbonHome: a Location written with WSO2's ${carbon.home} (as
+// deployment.toml and WSO2's guides write paths) resolves against
+// base_dir, the WSO2 home; another ${...} variable is an error naming it.
+func TestWSO2CarbonHome(t *testing.T) {
+	f := newFixture(t)
+	home, path, oneWay := f.wso2Home(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withVar := strings.ReplaceAll(string(data), "<Location>repository/", "<Location>${carbon.home}/repository/")
+	if withVar == string(data) {
+		t.Fatal("the seed's Locations are not relative to the WSO2 home")
+	}
+	writeFile(t, path, withVar)
+	tr := mustTransport(t, `{"tls":{},"profiles_file":"`+path+`","profiles_base_dir":"`+home+`"}`)
+	if got, err := proxy(tr, f.backendB.Addr, nil); err != nil || got != "b gateway-for-b" {
+		t.Fatalf("mutual SSL profile: %q %v", got, err)
+	}
+	if got, err := proxy(tr, oneWay, nil); err != nil || got != "one-way" {
+		t.Fatalf("trust-store-only profile: %q %v", got, err)
+	}
+	writeFile(t, path, strings.ReplaceAll(withVar, "${carbon.home}", "${carbon.config.dir.path}"))
+	if _, err := provisionTransport(t, `{"tls":{},"profiles_file":"`+path+`","profiles_base_dir":"`+home+`"}`); err == nil ||
+		!strings.Contains(err.Error(), "${carbon.config.dir.path}") {
+		t.Fatalf("another variable: %v", err)
+	}
+}
