@@ -48,10 +48,18 @@ func (c *Checker) Check(leaf *x509.Certificate, intermediates []*x509.Certificat
 			if c.Roots != nil {
 				res.Chains, _ = verify(leaf, intermediates, c.Roots, now, x509.ExtKeyUsageAny)
 			}
+			// Else its issuer may be known to the revocation checker (a CRL
+			// in force verified with it): a revoked client does not pass
+			// by leaving its intermediate out.
+			if len(res.Chains) == 0 && !selfSigned(leaf) {
+				if issuer := c.Revocation.IssuerOf(leaf); issuer != nil {
+					res.Chains = [][]*x509.Certificate{{leaf, issuer}}
+				}
+			}
 			// A pinned certificate that some CA issued, whose chain cannot
-			// be built from what was sent and the trust pool, has a status
-			// that cannot be told: strict mode refuses it, or a revoked
-			// client would pass by leaving its intermediate out.
+			// be built from what was sent, the trust pool and the issuers
+			// known, has a status that cannot be told: strict mode refuses
+			// it.
 			if len(res.Chains) == 0 && !selfSigned(leaf) && c.Revocation.Strict() {
 				res.Reason = RevocationUnknown
 				return res

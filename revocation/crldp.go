@@ -324,6 +324,7 @@ func (c *Checker) fetchDP(ctx context.Context, url string, issuer *x509.Certific
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return nil, fmt.Errorf("signature does not verify with the issuer's certificate: %w", err)
 	}
+	c.learnIssuer(issuer)
 	if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
 		return nil, errStaleCRL
 	}

@@ -420,6 +420,24 @@ func (c *Checker) learnIssuer(issuer *x509.Certificate) {
 	s.byName[string(issuer.RawSubject)] = append(known, issuer)
 }
 
+// IssuerOf returns the certificate of cert's issuer, if the checker knows
+// it (a CRL in force verified with it) and cert's signature verifies with
+// it; else nil.
+func (c *Checker) IssuerOf(cert *x509.Certificate) *x509.Certificate {
+	if c == nil {
+		return nil
+	}
+	c.issuers.mu.Lock()
+	known := slices.Clone(c.issuers.byName[string(cert.RawIssuer)])
+	c.issuers.mu.Unlock()
+	for _, issuer := range known {
+		if cert.CheckSignatureFrom(issuer) == nil {
+			return issuer
+		}
+	}
+	return nil
+}
+
 // verifiesWithKnownIssuer reports whether crl's signature verifies with a
 // certificate known to be its issuer's (one that verified a CRL in
 // force), or whether none is known yet (then it is checked at use).
