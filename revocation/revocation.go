@@ -418,6 +418,9 @@ func (c *Checker) learnIssuer(issuer *x509.Certificate) {
 		s.byName = map[string][]*x509.Certificate{}
 	}
 	s.byName[string(issuer.RawSubject)] = append(known, issuer)
+	// Verdicts made without knowing it (a pinned client that left it out)
+	// are not to be reused.
+	c.gen.Add(1)
 }
 
 // IssuerOf returns the certificate of cert's issuer, if the checker knows
