@@ -200,7 +200,19 @@ func (r *clientsReader) read(ctx context.Context) error {
 	switch {
 	case full:
 		r.lastFull = time.Now()
-		maps.DeleteFunc(got, func(_ string, c *storedClient) bool { return c == nil })
+		// Listed but not read (gone since the listing, or a read that
+		// failed and was answered as "not found"), or not decoding: the
+		// last good version stays. A deletion is in the change log, and
+		// the next refresh applies it.
+		for alias, c := range got {
+			if c == nil {
+				if p := prev.byAlias[alias]; p != nil {
+					got[alias] = p
+				} else {
+					delete(got, alias)
+				}
+			}
+		}
 		next = r.replaceAll(prev, got)
 	case changed:
 		next = r.apply(prev, got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
@@ -319,4 +321,63 @@ func describe(sc *storedClients) string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// hideKey is a storage that answers "not found" for one key, as a storage
+// that hides a failed read does.
+type hideKey struct {
+	*certmagic.FileStorage
+	key atomic.Value // string
+}
+
+func (h *hideKey) Load(ctx context.Context, key string) ([]byte, error) {
+	if k, _ := h.key.Load().(string); k == key {
+		return nil, fs.ErrNotExist
+	}
+	return h.FileStorage.Load(ctx, key)
+}
+
+// TestStoredClientsKeptWhenUnreadable: a stored client that a full reading
+// lists but cannot read (answered "not found", or corrupt) keeps its last
+// good version; one deleted is gone after the next refresh.
+func TestStoredClientsKeptWhenUnreadable(t *testing.T) {
+	p := newPKI(t)
+	storage := &hideKey{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
+	st := store.New(storage, zap.NewNop())
+	ctx := context.Background()
+	for alias, c := range map[string]*demopki.Cert{"a": p.wrongCA, "b": p.selfSigned} {
+		if _, err := st.PutClient(ctx, alias, "", string(c.CertPEM())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
+	h.ClientsFromStorage = &StorageClients{FullRefresh: caddy.Duration(time.Nanosecond)} // every read a full one
+	if err := h.useStoredClients(ctx, storage, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	alias := func(c *demopki.Cert) string {
+		res := serve(h, reqOpts{certs: []*demopki.Cert{c}})
+		if res.status != 0 {
+			return fmt.Sprint(res.status)
+		}
+		return res.vars["alias"]
+	}
+	storage.key.Store("caddy_mtls/clients/a.json")
+	if err := h.clients.read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := alias(p.wrongCA); got != "a" {
+		t.Fatalf("a client listed but unreadable: %s", got)
+	}
+	storage.key.Store("")
+	if err := st.DeleteClient(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.clients.read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, gone := alias(p.wrongCA), alias(p.selfSigned); got != "a" || gone != "403" {
+		t.Fatalf("after a deletion: a %s, b %s", got, gone)
+	}
 }

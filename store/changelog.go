@@ -129,9 +129,16 @@ func (s *Store) changesSince(ctx context.Context, dir string, rev Revision) (now
 		return Revision{}, nil, false, err
 	}
 	if !found {
-		// No log (yet, or written by a version without one): only a full
+		if rev != (Revision{}) {
+			// It was there: some storages answer "not found" for a read
+			// that failed (caddy-storage-redis while Redis is down or
+			// loading). Wait for it; a full read (the caller's repair
+			// interval) tells whether the log is really gone.
+			return Revision{}, nil, false, errRevisionMissing
+		}
+		// No log yet, or written by a version without one: only a full
 		// read tells, and it is what the caller's repair interval does.
-		return Revision{}, nil, rev != Revision{}, nil
+		return Revision{}, nil, false, nil
 	}
 	if rev == (Revision{}) {
 		// Read when there was no log: the log's first changes are what
@@ -204,11 +211,12 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 			return false, false, nil
 		}
 	}
+	found := true
 	if !f.ok || all {
 		// The revision first: changes made during the reading are read
 		// again at the next Sync, which is harmless.
 		now = Revision{}
-		if _, err := f.s.loadJSON(ctx, revisionKey(f.dir), &now); err != nil {
+		if found, err = f.s.loadJSON(ctx, revisionKey(f.dir), &now); err != nil {
 			return false, false, err
 		}
 		keys, err := f.s.storage.List(ctx, f.dir, false)
@@ -226,9 +234,26 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 	if err := f.s.loadEach(ctx, f.dir, names, each); err != nil {
 		return false, false, err
 	}
+	// The revision again: a storage that answers "not found" for a read
+	// that failed would have made entries look deleted. If the revision
+	// is gone, has appeared, or went back since, what was read is not a
+	// state of the storage: read again next time.
+	var after Revision
+	foundAfter, err := f.s.loadJSON(ctx, revisionKey(f.dir), &after)
+	if err != nil {
+		return false, false, err
+	}
+	if foundAfter != found || after.Epoch != now.Epoch || after.Number < now.Number {
+		return false, false, errStorageChanged
+	}
 	f.at, f.ok = now, true
 	return all, true, nil
 }
+
+var (
+	errRevisionMissing = errors.New("the change log's revision is missing (the storage not answering, or emptied: a full read at the repair interval tells)")
+	errStorageChanged  = errors.New("the change log's revision went missing, appeared or went back during the read (the storage not answering?); read again at the next refresh")
+)
 
 // ClientsFollowerAt follows the stored clients from rev, the revision a
 // former follower read up to (At): its first Sync reads what changed since.

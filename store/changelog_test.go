@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -123,8 +124,10 @@ func TestFollowerReadsWhatChanged(t *testing.T) {
 	if want := []string{"-c02", "c00", "c01", "c03", "new"}; full || !slices.Equal(names, want) {
 		t.Fatalf("sync read %v (full %v), want %v", names, full, want)
 	}
-	if got := cs.reads() - before; got != 2+5 {
-		t.Fatalf("sync of 5 changes made %d storage reads, want 7", got)
+	// The revision, the log, the 5 entries, and the revision again (to
+	// tell a storage that hid a failed read as "not found").
+	if got := cs.reads() - before; got != 3+5 {
+		t.Fatalf("sync of 5 changes made %d storage reads, want 8", got)
 	}
 	if _, err := s.RemoveClientCertificate(ctx, "c01", fingerprintOf(certs["c01"])); err != nil {
 		t.Fatal(err)
@@ -315,5 +318,90 @@ func TestPutClients(t *testing.T) {
 	}
 	if _, err := s.PutClient(ctx, "thief", "", batch[1].Certificate); !errors.Is(err, ErrConflict) {
 		t.Fatalf("a certificate of the batch stored again: %v", err)
+	}
+}
+
+// hidingStorage answers every Load with fs.ErrNotExist while hide is set,
+// as caddy-storage-redis v1.8.0 answers a GET that failed (connection
+// refused, or Redis still loading its data after a restart), and fails
+// List while down is set.
+type hidingStorage struct {
+	*countingStorage
+	hide atomic.Int64 // Loads still to hide; -1: all
+}
+
+func (h *hidingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if n := h.hide.Load(); n != 0 {
+		if n > 0 {
+			h.hide.Add(-1)
+		}
+		return nil, fs.ErrNotExist
+	}
+	return h.countingStorage.Load(ctx, key)
+}
+
+// TestFollowerStorageHidingErrors: a storage that answers "not found" for
+// a failed read (Redis restarting) does not make a follower drop what it
+// read, nor read everything twice: a revision gone missing, or one that
+// appears or changes epoch during a full read, is an error, and the next
+// Sync reads from where the last good one left off.
+func TestFollowerStorageHidingErrors(t *testing.T) {
+	s, cs := newCountingStore(t)
+	hs := &hidingStorage{countingStorage: cs}
+	s.storage = hs
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Hiding CA"))
+	for i := range 5 {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprint("h", i)}))
+		if _, err := s.PutClient(ctx, fmt.Sprint("h", i), "", string(c.CertPEM())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := s.ClientsFollower()
+	if names, full := syncNames(t, f, false); !full || len(names) != 5 {
+		t.Fatalf("first sync: %v %v", names, full)
+	}
+	at := f.At()
+
+	// Every read hidden: the revision is "missing". Not a full read of
+	// nothing: an error.
+	hs.hide.Store(-1)
+	read := 0
+	if _, _, err := f.Sync(ctx, false, func(string, []byte) { read++ }); err == nil {
+		t.Fatalf("a hidden revision read as a change (%d entries)", read)
+	}
+	if f.At() != at {
+		t.Fatalf("the follower moved: %v -> %v", at, f.At())
+	}
+
+	// A full read whose first read (the revision) is hidden: an error,
+	// not a full read at revision zero that the next sync repeats.
+	hs.hide.Store(1)
+	if _, _, err := f.Sync(ctx, true, func(string, []byte) {}); err == nil {
+		t.Fatal("a full read with the revision hidden at its start succeeded")
+	}
+	if names, full := syncNames(t, f, true); !full || len(names) != 5 || f.At() != at {
+		t.Fatalf("full read once the storage is back: %d names, at %v (want %v)", len(names), f.At(), at)
+	}
+	if names, full := syncNames(t, f, false); full || len(names) != 0 {
+		t.Fatalf("after the full read: %v (full %v)", names, full)
+	}
+
+	// A change whose entry read is hidden (the entry "deleted"): the
+	// revision read after it fails too, so the sync is an error and the
+	// change is read again.
+	if err := s.DeleteClient(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutClient(ctx, "h2", "gold", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "h2 new"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	hs.hide.Store(-1)
+	if _, _, err := f.Sync(ctx, false, func(string, []byte) {}); err == nil {
+		t.Fatal("a sync with every read hidden succeeded")
+	}
+	hs.hide.Store(0)
+	if names, full := syncNames(t, f, false); full || !slices.Equal(names, []string{"-h1", "h2"}) {
+		t.Fatalf("after the storage came back: %v (full %v)", names, full)
 	}
 }

@@ -98,9 +98,15 @@ func (r *keyPairsReader) read(ctx context.Context) error {
 	if full {
 		r.lastFull = time.Now()
 		next = map[string]*tls.Certificate{}
-		for name := range prev {
-			if _, ok := got[name]; !ok {
+		for name, cert := range prev {
+			switch c, listed := got[name]; {
+			case !listed:
 				got[name] = nil // gone
+			case c == nil:
+				// Listed but not read (gone since the listing, or a read
+				// answered as "not found"), or not decoding: the last good
+				// version stays; a deletion is in the change log.
+				got[name] = cert
 			}
 		}
 	}
