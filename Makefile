@@ -6,7 +6,7 @@ CADDY := $(CURDIR)/caddy
 TEST_CADDY := $(CURDIR)/caddy-test
 TEST_MODULES := github.com/pberkel/caddy-storage-redis@v1.8.0
 
-.PHONY: all build demo test lint bench fuzz soak clean
+.PHONY: all build demo test lint bench bench-cluster fuzz soak clean
 
 all: build
 
@@ -29,10 +29,18 @@ test: lint
 	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
 	CADDY_BIN=$(TEST_CADDY) go test -race -count=1 -timeout 20m ./...
 
-# Go benchmarks, then the side-by-side load comparison (see BENCHMARKS.md).
+# Go benchmarks, then the side-by-side load comparison, then the cluster at
+# scale (see BENCHMARKS.md).
 bench: build
 	go test -run '^$$' -bench . -benchmem ./handler ./certcodec ./upstream
 	cd bench && go run ./compare -caddy $(CADDY)
+	$(MAKE) bench-cluster
+
+# Stored clients at scale: gateways sharing a redis-server holding 100,000
+# clients (bench/cluster; issue 19's targets). Needs redis-server.
+bench-cluster:
+	scripts/build-caddy.sh $(TEST_CADDY) $(TEST_MODULES)
+	cd bench && go run ./cluster -caddy $(TEST_CADDY)
 
 # A soak, not part of `test`: 5 minutes (SOAK_DURATION=30s for a short run)
 # of good callers through a gateway whose CRL, profiles file, keystore and
