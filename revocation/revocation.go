@@ -244,7 +244,7 @@ func (c *Checker) Reload(ctx context.Context) {
 			next.bySource[src] = prev
 			continue
 		}
-		if prev != nil && string(prev.Raw) != string(crl.Raw) && !c.verifiesWithKnownIssuer(crl) {
+		if prev != nil && string(prev.Raw) != string(crl.Raw) && !c.mayReplace(prev, crl) {
 			// A forgery under a known issuer's name must not displace the
 			// CRL in force: until checked at use, it would leave the
 			// issuer's certificates without a CRL.
@@ -439,6 +439,27 @@ func (c *Checker) IssuerOf(cert *x509.Certificate) *x509.Certificate {
 		}
 	}
 	return nil
+}
+
+// mayReplace reports whether crl, newly read from a source, may replace
+// prev, the source's CRL in force: when prev's issuer is known (a CRL in
+// force verified with it), crl must be that issuer's and verify with it,
+// or a forgery (under that name, or under any other, which would leave the
+// issuer without a CRL) would displace the real one; else, crl must verify
+// with its own issuer if that one is known.
+func (c *Checker) mayReplace(prev, crl *x509.RevocationList) bool {
+	if c.issuerKnown(prev.RawIssuer) && !bytes.Equal(crl.RawIssuer, prev.RawIssuer) {
+		return false
+	}
+	return c.verifiesWithKnownIssuer(crl)
+}
+
+// issuerKnown reports whether a certificate named rawSubject is known to
+// be a CRL issuer.
+func (c *Checker) issuerKnown(rawSubject []byte) bool {
+	c.issuers.mu.Lock()
+	defer c.issuers.mu.Unlock()
+	return len(c.issuers.byName[string(rawSubject)]) > 0
 }
 
 // verifiesWithKnownIssuer reports whether crl's signature verifies with a

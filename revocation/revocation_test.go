@@ -420,6 +420,14 @@ func TestForgedCRLRefusedAtReload(t *testing.T) {
 		if len(logs.FilterMessageSnippet("does not verify").All()) == 0 {
 			t.Errorf("%s: not logged: %v", mode, logs.All())
 		}
+		// Nor one under another issuer's name (or the same name encoded
+		// otherwise): it would leave the issuer without a CRL in force.
+		other := demopki.Must(demopki.NewCA("Some Other CA"))
+		writeCRL(t, path, other, 200, now, now.Add(time.Hour))
+		c.Reload(context.Background())
+		if reason, _ := c.Check(chain(f.bad, f.ca), now); reason != Revoked {
+			t.Fatalf("%s: a CRL of another issuer displaced the verified one: %q", mode, reason)
+		}
 		// The real issuer's next CRL is taken.
 		writeCRL(t, path, f.ca, 3, now, now.Add(time.Hour), f.good)
 		c.Reload(context.Background())
