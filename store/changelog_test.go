@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -403,5 +404,54 @@ func TestFollowerStorageHidingErrors(t *testing.T) {
 	hs.hide.Store(0)
 	if names, full := syncNames(t, f, false); full || !slices.Equal(names, []string{"-h1", "h2"}) {
 		t.Fatalf("after the storage came back: %v (full %v)", names, full)
+	}
+}
+
+// failingIndex fails every write and delete of the certificate index.
+type failingIndex struct{ *countingStorage }
+
+var errIndex = errors.New("index write failed")
+
+func (f failingIndex) Store(ctx context.Context, key string, value []byte) error {
+	if strings.HasPrefix(key, holdersDir+"/") {
+		return errIndex
+	}
+	return f.countingStorage.Store(ctx, key, value)
+}
+
+func (f failingIndex) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, holdersDir+"/") {
+		return errIndex
+	}
+	return f.countingStorage.Delete(ctx, key)
+}
+
+// TestChangeRecordedWhenCutShort: a change whose entry was written (or
+// deleted) but whose certificate index could not be is recorded in the
+// change log all the same: other instances read it at their next refresh,
+// not at the next full read.
+func TestChangeRecordedWhenCutShort(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Cut CA"))
+	a := demopki.Must(ca.Issue(demopki.Options{CommonName: "a"}))
+	b := demopki.Must(ca.Issue(demopki.Options{CommonName: "b"}))
+	if _, err := s.PutClient(ctx, "a", "", string(a.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	f := s.ClientsFollower()
+	syncNames(t, f, false)
+	s.storage = failingIndex{cs}
+	if err := s.DeleteClient(ctx, "a"); !errors.Is(err, errIndex) {
+		t.Fatalf("delete: %v", err)
+	}
+	if names, _ := syncNames(t, f, false); !slices.Equal(names, []string{"-a"}) {
+		t.Fatalf("a deletion cut short: %v", names)
+	}
+	if err := s.PutClients(ctx, []NewClient{{Alias: "b", Certificate: string(b.CertPEM())}}); !errors.Is(err, errIndex) {
+		t.Fatalf("import: %v", err)
+	}
+	if names, _ := syncNames(t, f, false); !slices.Equal(names, []string{"b"}) {
+		t.Fatalf("an import cut short: %v", names)
 	}
 }

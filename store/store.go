@@ -299,10 +299,10 @@ func (s *Store) putClients(ctx context.Context, clients []*Client) error {
 				return names, err
 			}
 			c.Revision = log.next() + uint64(len(names))
+			names = append(names, c.Alias) // recorded even if the write fails
 			if err := s.writeClient(ctx, old, c); err != nil {
 				return names, err
 			}
-			names = append(names, c.Alias)
 		}
 		return names, nil
 	})
@@ -340,7 +340,7 @@ func (s *Store) AddClientCertificate(ctx context.Context, alias, certPEM string)
 		next.setCerts(append(c.certs[:len(c.certs):len(c.certs)], cert))
 		next.Revision = log.next()
 		if err := s.writeClient(ctx, c, &next); err != nil {
-			return false, err
+			return true, err
 		}
 		info = next.Info()
 		return true, nil
@@ -378,7 +378,7 @@ func (s *Store) RemoveClientCertificate(ctx context.Context, alias, fingerprint 
 		next.setCerts(keep)
 		next.Revision = log.next()
 		if err := s.writeClient(ctx, c, &next); err != nil {
-			return false, err
+			return true, err
 		}
 		info = next.Info()
 		return true, nil
@@ -411,10 +411,14 @@ func (s *Store) changeClients(ctx context.Context, alias string, change func(*Cl
 		if err != nil {
 			return nil, err
 		}
-		if changed, err := change(c, log); err != nil || !changed {
-			return nil, err
+		// A change that failed after it began writing is recorded too:
+		// recording a change that did not happen costs a read, missing one
+		// leaves other instances behind until their next full read.
+		changed, err := change(c, log)
+		if changed {
+			return []string{alias}, err
 		}
-		return []string{alias}, nil
+		return nil, err
 	})
 }
 
