@@ -140,15 +140,27 @@ func newClientsReader(ctx context.Context, storage certmagic.Storage, interval, 
 	st := store.New(storage, logger)
 	r := &clientsReader{follower: st.ClientsFollower(), fullEvery: fullEvery, handoffKey: storageKey(storage), logger: logger, users: map[*Handler]bool{}}
 	r.current.Store(&storedClients{}) // none until read: fail closed
+	handedOff := false
 	if v, ok := handoffs.Load(r.handoffKey); ok && r.handoffKey != "" {
 		h := v.(*handoff)
 		r.follower = st.ClientsFollowerAt(h.at)
 		r.current.Store(h.clients)
 		r.lastFull = h.lastFull
+		handedOff = true
 	}
 	ctx, r.stop = context.WithCancel(ctx)
 	r.done = ctx.Done()
-	if err := r.read(ctx); err != nil {
+	err := r.read(ctx)
+	if err != nil && handedOff {
+		// The reading handed off is trusted only once this storage's
+		// change log is seen to follow on from it: a storage module may
+		// name two storages alike. Start from nothing instead.
+		r.follower = st.ClientsFollower()
+		r.current.Store(&storedClients{})
+		r.lastFull = time.Time{}
+		err = r.read(ctx)
+	}
+	if err != nil {
 		// The storage may be down: the config still loads, and the
 		// stored clients are refused until they can be read.
 		logger.Error("reading stored clients; the last reading stays in force (none if there was none)", zap.Error(err))
@@ -230,7 +242,9 @@ func (r *clientsReader) read(ctx context.Context) error {
 	} else {
 		next = prev
 	}
-	if r.handoffKey != "" {
+	// Handed off only with a change log to check it against: a reading of
+	// a storage without one could not be told from another storage's.
+	if r.handoffKey != "" && r.follower.At() != (store.Revision{}) {
 		handoffs.Store(r.handoffKey, &handoff{at: r.follower.At(), clients: next, lastFull: r.lastFull})
 	}
 	return nil

@@ -381,3 +381,82 @@ func TestStoredClientsKeptWhenUnreadable(t *testing.T) {
 		t.Fatalf("after a deletion: a %s, b %s", got, gone)
 	}
 }
+
+// sameName is a file storage that names itself like any other of its type,
+// as storage modules may (caddy-storage-redis hides its password, some S3
+// modules their endpoint).
+type sameName struct{ *certmagic.FileStorage }
+
+func (sameName) String() string { return "same-name storage" }
+
+// TestHandoffOtherStorage: a config whose storage merely has the same name
+// as the last one read does not trust that one's clients: the reading
+// handed off is used only when its storage's change log follows on from
+// it, else the new config reads its own (none trusted until it can).
+func TestHandoffOtherStorage(t *testing.T) {
+	p := newPKI(t)
+	ctx := context.Background()
+	first := sameName{&certmagic.FileStorage{Path: t.TempDir()}}
+	if _, err := store.New(first, zap.NewNop()).PutClient(ctx, "theirs", "", string(p.wrongCA.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	use := func(storage certmagic.Storage) *Handler {
+		t.Helper()
+		config, end := context.WithCancel(ctx)
+		t.Cleanup(end)
+		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
+		h.ClientsFromStorage = &StorageClients{}
+		if err := h.useStoredClients(config, storage, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Cleanup() })
+		return h
+	}
+	accepted := func(h *Handler) bool { return serve(h, reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status == 0 }
+	if !accepted(use(first)) {
+		t.Fatal("the first storage's client refused")
+	}
+	// Another storage of the same name, empty: no change log.
+	if accepted(use(sameName{&certmagic.FileStorage{Path: t.TempDir()}})) {
+		t.Fatal("an empty storage of the same name trusted the other's client")
+	}
+	// Another, with a change log of its own.
+	other := sameName{&certmagic.FileStorage{Path: t.TempDir()}}
+	if _, err := store.New(other, zap.NewNop()).PutClient(ctx, "mine", "", string(p.selfSigned.CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	h := use(other)
+	if accepted(h) || serve(h, reqOpts{certs: []*demopki.Cert{p.selfSigned}}).status != 0 {
+		t.Fatal("a storage of the same name with a log of its own: the other's clients trusted, or its own not")
+	}
+}
+
+// TestNoHandoffWithoutLog: a reading of a storage without a change log
+// (written by an older version) is not handed off: another storage of the
+// same name could not be told from it.
+func TestNoHandoffWithoutLog(t *testing.T) {
+	p := newPKI(t)
+	ctx := context.Background()
+	old := sameName{&certmagic.FileStorage{Path: t.TempDir()}}
+	if err := old.Store(ctx, "caddy_mtls/clients/theirs.json", []byte(fmt.Sprintf(`{"alias":"theirs","certificate":%q}`, p.wrongCA.CertPEM()))); err != nil {
+		t.Fatal(err)
+	}
+	use := func(storage certmagic.Storage) *Handler {
+		t.Helper()
+		config, end := context.WithCancel(ctx)
+		t.Cleanup(end)
+		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
+		h.ClientsFromStorage = &StorageClients{}
+		if err := h.useStoredClients(config, storage, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Cleanup() })
+		return h
+	}
+	if serve(use(old), reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status != 0 {
+		t.Fatal("a client written by an older version refused")
+	}
+	if serve(use(sameName{&certmagic.FileStorage{Path: t.TempDir()}}), reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status == 0 {
+		t.Fatal("an empty storage of the same name trusted the older storage's client")
+	}
+}
