@@ -43,8 +43,9 @@ type Revision struct {
 // change is one recorded change: the entry name changed (written or
 // deleted) at revision Number.
 type change struct {
-	Number uint64 `json:"revision"`
-	Name   string `json:"name"`
+	Number  uint64 `json:"revision"`
+	Name    string `json:"name"`
+	Deleted bool   `json:"deleted,omitempty"`
 }
 
 // changeLog is the content of <dir>.log.
@@ -103,12 +104,13 @@ func (s *Store) openLog(ctx context.Context, dir string) (log *changeLog, fresh 
 // next returns the revision the next recorded change will have.
 func (l *changeLog) next() uint64 { return l.Number + 1 }
 
-// record writes the changes of names to the log of dir, and then its
-// revision. The caller holds dir's lock and has written the entries.
-func (s *Store) record(ctx context.Context, dir string, log *changeLog, names ...string) error {
+// record writes the changes of names (deletions if deleted) to the log of
+// dir, and then its revision. The caller holds dir's lock and has written
+// the entries.
+func (s *Store) record(ctx context.Context, dir string, log *changeLog, deleted bool, names ...string) error {
 	for _, name := range names {
 		log.Number++
-		log.Changes = append(log.Changes, change{Number: log.Number, Name: name})
+		log.Changes = append(log.Changes, change{Number: log.Number, Name: name, Deleted: deleted})
 	}
 	if n := len(log.Changes); n > logLength {
 		log.Changes = append([]change(nil), log.Changes[n-logLength:]...)
@@ -123,10 +125,10 @@ func (s *Store) record(ctx context.Context, dir string, log *changeLog, names ..
 // rev, or all=true when the log cannot tell them (another epoch, or rev too
 // far behind): then everything must be read. It reads the revision alone
 // when nothing changed.
-func (s *Store) changesSince(ctx context.Context, dir string, rev Revision) (now Revision, names []string, all bool, err error) {
-	found, err := s.loadJSON(ctx, revisionKey(dir), &now)
+func (s *Store) changesSince(ctx context.Context, dir string, rev Revision) (now Revision, names []string, deleted map[string]bool, all bool, err error) {
+	found, err := s.loadRevision(ctx, dir, &now)
 	if err != nil {
-		return Revision{}, nil, false, err
+		return Revision{}, nil, nil, false, err
 	}
 	if !found {
 		if rev != (Revision{}) {
@@ -134,11 +136,11 @@ func (s *Store) changesSince(ctx context.Context, dir string, rev Revision) (now
 			// that failed (caddy-storage-redis while Redis is down or
 			// loading). Wait for it; a full read (the caller's repair
 			// interval) tells whether the log is really gone.
-			return Revision{}, nil, false, errRevisionMissing
+			return Revision{}, nil, nil, false, errRevisionMissing
 		}
 		// No log yet, or written by a version without one: only a full
 		// read tells, and it is what the caller's repair interval does.
-		return Revision{}, nil, false, nil
+		return Revision{}, nil, nil, false, nil
 	}
 	if rev == (Revision{}) {
 		// Read when there was no log: the log's first changes are what
@@ -147,29 +149,50 @@ func (s *Store) changesSince(ctx context.Context, dir string, rev Revision) (now
 	}
 	switch {
 	case now == rev:
-		return now, nil, false, nil
+		return now, nil, nil, false, nil
 	case now.Epoch != rev.Epoch || now.Number < rev.Number:
-		return now, nil, true, nil
+		return now, nil, nil, true, nil
 	}
 	var log changeLog
 	if _, err := s.loadJSON(ctx, logKey(dir), &log); err != nil {
-		return Revision{}, nil, false, err
+		return Revision{}, nil, nil, false, err
 	}
 	if log.Epoch != rev.Epoch || log.Number < now.Number {
-		return now, nil, true, nil // rewritten since the revision was read
+		return now, nil, nil, true, nil // rewritten since the revision was read
 	}
 	if len(log.Changes) == 0 || log.Changes[0].Number > rev.Number+1 {
-		return now, nil, true, nil // too far behind
+		return now, nil, nil, true, nil // too far behind
 	}
-	seen := map[string]bool{}
+	deleted = map[string]bool{}
 	for _, c := range log.Changes {
-		if c.Number > rev.Number && !seen[c.Name] {
-			seen[c.Name] = true
+		if c.Number <= rev.Number {
+			continue
+		}
+		if CheckName(c.Name) != nil {
+			s.logger.Warn("change log names an entry that cannot be; skipped", zap.String("key", logKey(dir)), zap.String("name", fmt.Sprintf("%.130q", c.Name)))
+			continue
+		}
+		if _, seen := deleted[c.Name]; !seen {
 			names = append(names, c.Name)
 		}
+		deleted[c.Name] = c.Deleted // the latest change of the name decides
 	}
 	sort.Strings(names)
-	return log.Revision, names, false, nil
+	return log.Revision, names, deleted, false, nil
+}
+
+// loadRevision loads the revision of dir into rev; a revision that does
+// not decode counts as none (a writer starts a new epoch over it).
+func (s *Store) loadRevision(ctx context.Context, dir string, rev *Revision) (found bool, err error) {
+	found, err = s.loadJSON(ctx, revisionKey(dir), rev)
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) {
+		s.logger.Warn("change log revision corrupt; read as none", zap.String("key", revisionKey(dir)), zap.Error(err))
+		*rev = Revision{}
+		return false, nil
+	}
+	return found, err
 }
 
 // Follower keeps up with one kind of stored entries for a reader that holds
@@ -200,9 +223,10 @@ const loaders = 8
 // given, and the next Sync reads from the same point again.
 func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, data []byte)) (full, changed bool, err error) {
 	var names []string
+	var deleted map[string]bool
 	now := f.at
 	if f.ok && !all {
-		now, names, all, err = f.s.changesSince(ctx, f.dir, f.at)
+		now, names, deleted, all, err = f.s.changesSince(ctx, f.dir, f.at)
 		if err != nil {
 			return false, false, err
 		}
@@ -216,7 +240,7 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 		// The revision first: changes made during the reading are read
 		// again at the next Sync, which is harmless.
 		now = Revision{}
-		if found, err = f.s.loadJSON(ctx, revisionKey(f.dir), &now); err != nil {
+		if found, err = f.s.loadRevision(ctx, f.dir, &now); err != nil {
 			return false, false, err
 		}
 		keys, err := f.s.storage.List(ctx, f.dir, false)
@@ -231,7 +255,21 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 		}
 		all = true
 	}
-	if err := f.s.loadEach(ctx, f.dir, names, each); err != nil {
+	load := each
+	if !all {
+		// An entry the log says was written but that reads as missing (a
+		// storage that answers "not found" for a failed read, or an
+		// older version's deletion): not taken as deleted; its last good
+		// version stays, and the next full read settles it.
+		load = func(name string, data []byte) {
+			if data == nil && !deleted[name] {
+				f.s.logger.Warn("changed entry not found; its last version stays until the next full read", zap.String("dir", f.dir), zap.String("name", name))
+				return
+			}
+			each(name, data)
+		}
+	}
+	if err := f.s.loadEach(ctx, f.dir, names, load); err != nil {
 		return false, false, err
 	}
 	// The revision again: a storage that answers "not found" for a read
@@ -239,7 +277,7 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 	// is gone, has appeared, or went back since, what was read is not a
 	// state of the storage: read again next time.
 	var after Revision
-	foundAfter, err := f.s.loadJSON(ctx, revisionKey(f.dir), &after)
+	foundAfter, err := f.s.loadRevision(ctx, f.dir, &after)
 	if err != nil {
 		return false, false, err
 	}

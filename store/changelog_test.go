@@ -405,6 +405,29 @@ func TestFollowerStorageHidingErrors(t *testing.T) {
 	if names, full := syncNames(t, f, false); full || !slices.Equal(names, []string{"-h1", "h2"}) {
 		t.Fatalf("after the storage came back: %v (full %v)", names, full)
 	}
+
+	// A written entry that alone reads as "not found" (the revision reads
+	// fine): not taken as deleted, its last version stays.
+	if _, err := s.PutClient(ctx, "h3", "silver", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "h3 new"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	s.storage = &hideOne{Storage: cs, key: clientKey("h3")}
+	if names, full := syncNames(t, f, false); full || len(names) != 0 {
+		t.Fatalf("a written entry read as missing: %v (full %v)", names, full)
+	}
+}
+
+// hideOne answers "not found" for one key.
+type hideOne struct {
+	certmagic.Storage
+	key string
+}
+
+func (h *hideOne) Load(ctx context.Context, key string) ([]byte, error) {
+	if key == h.key {
+		return nil, fs.ErrNotExist
+	}
+	return h.Storage.Load(ctx, key)
 }
 
 // failingIndex fails every write and delete of the certificate index.
@@ -453,5 +476,33 @@ func TestChangeRecordedWhenCutShort(t *testing.T) {
 	}
 	if names, _ := syncNames(t, f, false); !slices.Equal(names, []string{"b"}) {
 		t.Fatalf("an import cut short: %v", names)
+	}
+}
+
+// TestCorruptRevision: a revision that does not decode does not block the
+// full read (the repair), and the next write starts a new epoch over it.
+func TestCorruptRevision(t *testing.T) {
+	s, cs := newCountingStore(t)
+	ctx := context.Background()
+	ca := demopki.Must(demopki.NewCA("Corrupt CA"))
+	if _, err := s.PutClient(ctx, "a", "", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "a"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	f := s.ClientsFollower()
+	syncNames(t, f, false)
+	if err := cs.Store(ctx, revisionKey(clientsDir), []byte(`{"epoch": tru`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Sync(ctx, false, func(string, []byte) {}); err == nil {
+		t.Fatal("a corrupt revision followed")
+	}
+	if names, full := syncNames(t, f, true); !full || !slices.Equal(names, []string{"a"}) {
+		t.Fatalf("full read over a corrupt revision: %v %v", names, full)
+	}
+	if _, err := s.PutClient(ctx, "b", "", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "b"})).CertPEM())); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := syncNames(t, f, false); !slices.Contains(names, "b") {
+		t.Fatalf("after the next write: %v", names)
 	}
 }

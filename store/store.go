@@ -286,7 +286,7 @@ func newClient(nc NewClient) (*Client, error) {
 
 // putClients writes clients, each checked on its own, as one change.
 func (s *Store) putClients(ctx context.Context, clients []*Client) error {
-	return s.lockClients(ctx, func(log *changeLog) ([]string, error) {
+	return s.lockClients(ctx, false, func(log *changeLog) ([]string, error) {
 		for _, c := range clients {
 			if err := s.checkHolder(ctx, c.Cert(), c.Alias); err != nil {
 				return nil, err
@@ -322,7 +322,7 @@ func (s *Store) AddClientCertificate(ctx context.Context, alias, certPEM string)
 		return ClientInfo{}, err
 	}
 	var info ClientInfo
-	err = s.changeClients(ctx, alias, func(c *Client, log *changeLog) (bool, error) {
+	err = s.changeClients(ctx, alias, false, func(c *Client, log *changeLog) (bool, error) {
 		if c == nil {
 			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
 		}
@@ -358,7 +358,7 @@ func (s *Store) RemoveClientCertificate(ctx context.Context, alias, fingerprint 
 	}
 	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
 	var info ClientInfo
-	err := s.changeClients(ctx, alias, func(c *Client, log *changeLog) (bool, error) {
+	err := s.changeClients(ctx, alias, false, func(c *Client, log *changeLog) (bool, error) {
 		if c == nil {
 			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
 		}
@@ -391,7 +391,7 @@ func (s *Store) DeleteClient(ctx context.Context, alias string) error {
 	if err := CheckName(alias); err != nil {
 		return err
 	}
-	return s.changeClients(ctx, alias, func(c *Client, _ *changeLog) (bool, error) {
+	return s.changeClients(ctx, alias, true, func(c *Client, _ *changeLog) (bool, error) {
 		if c == nil {
 			return false, fmt.Errorf("client %q: %w", alias, ErrNotFound)
 		}
@@ -405,8 +405,8 @@ func (s *Store) DeleteClient(ctx context.Context, alias string) error {
 // holds when the entry is written, and the change log records changes in
 // the order they were made. When change tells it changed the client, the
 // change is recorded in the log.
-func (s *Store) changeClients(ctx context.Context, alias string, change func(*Client, *changeLog) (bool, error)) error {
-	return s.lockClients(ctx, func(log *changeLog) ([]string, error) {
+func (s *Store) changeClients(ctx context.Context, alias string, deletes bool, change func(*Client, *changeLog) (bool, error)) error {
+	return s.lockClients(ctx, deletes, func(log *changeLog) ([]string, error) {
 		c, err := s.client(ctx, alias)
 		if err != nil {
 			return nil, err
@@ -423,12 +423,12 @@ func (s *Store) changeClients(ctx context.Context, alias string, change func(*Cl
 }
 
 // lockClients calls change while holding the lock of the clients, with
-// their change log, and records the clients it tells it changed, also
-// when it fails after changing some.
+// their change log, and records the clients it tells it changed (as
+// deletions if deletes), also when it fails after changing some.
 //
 // The first change made where the log does not exist (a storage written
 // by a version without it) indexes the stored clients' certificates.
-func (s *Store) lockClients(ctx context.Context, change func(*changeLog) ([]string, error)) error {
+func (s *Store) lockClients(ctx context.Context, deletes bool, change func(*changeLog) ([]string, error)) error {
 	if err := s.storage.Lock(ctx, clientsDir); err != nil {
 		return fmt.Errorf("locking %s: %w", clientsDir, err)
 	}
@@ -444,7 +444,7 @@ func (s *Store) lockClients(ctx context.Context, change func(*changeLog) ([]stri
 	}
 	names, err := change(log)
 	if len(names) > 0 || (fresh && err == nil) {
-		if rerr := s.record(ctx, clientsDir, log, names...); err == nil {
+		if rerr := s.record(ctx, clientsDir, log, deletes, names...); err == nil {
 			err = rerr
 		}
 	}
@@ -534,22 +534,56 @@ func (s *Store) checkHolder(ctx context.Context, cert *x509.Certificate, alias s
 	return nil
 }
 
+// indexTimeout bounds the indexing of the stored clients' certificates,
+// done once, by the first write where no change log is: it outlasts the
+// write's own timeout (100,000 clients take a while), and a write cut
+// short would start it again.
+const indexTimeout = 10 * time.Minute
+
 // indexClients writes the certificate index of every stored client; the
 // caller holds the clients' lock.
 func (s *Store) indexClients(ctx context.Context) error {
-	clients, err := s.Clients(ctx)
-	if err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), indexTimeout)
+	defer cancel()
+	keys, err := s.storage.List(ctx, clientsDir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	for _, c := range clients {
-		for _, cert := range c.certs {
-			if err := s.store(ctx, holderKey(cert), holderEntry{Alias: c.Alias}); err != nil {
-				return err
-			}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", clientsDir, err)
+	}
+	var aliases []string
+	for _, key := range keys {
+		if alias, ok := strings.CutSuffix(path.Base(key), ".json"); ok {
+			aliases = append(aliases, alias)
 		}
 	}
-	if len(clients) > 0 {
-		s.logger.Info("indexed the stored clients' certificates", zap.Int("clients", len(clients)))
+	n := 0
+	var writeErr error
+	err = s.loadEach(ctx, clientsDir, aliases, func(alias string, data []byte) {
+		if data == nil || writeErr != nil {
+			return
+		}
+		c, err := DecodeClient(alias, data)
+		if err != nil {
+			s.logger.Warn("skipping corrupt stored entry", zap.String("key", clientKey(alias)), zap.Error(err))
+			return
+		}
+		for _, cert := range c.certs {
+			if writeErr = s.store(ctx, holderKey(cert), holderEntry{Alias: c.Alias}); writeErr != nil {
+				return
+			}
+		}
+		n++
+	})
+	if err == nil {
+		err = writeErr
+	}
+	if err != nil {
+		return fmt.Errorf("indexing the stored clients' certificates: %w", err)
+	}
+	if n > 0 {
+		s.logger.Info("indexed the stored clients' certificates", zap.Int("clients", n))
 	}
 	return nil
 }
@@ -711,7 +745,7 @@ func (s *Store) PutKeyPair(ctx context.Context, name, certPEM, keyPEM string, re
 	if err != nil {
 		return KeyPairInfo{}, err
 	}
-	err = s.changeKeyPairs(ctx, name, func(exists bool) (bool, error) {
+	err = s.changeKeyPairs(ctx, name, false, func(exists bool) (bool, error) {
 		if exists && !replace {
 			return false, fmt.Errorf("key pair %q exists (replace it with ?replace=true): %w", name, ErrConflict)
 		}
@@ -829,7 +863,7 @@ func (s *Store) DeleteKeyPair(ctx context.Context, name string) error {
 	if err := CheckName(name); err != nil {
 		return err
 	}
-	return s.changeKeyPairs(ctx, name, func(exists bool) (bool, error) {
+	return s.changeKeyPairs(ctx, name, true, func(exists bool) (bool, error) {
 		if !exists {
 			return false, fmt.Errorf("key pair %q: %w", name, ErrNotFound)
 		}
@@ -842,8 +876,9 @@ func (s *Store) DeleteKeyPair(ctx context.Context, name string) error {
 
 // changeKeyPairs calls change, telling whether the key pair name exists,
 // while holding the lock of the key pairs; when change tells it changed
-// the key pair, the change is recorded in the key pairs' change log.
-func (s *Store) changeKeyPairs(ctx context.Context, name string, change func(exists bool) (bool, error)) error {
+// the key pair, the change is recorded in the key pairs' change log (as a
+// deletion if deletes).
+func (s *Store) changeKeyPairs(ctx context.Context, name string, deletes bool, change func(exists bool) (bool, error)) error {
 	if err := s.storage.Lock(ctx, keyPairsDir); err != nil {
 		return fmt.Errorf("locking %s: %w", keyPairsDir, err)
 	}
@@ -860,7 +895,7 @@ func (s *Store) changeKeyPairs(ctx context.Context, name string, change func(exi
 	if err != nil || !changed {
 		return err
 	}
-	return s.record(ctx, keyPairsDir, log, name)
+	return s.record(ctx, keyPairsDir, log, deletes, name)
 }
 
 func keyPairKey(name string) string { return path.Join(keyPairsDir, name+".json") }
