@@ -400,18 +400,7 @@ func TestHandoffOtherStorage(t *testing.T) {
 	if _, err := store.New(first, zap.NewNop()).PutClient(ctx, "theirs", "", string(p.wrongCA.CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	use := func(storage certmagic.Storage) *Handler {
-		t.Helper()
-		config, end := context.WithCancel(ctx)
-		t.Cleanup(end)
-		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
-		h.ClientsFromStorage = &StorageClients{}
-		if err := h.useStoredClients(config, storage, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Cleanup() })
-		return h
-	}
+	use := func(storage certmagic.Storage) *Handler { return useStorageConfig(t, p, storage) }
 	accepted := func(h *Handler) bool { return serve(h, reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status == 0 }
 	if !accepted(use(first)) {
 		t.Fatal("the first storage's client refused")
@@ -441,22 +430,26 @@ func TestNoHandoffWithoutLog(t *testing.T) {
 	if err := old.Store(ctx, "caddy_mtls/clients/theirs.json", []byte(fmt.Sprintf(`{"alias":"theirs","certificate":%q}`, p.wrongCA.CertPEM()))); err != nil {
 		t.Fatal(err)
 	}
-	use := func(storage certmagic.Storage) *Handler {
-		t.Helper()
-		config, end := context.WithCancel(ctx)
-		t.Cleanup(end)
-		h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
-		h.ClientsFromStorage = &StorageClients{}
-		if err := h.useStoredClients(config, storage, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Cleanup() })
-		return h
-	}
+	use := func(storage certmagic.Storage) *Handler { return useStorageConfig(t, p, storage) }
 	if serve(use(old), reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status != 0 {
 		t.Fatal("a client written by an older version refused")
 	}
 	if serve(use(sameName{&certmagic.FileStorage{Path: t.TempDir()}}), reqOpts{certs: []*demopki.Cert{p.wrongCA}}).status == 0 {
 		t.Fatal("an empty storage of the same name trusted the older storage's client")
 	}
+}
+
+// useStorageConfig provisions a handler trusting the clients of storage,
+// in a config of its own that ends with the test.
+func useStorageConfig(t *testing.T, p *pki, storage certmagic.Storage) *Handler {
+	t.Helper()
+	config, end := context.WithCancel(context.Background())
+	t.Cleanup(end)
+	h := provision(t, `{"clients":[{"alias":"partner","certificate_file":"`+p.pinnedPath+`"}]}`)
+	h.ClientsFromStorage = &StorageClients{}
+	if err := h.useStoredClients(config, storage, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return h
 }

@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,8 +18,7 @@ var (
 // cacheTracker shows the size of the verification cache of every handler
 // instance that has one.
 type cacheTracker struct {
-	mu     sync.Mutex
-	owners map[any]trackedCache
+	owners[trackedCache]
 }
 
 type trackedCache struct {
@@ -30,25 +27,19 @@ type trackedCache struct {
 	max             int
 }
 
-var caches = &cacheTracker{owners: map[any]trackedCache{}}
+var caches = new(cacheTracker)
 
 // VerifyCache starts showing the size of owner's (a handler instance's)
 // verification cache, of at most max entries, which size tells when
 // scraped; and returns the counters of its hits and misses. server and
 // handler are the labels of owner's requests.
 func VerifyCache(owner any, server, handler string, size func() int, max int) (hits, misses prometheus.Counter) {
-	caches.mu.Lock()
-	caches.owners[owner] = trackedCache{server: server, handler: handler, size: size, max: max}
-	caches.mu.Unlock()
+	caches.set(owner, trackedCache{server: server, handler: handler, size: size, max: max})
 	return cacheHits.WithLabelValues(server, handler), cacheMisses.WithLabelValues(server, handler)
 }
 
 // ForgetVerifyCache stops showing owner's cache, when it is cleaned up.
-func ForgetVerifyCache(owner any) {
-	caches.mu.Lock()
-	delete(caches.owners, owner)
-	caches.mu.Unlock()
-}
+func ForgetVerifyCache(owner any) { caches.forget(owner) }
 
 // Describe implements prometheus.Collector.
 func (t *cacheTracker) Describe(ch chan<- *prometheus.Desc) {
@@ -60,15 +51,9 @@ func (t *cacheTracker) Describe(ch chan<- *prometheus.Desc) {
 // server and handler, summed over the instances (a config being replaced
 // and its successor, or handlers given the same name).
 func (t *cacheTracker) Collect(ch chan<- prometheus.Metric) {
-	t.mu.Lock()
-	owners := make([]trackedCache, 0, len(t.owners))
-	for _, c := range t.owners {
-		owners = append(owners, c)
-	}
-	t.mu.Unlock()
 	type sums struct{ entries, max int }
 	byName := map[[2]string]*sums{}
-	for _, c := range owners { // outside t.mu: size takes the cache's lock
+	for _, c := range t.values() { // outside the lock: size takes the cache's
 		k := [2]string{c.server, c.handler}
 		s := byName[k]
 		if s == nil {

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,27 +25,20 @@ type CRLLister func(add func(crl string, thisUpdate, nextUpdate time.Time))
 
 // crlTracker shows the CRLs in force of every revocation checker.
 type crlTracker struct {
-	mu     sync.Mutex
-	owners map[any]CRLLister
+	owners[CRLLister]
 }
 
-var crls = &crlTracker{owners: map[any]CRLLister{}}
+var crls = new(crlTracker)
 
 // TrackCRLs shows the CRLs in force of owner (a revocation checker), which
 // list tells when scraped, until ForgetCRLs.
 func TrackCRLs(owner any, list CRLLister) {
-	crls.mu.Lock()
-	crls.owners[owner] = list
-	crls.mu.Unlock()
+	crls.set(owner, list)
 }
 
 // ForgetCRLs stops showing owner's CRLs, when it stops keeping them
 // current.
-func ForgetCRLs(owner any) {
-	crls.mu.Lock()
-	delete(crls.owners, owner)
-	crls.mu.Unlock()
-}
+func ForgetCRLs(owner any) { crls.forget(owner) }
 
 // Describe implements prometheus.Collector.
 func (t *crlTracker) Describe(ch chan<- *prometheus.Desc) {
@@ -58,15 +50,9 @@ func (t *crlTracker) Describe(ch chan<- *prometheus.Desc) {
 // thisUpdate and the earliest nextUpdate of the CRLs in force, so that an
 // alert sees the stalest.
 func (t *crlTracker) Collect(ch chan<- prometheus.Metric) {
-	t.mu.Lock()
-	listers := make([]CRLLister, 0, len(t.owners))
-	for _, l := range t.owners {
-		listers = append(listers, l)
-	}
-	t.mu.Unlock()
 	type times struct{ this, next time.Time }
 	bySource := map[string]*times{}
-	for _, list := range listers { // outside t.mu: a lister takes its checker's locks
+	for _, list := range t.values() { // outside the lock: a lister takes its checker's
 		list(func(crl string, thisUpdate, nextUpdate time.Time) {
 			cur := bySource[crl]
 			if cur == nil {
