@@ -9,6 +9,7 @@ package caddyfile
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -111,4 +112,18 @@ func OneDuration(d *cf.Dispenser, what string) (caddy.Duration, error) {
 		return 0, d.ArgErr()
 	}
 	return dur, nil
+}
+
+// OnePositiveInt returns the one argument of the current subdirective, a
+// whole number above zero; what names it in the error.
+func OnePositiveInt(d *cf.Dispenser, what string) (int, error) {
+	arg, err := OneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("invalid %s '%s': want a whole number above zero", what, arg)
+	}
+	return n, nil
 }

@@ -1,8 +1,6 @@
 package handler
 
 import (
-	"strconv"
-
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	mtlscaddyfile "github.com/caddy-mtls/caddy-mtls/caddyfile"
@@ -212,13 +210,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Forward = fc
 
 		case "cache_size":
-			arg, err := mtlscaddyfile.OneArg(d)
+			n, err := mtlscaddyfile.OnePositiveInt(d, "cache_size")
 			if err != nil {
 				return err
-			}
-			n, err := strconv.Atoi(arg)
-			if err != nil || n <= 0 {
-				return d.Errf("invalid cache_size '%s': want a positive number of entries", arg)
 			}
 			h.CacheSize = n
 

@@ -979,9 +979,6 @@ func TestDefaultNames(t *testing.T) {
 // that their requests are counted under the server's name and each
 // handler's.
 func TestMetricsInCaddy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Caddy server")
-	}
 	p := newPKI(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -81,10 +81,8 @@ func (c *storedClient) equal(o *storedClient) bool {
 // reads its storage once an interval, not once a route. A failed reading
 // keeps the last good one; until the first succeeds, none is trusted.
 type clientsReader struct {
-	follower   *store.Follower
+	follower   *store.Follower // only read's goroutine uses it
 	current    atomic.Pointer[storedClients]
-	fullEvery  time.Duration
-	lastFull   time.Time
 	handoffKey string
 	logger     *zap.Logger
 	stop       context.CancelFunc
@@ -105,9 +103,8 @@ var clientsReaders = caddy.NewUsagePool()
 var handoffs sync.Map // storage key -> *handoff
 
 type handoff struct {
-	at       store.Revision
+	follower store.FollowerState
 	clients  *storedClients
-	lastFull time.Time
 }
 
 // storageKey names a storage for handoffs, or is "" for one that cannot be
@@ -138,14 +135,13 @@ func clientsReaderKey(ctx context.Context, interval, fullEvery time.Duration) st
 // ctx (its config's) ends.
 func newClientsReader(ctx context.Context, storage certmagic.Storage, interval, fullEvery time.Duration, logger *zap.Logger) *clientsReader {
 	st := store.New(storage, logger)
-	r := &clientsReader{follower: st.ClientsFollower(), fullEvery: fullEvery, handoffKey: storageKey(storage), logger: logger, users: map[*Handler]bool{}}
+	r := &clientsReader{follower: st.ClientsFollower(fullEvery), handoffKey: storageKey(storage), logger: logger, users: map[*Handler]bool{}}
 	r.current.Store(&storedClients{}) // none until read: fail closed
 	handedOff := false
 	if v, ok := handoffs.Load(r.handoffKey); ok && r.handoffKey != "" {
 		h := v.(*handoff)
-		r.follower = st.ClientsFollowerAt(h.at)
+		r.follower = st.ClientsFollowerFrom(h.follower, fullEvery)
 		r.current.Store(h.clients)
-		r.lastFull = h.lastFull
 		handedOff = true
 	}
 	ctx, r.stop = context.WithCancel(ctx)
@@ -155,9 +151,8 @@ func newClientsReader(ctx context.Context, storage certmagic.Storage, interval, 
 		// The reading handed off is trusted only once this storage's
 		// change log is seen to follow on from it: a storage module may
 		// name two storages alike. Start from nothing instead.
-		r.follower = st.ClientsFollower()
+		r.follower = st.ClientsFollower(fullEvery)
 		r.current.Store(&storedClients{})
-		r.lastFull = time.Time{}
 		err = r.read(ctx)
 	}
 	if err != nil {
@@ -180,12 +175,11 @@ func (r *clientsReader) Destruct() error {
 }
 
 // read brings the stored clients up to date: every one of them at the
-// first reading and once every fullEvery, else those the change log names.
-// What it read is put in force only when whole.
+// first reading and once every full_refresh, else those the change log
+// names. What it read is put in force only when whole.
 func (r *clientsReader) read(ctx context.Context) error {
-	all := time.Since(r.lastFull) >= r.fullEvery
 	timeout := store.Timeout
-	if all || r.current.Load().byAlias == nil {
+	if r.follower.FullDue() {
 		timeout = fullReadTimeout
 	}
 	readCtx, cancel := context.WithTimeout(ctx, timeout)
@@ -193,7 +187,7 @@ func (r *clientsReader) read(ctx context.Context) error {
 	prev := r.current.Load()
 	got := map[string]*storedClient{} // nil: deleted, or corrupt
 	start := time.Now()
-	full, changed, err := r.follower.Sync(readCtx, all, func(alias string, data []byte) {
+	full, changed, err := r.follower.Sync(readCtx, false, func(alias string, data []byte) {
 		got[alias] = nil
 		if data == nil {
 			return
@@ -211,7 +205,6 @@ func (r *clientsReader) read(ctx context.Context) error {
 	var next *storedClients
 	switch {
 	case full:
-		r.lastFull = time.Now()
 		// Listed but not read (gone since the listing, or a read that
 		// failed and was answered as "not found"), or not decoding: the
 		// last good version stays. A deletion is in the change log, and
@@ -244,8 +237,8 @@ func (r *clientsReader) read(ctx context.Context) error {
 	}
 	// Handed off only with a change log to check it against: a reading of
 	// a storage without one could not be told from another storage's.
-	if r.handoffKey != "" && r.follower.At() != (store.Revision{}) {
-		handoffs.Store(r.handoffKey, &handoff{at: r.follower.At(), clients: next, lastFull: r.lastFull})
+	if state := r.follower.State(); r.handoffKey != "" && state.At != (store.Revision{}) {
+		handoffs.Store(r.handoffKey, &handoff{follower: state, clients: next})
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"errors"
-	"strconv"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
@@ -116,16 +115,9 @@ func (rc *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			rc.CRLMaxSize = int64(size)
 		case "crl_cache_size":
-			arg, err := mtlscaddyfile.OneArg(d)
+			n, err := mtlscaddyfile.OnePositiveInt(d, "crl_cache_size")
 			if err != nil {
 				return err
-			}
-			n, err := strconv.Atoi(arg)
-			if err == nil && n <= 0 {
-				err = errors.New("want a number above zero")
-			}
-			if err != nil {
-				return d.Errf("invalid crl_cache_size '%s': %v", arg, err)
 			}
 			rc.CRLCacheSize = n
 		default:

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -204,18 +205,49 @@ type Follower struct {
 	dir string
 	at  Revision
 	ok  bool // read in full once
+
+	fullEvery time.Duration // how often a Sync reads everything; 0: only when asked
+	lastFull  time.Time
 }
 
-// ClientsFollower follows the stored clients; KeyPairsFollower the key
-// pairs.
-func (s *Store) ClientsFollower() *Follower  { return &Follower{s: s, dir: clientsDir} }
-func (s *Store) KeyPairsFollower() *Follower { return &Follower{s: s, dir: keyPairsDir} }
+// FollowerState is where a Follower is: the revision it read up to and
+// when it last read everything. A reader hands it to the follower of the
+// next config of the same storage (ClientsFollowerFrom).
+type FollowerState struct {
+	At       Revision
+	LastFull time.Time
+}
+
+// ClientsFollower follows the stored clients, KeyPairsFollower the key
+// pairs; each Sync reads everything once fullEvery has passed since it
+// last did (0: only when asked).
+func (s *Store) ClientsFollower(fullEvery time.Duration) *Follower {
+	return &Follower{s: s, dir: clientsDir, fullEvery: fullEvery}
+}
+
+func (s *Store) KeyPairsFollower(fullEvery time.Duration) *Follower {
+	return &Follower{s: s, dir: keyPairsDir, fullEvery: fullEvery}
+}
+
+// ClientsFollowerFrom follows the stored clients from state, a former
+// follower's: its first Sync reads what changed since.
+func (s *Store) ClientsFollowerFrom(state FollowerState, fullEvery time.Duration) *Follower {
+	return &Follower{s: s, dir: clientsDir, at: state.At, ok: true, fullEvery: fullEvery, lastFull: state.LastFull}
+}
+
+// State returns where f is. Like Sync, it is for f's one goroutine.
+func (f *Follower) State() FollowerState { return FollowerState{At: f.at, LastFull: f.lastFull} }
+
+// FullDue reports whether the next Sync reads everything.
+func (f *Follower) FullDue() bool {
+	return !f.ok || f.fullEvery > 0 && time.Since(f.lastFull) >= f.fullEvery
+}
 
 // loaders is how many entries a full read loads at once.
 const loaders = 8
 
 // Sync reads what changed since the last Sync (everything when all is
-// true, or on the first call) and calls each, from this goroutine, with
+// true, on the first call, or when FullDue) and calls each, from this goroutine, with
 // every entry read: its name (alias, key pair name) and its JSON, nil for
 // an entry deleted. full tells that every entry was read, so that what
 // each was not called with is gone. changed is false when nothing changed;
@@ -225,6 +257,7 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 	var names []string
 	var deleted map[string]bool
 	now := f.at
+	all = all || f.FullDue()
 	if f.ok && !all {
 		now, names, deleted, all, err = f.s.changesSince(ctx, f.dir, f.at)
 		if err != nil {
@@ -285,6 +318,9 @@ func (f *Follower) Sync(ctx context.Context, all bool, each func(name string, da
 		return false, false, errStorageChanged
 	}
 	f.at, f.ok = now, true
+	if all {
+		f.lastFull = time.Now()
+	}
 	return all, true, nil
 }
 
@@ -292,12 +328,6 @@ var (
 	errRevisionMissing = errors.New("the change log's revision is missing (the storage not answering, or emptied: a full read at the repair interval tells)")
 	errStorageChanged  = errors.New("the change log's revision went missing, appeared or went back during the read (the storage not answering?); read again at the next refresh")
 )
-
-// ClientsFollowerAt follows the stored clients from rev, the revision a
-// former follower read up to (At): its first Sync reads what changed since.
-func (s *Store) ClientsFollowerAt(rev Revision) *Follower {
-	return &Follower{s: s, dir: clientsDir, at: rev, ok: true}
-}
 
 // At returns the revision the last Sync read up to.
 func (f *Follower) At() Revision { return f.at }

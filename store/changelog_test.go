@@ -81,7 +81,7 @@ func TestFollowerReadsWhatChanged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	names, full := syncNames(t, f, false)
 	if !full || len(names) != 30 {
 		t.Fatalf("first sync: full %v, %d names", full, len(names))
@@ -138,7 +138,7 @@ func TestFollowerReadsWhatChanged(t *testing.T) {
 	}
 
 	// Key pairs have their own log.
-	kf := s.KeyPairsFollower()
+	kf := s.KeyPairsFollower(0)
 	if names, full := syncNames(t, kf, false); !full || len(names) != 0 {
 		t.Fatalf("key pairs: %v %v", names, full)
 	}
@@ -172,7 +172,7 @@ func TestFollowerFallsBackToFullRead(t *testing.T) {
 	if _, err := s.PutClient(ctx, "alice", "", string(alice.CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	syncNames(t, f, false)
 
 	// Further behind than the log keeps.
@@ -236,7 +236,7 @@ func TestOlderEntries(t *testing.T) {
 	if err := cs.Store(ctx, clientKey("alice"), []byte(fmt.Sprintf(`{"alias":"alice","tier":"gold","certificate":%q}`, alice.CertPEM()))); err != nil {
 		t.Fatal(err)
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	if names, full := syncNames(t, f, false); !full || !slices.Equal(names, []string{"alice"}) {
 		t.Fatalf("older entries: %v (full %v)", names, full)
 	}
@@ -270,7 +270,7 @@ func TestPutClients(t *testing.T) {
 	if _, err := s.PutClient(ctx, "owner", "", string(taken.CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	syncNames(t, f, false)
 	var batch []NewClient
 	for i := range 50 {
@@ -358,7 +358,7 @@ func TestFollowerStorageHidingErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	if names, full := syncNames(t, f, false); !full || len(names) != 5 {
 		t.Fatalf("first sync: %v %v", names, full)
 	}
@@ -462,7 +462,7 @@ func TestChangeRecordedWhenCutShort(t *testing.T) {
 	if _, err := s.PutClient(ctx, "a", "", string(a.CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	syncNames(t, f, false)
 	s.storage = failingIndex{cs}
 	if err := s.DeleteClient(ctx, "a"); !errors.Is(err, errIndex) {
@@ -488,7 +488,7 @@ func TestCorruptRevision(t *testing.T) {
 	if _, err := s.PutClient(ctx, "a", "", string(demopki.Must(ca.Issue(demopki.Options{CommonName: "a"})).CertPEM())); err != nil {
 		t.Fatal(err)
 	}
-	f := s.ClientsFollower()
+	f := s.ClientsFollower(0)
 	syncNames(t, f, false)
 	if err := cs.Store(ctx, revisionKey(clientsDir), []byte(`{"epoch": tru`)); err != nil {
 		t.Fatal(err)

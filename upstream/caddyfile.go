@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"crypto/tls"
-	"strconv"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -122,13 +121,9 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			t.ExpiryWarning = dur
 
 		case "max_pools":
-			arg, err := mtlscaddyfile.OneArg(d)
+			n, err := mtlscaddyfile.OnePositiveInt(d, "max_pools")
 			if err != nil {
 				return err
-			}
-			n, err := strconv.Atoi(arg)
-			if err != nil || n <= 0 {
-				return d.Errf("invalid max_pools '%s': want a positive count", arg)
 			}
 			t.MaxPools = n
 

@@ -34,7 +34,6 @@ const (
 type keyPairsReader struct {
 	follower *store.Follower
 	current  atomic.Pointer[map[string]*tls.Certificate]
-	lastFull time.Time
 	logger   *zap.Logger
 	stop     context.CancelFunc
 
@@ -46,7 +45,7 @@ type keyPairsReader struct {
 var keyPairsReaders = caddy.NewUsagePool()
 
 func newKeyPairsReader(ctx caddy.Context, interval time.Duration, logger *zap.Logger) (*keyPairsReader, error) {
-	r := &keyPairsReader{follower: store.New(ctx.Storage(), logger).KeyPairsFollower(), logger: logger, users: map[*Transport]bool{}}
+	r := &keyPairsReader{follower: store.New(ctx.Storage(), logger).KeyPairsFollower(keyPairsFullRefresh), logger: logger, users: map[*Transport]bool{}}
 	r.current.Store(&map[string]*tls.Certificate{})
 	readCtx, cancel := context.WithCancel(ctx)
 	r.stop = cancel
@@ -75,9 +74,8 @@ func (r *keyPairsReader) get(name string) *tls.Certificate { return (*r.current.
 func (r *keyPairsReader) read(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, store.Timeout)
 	defer cancel()
-	all := time.Since(r.lastFull) >= keyPairsFullRefresh
 	got := map[string]*tls.Certificate{}
-	full, changed, err := r.follower.Sync(ctx, all, func(name string, data []byte) {
+	full, changed, err := r.follower.Sync(ctx, false, func(name string, data []byte) {
 		got[name] = nil
 		if data == nil {
 			return
@@ -96,7 +94,6 @@ func (r *keyPairsReader) read(ctx context.Context) error {
 	prev := *r.current.Load()
 	next := maps.Clone(prev)
 	if full {
-		r.lastFull = time.Now()
 		next = map[string]*tls.Certificate{}
 		for name, cert := range prev {
 			switch c, listed := got[name]; {

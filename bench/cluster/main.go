@@ -46,6 +46,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddy-mtls/caddy-mtls/bench/internal/pprof"
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 )
 
@@ -222,7 +223,7 @@ func run(dir string) error {
 		}
 		profiled = make(chan error, 1)
 		go func() {
-			profiled <- saveProfile(gws[0].admin, fmt.Sprintf("profile?seconds=%d", int(idleWindow.Seconds())), filepath.Join(*pprofDir, "idle-cpu.pprof"))
+			profiled <- pprof.Save(gws[0].admin, fmt.Sprintf("profile?seconds=%d", int(idleWindow.Seconds())), filepath.Join(*pprofDir, "idle-cpu.pprof"))
 		}()
 	}
 	before, err := commandCalls(redis.addr())
@@ -321,7 +322,7 @@ func run(dir string) error {
 			return err
 		}
 		if *pprofDir != "" {
-			if err := saveProfile(pr.admin, "heap", filepath.Join(*pprofDir, pr.name+"-heap.pprof")); err != nil {
+			if err := pprof.Save(pr.admin, "heap", filepath.Join(*pprofDir, pr.name+"-heap.pprof")); err != nil {
 				return err
 			}
 		}

@@ -291,28 +291,6 @@ func collectGarbage(admin string) error {
 	return nil
 }
 
-// saveProfile fetches a profile from a Caddy's admin endpoint into path:
-// "profile?seconds=N" (CPU), "heap".
-func saveProfile(admin, profile, path string) error {
-	resp, err := adminClient.Get("http://" + admin + "/debug/pprof/" + profile)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile %s: status %d", profile, resp.StatusCode)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // backend is the gateways' upstream: plain HTTP on loopback, in this
 // process.
 type backend struct {

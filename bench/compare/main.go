@@ -55,6 +55,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/caddy-mtls/caddy-mtls/bench/internal/pprof"
 	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
@@ -519,7 +520,7 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 		profiled = make(chan error, 1)
 		path := filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.pprof", sys.name, wl))
 		go func() {
-			profiled <- saveProfile(pr.admin, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
+			profiled <- pprof.Save(fmt.Sprintf("127.0.0.1:%d", pr.admin), fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
 		}()
 	}
 	pids := pr.pids()
@@ -547,7 +548,7 @@ func measure(p *pki, dir string, sys system, wl string, lbWorkers int, profile b
 	if profiled != nil {
 		err := <-profiled
 		if err == nil {
-			err = saveProfile(pr.admin, "allocs", filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.allocs.pprof", sys.name, wl)))
+			err = pprof.Save(fmt.Sprintf("127.0.0.1:%d", pr.admin), "allocs", filepath.Join(*pprofDir, fmt.Sprintf("%s-%s.allocs.pprof", sys.name, wl)))
 		}
 		if err != nil {
 			return result{}, false, fmt.Errorf("profiles of %s %s: %w", sys.name, wl, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -225,26 +224,4 @@ func readMemStats(admin int) (memStats, error) {
 		return memStats{}, fmt.Errorf("decoding /debug/vars: %w", err)
 	}
 	return vars.Memstats, nil
-}
-
-// saveProfile fetches a profile from Caddy's admin endpoint into path:
-// "profile?seconds=N" (CPU), "allocs" (allocations since the start).
-func saveProfile(admin int, profile, path string) error {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", admin, profile))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile: status %d", resp.StatusCode)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
