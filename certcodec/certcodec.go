@@ -38,7 +38,7 @@ const (
 	URLPEM                  // URL-encoded PEM
 	PEM                     // PEM, newlines possibly folded into spaces or tabs
 	Base64DER               // bare base64 of the DER bytes (%2B, %2F, %3D allowed); a chain comma-separated, leaf first
-	XFCC                    // Envoy's x-forwarded-client-cert of one element: its Cert and Chain
+	XFCC                    // Envoy's x-forwarded-client-cert: its last element's Cert and Chain
 )
 
 var formatNames = [...]string{"auto", "rfc9440", "url_pem", "pem", "base64_der", "xfcc"}

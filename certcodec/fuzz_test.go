@@ -44,6 +44,11 @@ func FuzzDecode(f *testing.F) {
 		// Envoy's x-forwarded-client-cert: two elements, the caller last.
 		envoyElement("spiffe://a/b", inter, nil, "CN=front, O=Edge", "spiffe://c/d") + "," +
 			envoyElement("spiffe://a/b", leaf, [][]byte{inter}, "CN=codec client", "spiffe://e/f", "x.example", "y.example"),
+		// Two and three elements that each match their Cert, as Caddy
+		// forwards them; then one whose DNS value is cut at a ','.
+		Encode(inter, XFCC) + "," + Encode(leaf, XFCC),
+		Encode(leaf, XFCC) + ", " + Encode(inter, XFCC) + "," + Encode(leaf, XFCC),
+		Encode(inter, XFCC) + ";DNS=x," + Encode(leaf, XFCC),
 		`By=spiffe://a;Subject="CN=\"q\";,=";Cert=` + url.PathEscape(pemLeaf),
 		`Hash=00;URI="unterminated`,
 		"By=a,",
@@ -106,6 +111,14 @@ func FuzzDecode(f *testing.F) {
 			again, found, err := Decode(xfcc, Auto)
 			if err != nil || found != XFCC || len(again) != 1 || !bytes.Equal(again[0], der) {
 				t.Fatalf("xfcc re-encoding %.80q: found %v, %v", xfcc, found, err)
+			}
+		}
+		if found == XFCC {
+			// The caller is the last element: read alone, it says the same.
+			if elems, err := splitXFCC(value); err != nil || len(elems) == 0 {
+				t.Fatalf("decoded, but its elements do not split: %v", err)
+			} else if alone, _, err := Decode(elems[len(elems)-1], XFCC); err != nil || len(alone) != len(ders) || !bytes.Equal(alone[0], ders[0]) {
+				t.Fatalf("the last element alone decodes otherwise: %v", err)
 			}
 		}
 		if chainErr != nil && found == RFC9440 {

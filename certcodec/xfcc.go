@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Envoy's x-forwarded-client-cert (XFCC), as its documentation
@@ -20,8 +26,8 @@ import (
 //
 // Keys: By, Hash, Cert (URL-encoded PEM of the client certificate), Chain
 // (URL-encoded PEM of its chain, leaf included), Subject (always quoted),
-// URI and DNS (one pair per SAN). The caller is the last element's: the one
-// the proxy nearest to us appended.
+// URI and DNS (one pair per SAN, unquoted). The caller is the last
+// element's: the one the proxy nearest to us appended.
 
 // xfccKeys are the keys Envoy writes; a value that starts with one of them
 // followed by '=' is XFCC to Detect.
@@ -42,51 +48,45 @@ func isXFCC(v string) bool {
 }
 
 // decodeXFCC returns the certificate of the value's last element (its Cert
-// key), then its chain (its Chain key, without the leaf).
+// key), then its chain (its Chain key, without the leaf). The last element
+// is the caller's: the one the proxy nearest to us appended. A value of
+// several elements (Envoy's APPEND_FORWARD) is read only when every element
+// is what a proxy writes for its own Cert (see checkXFCCElement): Envoy
+// writes URI= and DNS= SANs unquoted, so a certificate whose SAN holds
+// `,Cert="<someone else's PEM>"` splits the element Envoy writes for it in
+// two, the last of its holder's choosing, and the first no longer matches
+// its certificate.
 func decodeXFCC(v string) ([][]byte, error) {
-	elem, err := onlyXFCCElement(v)
+	elems, err := splitXFCC(v)
 	if err != nil {
 		return nil, err
 	}
-	var cert, chain string
-	var haveCert, haveChain bool
-	for rest := elem; ; {
-		var key, val string
-		var more bool
-		key, val, rest, more, err = nextXFCCPair(rest)
+	var caller xfccElement
+	var ders [][]byte
+	for i, s := range elems {
+		e, err := parseXFCCElement(s)
 		if err != nil {
+			return nil, fmt.Errorf("xfcc element %d of %d: %w", i+1, len(elems), err)
+		}
+		if len(elems) > 1 {
+			if ders, err = checkXFCCElement(&e); err != nil {
+				return nil, fmt.Errorf("%w: xfcc element %d of %d: %v", ErrMalformed, i+1, len(elems), err)
+			}
+		}
+		caller = e
+	}
+	if ders == nil {
+		if !caller.haveCert {
+			return nil, fmt.Errorf("%w: the caller's xfcc element has no Cert", ErrMalformed)
+		}
+		if ders, err = decodeXFCCCert(caller.cert); err != nil {
 			return nil, err
 		}
-		switch {
-		case strings.EqualFold(key, "Cert"):
-			if haveCert {
-				return nil, fmt.Errorf("%w: xfcc element has Cert twice", ErrMalformed)
-			}
-			cert, haveCert = val, true
-		case strings.EqualFold(key, "Chain"):
-			if haveChain {
-				return nil, fmt.Errorf("%w: xfcc element has Chain twice", ErrMalformed)
-			}
-			chain, haveChain = val, true
-		}
-		if !more {
-			break
-		}
 	}
-	if !haveCert {
-		return nil, fmt.Errorf("%w: the caller's xfcc element has no Cert", ErrMalformed)
-	}
-	ders, err := decodeURLPEM(cert)
-	if err != nil {
-		return nil, fmt.Errorf("xfcc Cert: %w", err)
-	}
-	if len(ders) != 1 {
-		return nil, fmt.Errorf("%w: xfcc Cert holds %d certificates, want 1", ErrMalformed, len(ders))
-	}
-	if !haveChain {
+	if !caller.haveChain {
 		return ders, nil
 	}
-	more, err := decodeURLPEM(chain)
+	more, err := decodeURLPEM(caller.chain)
 	if err != nil {
 		return nil, fmt.Errorf("xfcc Chain: %w", err)
 	}
@@ -99,32 +99,172 @@ func decodeXFCC(v string) ([][]byte, error) {
 	return append(ders, more...), nil
 }
 
-// onlyXFCCElement returns the one element of v. A value of several
-// elements is refused: Envoy writes URI= and DNS= SANs unquoted, so a
-// certificate whose SAN holds `,Cert="<someone else's PEM>"` would make a
-// last element of its own choosing; with forward_client_cert_details
-// SANITIZE_SET (one element, the caller's) there is nothing to choose.
-// Every quote must be closed.
-func onlyXFCCElement(v string) (string, error) {
-	inQuote := false
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case inQuote && c == '\\':
-			i++ // a quoted pair: the next byte is literal
-		case c == '"':
-			inQuote = !inQuote
-		case !inQuote && c == ',':
-			return "", fmt.Errorf("%w: xfcc value of more than one element (set the proxy to sanitize and set the header: one element, the caller's)", ErrMalformed)
+// decodeXFCCCert decodes a Cert value: one certificate, URL-encoded PEM.
+func decodeXFCCCert(cert string) ([][]byte, error) {
+	ders, err := decodeURLPEM(cert)
+	if err != nil {
+		return nil, fmt.Errorf("xfcc Cert: %w", err)
+	}
+	if len(ders) != 1 {
+		return nil, fmt.Errorf("%w: xfcc Cert holds %d certificates, want 1", ErrMalformed, len(ders))
+	}
+	return ders, nil
+}
+
+// xfccElement is what one element says: its Cert, Chain and Hash values,
+// and its URI and DNS values in order.
+type xfccElement struct {
+	cert, chain, hash             string
+	haveCert, haveChain, haveHash bool
+	uris, dns                     []string
+}
+
+// parseXFCCElement reads the pairs of one element. Cert, Chain and Hash
+// may appear once each; other keys are passed over.
+func parseXFCCElement(elem string) (xfccElement, error) {
+	var e xfccElement
+	for rest := elem; ; {
+		key, val, r, more, err := nextXFCCPair(rest)
+		if err != nil {
+			return e, err
+		}
+		rest = r
+		var have *bool
+		switch {
+		case strings.EqualFold(key, "Cert"):
+			e.cert, have = val, &e.haveCert
+		case strings.EqualFold(key, "Chain"):
+			e.chain, have = val, &e.haveChain
+		case strings.EqualFold(key, "Hash"):
+			e.hash, have = val, &e.haveHash
+		case strings.EqualFold(key, "URI"):
+			e.uris = append(e.uris, val)
+		case strings.EqualFold(key, "DNS"):
+			e.dns = append(e.dns, val)
+		}
+		if have != nil {
+			if *have {
+				return e, fmt.Errorf("%w: %s twice", ErrMalformed, key)
+			}
+			*have = true
+		}
+		if !more {
+			return e, nil
 		}
 	}
-	if inQuote {
-		return "", fmt.Errorf("%w: xfcc value has an unterminated quote", ErrMalformed)
+}
+
+// checkXFCCElement checks that e is what a proxy writes for the certificate
+// in its Cert, and returns that certificate: it has a Cert; its Hash, if
+// any, is the certificate's SHA-256; its URI pairs, if any, are exactly the
+// certificate's URI SANs in order, or only the first (Envoy before 1.23),
+// or one empty pair for none; its DNS pairs, if any, exactly its DNS SANs
+// in order; and the certificate parses. Values are compared with the SANs
+// as signed, byte for byte, as Envoy writes them: a SAN cut short at a ','
+// fails the comparison.
+func checkXFCCElement(e *xfccElement) ([][]byte, error) {
+	if !e.haveCert {
+		return nil, errors.New("no Cert (with several elements, each must carry its certificate)")
 	}
-	elem := trimOWS(v)
-	if elem == "" {
-		return "", fmt.Errorf("%w: empty xfcc element", ErrMalformed)
+	ders, err := decodeXFCCCert(e.cert)
+	if err != nil {
+		return nil, err
 	}
-	return elem, nil
+	if e.haveHash {
+		sum := sha256.Sum256(ders[0])
+		if !strings.EqualFold(e.hash, hex.EncodeToString(sum[:])) {
+			return nil, errors.New("its Hash is not its Cert's")
+		}
+	}
+	uris, dns, err := rawSANs(ders[0])
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(e.uris) == 0, slices.Equal(e.uris, uris):
+	case len(uris) == 0 && len(e.uris) == 1 && e.uris[0] == "":
+	case len(uris) > 0 && len(e.uris) == 1 && e.uris[0] == uris[0]:
+	default:
+		return nil, errors.New("its URI values are not its Cert's URI SANs (a SAN holding ',' or ';'?)")
+	}
+	if len(e.dns) > 0 && !slices.Equal(e.dns, dns) {
+		return nil, errors.New("its DNS values are not its Cert's DNS SANs (a SAN holding ',' or ';'?)")
+	}
+	return ders, nil
+}
+
+// oidSubjectAltName is the subjectAltName extension's.
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// rawSANs returns a certificate's URI and DNS SANs as signed: Go's parser
+// keeps URIs only as parsed URLs, whose String may differ from the bytes a
+// proxy writes.
+func rawSANs(der []byte) (uris, dns []string, err error) {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("its Cert: %v", err)
+	}
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		in := cryptobyte.String(ext.Value)
+		var names cryptobyte.String
+		if !in.ReadASN1(&names, cbasn1.SEQUENCE) || !in.Empty() {
+			return nil, nil, errors.New("its Cert: malformed subjectAltName")
+		}
+		for !names.Empty() {
+			var name cryptobyte.String
+			var tag cbasn1.Tag
+			if !names.ReadAnyASN1(&name, &tag) {
+				return nil, nil, errors.New("its Cert: malformed subjectAltName")
+			}
+			switch tag {
+			case cbasn1.Tag(2).ContextSpecific():
+				dns = append(dns, string(name))
+			case cbasn1.Tag(6).ContextSpecific():
+				uris = append(uris, string(name))
+			}
+		}
+	}
+	return uris, dns, nil
+}
+
+// maxXFCCElements is the most elements a value may have: one per proxy.
+const maxXFCCElements = MaxCerts
+
+// splitXFCC returns the elements of v: its parts between ',' outside quoted
+// values. Every quote must be closed and no element be empty.
+func splitXFCC(v string) ([]string, error) {
+	var elems []string
+	inQuote, start := false, 0
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) {
+			switch c := v[i]; {
+			case inQuote && c == '\\':
+				i++ // a quoted pair: the next byte is literal
+				continue
+			case c == '"':
+				inQuote = !inQuote
+				continue
+			case inQuote || c != ',':
+				continue
+			}
+		}
+		if inQuote {
+			return nil, fmt.Errorf("%w: xfcc value has an unterminated quote", ErrMalformed)
+		}
+		elem := trimOWS(v[start:min(i, len(v))])
+		if elem == "" {
+			return nil, fmt.Errorf("%w: empty xfcc element", ErrMalformed)
+		}
+		if len(elems) == maxXFCCElements {
+			return nil, fmt.Errorf("%w: xfcc value of more than %d elements", ErrMalformed, maxXFCCElements)
+		}
+		elems = append(elems, elem)
+		start = i + 1
+	}
+	return elems, nil
 }
 
 // nextXFCCPair reads the key=value pair at the start of s (one element),

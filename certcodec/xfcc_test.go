@@ -114,8 +114,7 @@ func TestDecodeXFCCMalformed(t *testing.T) {
 		text  string // in the error, if not ""
 	}{
 		{"no cert", "By=spiffe://a;Hash=abcd;Subject=\"CN=x\";URI=spiffe://b", ErrMalformed, "no Cert"},
-		{"two elements (Envoy appending)", cert + "," + cert, ErrMalformed, "more than one element"},
-		{"caller without cert after one with", cert + ",By=spiffe://a;Hash=abcd", ErrMalformed, "more than one element"},
+		{"caller without cert after one with", cert + ",By=spiffe://a;Hash=abcd", ErrMalformed, "no Cert"},
 		{"chain without cert", `Chain="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, "no Cert"},
 		{"trailing comma", cert + ",", ErrMalformed, ""},
 		{"empty element", cert + ",,", ErrMalformed, ""},
@@ -290,4 +289,124 @@ func TestXFCCSANInjection(t *testing.T) {
 			t.Fatalf("Decode(%v) read %d certificates, alice's: %v", f, len(ders), bytes.Equal(ders[0], alice))
 		}
 	}
+}
+
+// envoyWrites is the element Envoy's HTTP connection manager writes for
+// the client certificate c whose URI and DNS SANs are uris and dns, byte for
+// byte as signed (set_current_client_cert_details cert, subject, uri, dns):
+// By, Hash, Cert, Subject, then a URI pair per URI SAN ("URI=" for none),
+// then a DNS pair per DNS SAN, none of them quoted. firstURI writes only the
+// first URI SAN, as Envoy did before 1.23.
+func envoyWrites(c *demopki.Cert, uris, dns []string, firstURI bool) string {
+	sum := sha256.Sum256(c.Cert.Raw)
+	parts := []string{"By=spiffe://cluster.local/ns/gw/sa/envoy", "Hash=" + hex.EncodeToString(sum[:]),
+		`Cert="` + envoyURLEncode(pemText(c.Cert.Raw)) + `"`, `Subject="` + c.Cert.Subject.String() + `"`}
+	switch {
+	case len(uris) == 0:
+		parts = append(parts, "URI=")
+	case firstURI:
+		parts = append(parts, "URI="+uris[0])
+	default:
+		for _, u := range uris {
+			parts = append(parts, "URI="+u)
+		}
+	}
+	for _, d := range dns {
+		parts = append(parts, "DNS="+d)
+	}
+	return strings.Join(parts, ";")
+}
+
+// TestDecodeXFCCElements: with several elements (Envoy's APPEND_FORWARD, one
+// per proxy), the caller is the last element, and every element must be
+// what a proxy writes for its own Cert: a SAN holding ',' (Envoy writes
+// SANs unquoted) splits one element into several, the last of the
+// certificate holder's choosing, and is refused. Each attack is a header as
+// Envoy would write it for a certificate a trusted CA signed.
+func TestDecodeXFCCElements(t *testing.T) {
+	root := demopki.Must(demopki.NewCA("xfcc root"))
+	issue := func(cn string, dns, uris []string) *demopki.Cert {
+		return demopki.Must(root.Issue(demopki.Options{CommonName: cn, DNSNames: dns, RawURIs: uris}))
+	}
+	aliceURI := "spiffe://cluster.local/ns/pay/sa/alice"
+	alice := issue("alice", []string{"alice.example"}, []string{aliceURI, "urn:alice:2"})
+	edge := issue("edge", nil, []string{"spiffe://cluster.local/ns/edge/sa/envoy"})
+	bare := issue("bare", nil, nil)
+	aliceXFCC := envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, false)
+	edgeXFCC := envoyWrites(edge, []string{"spiffe://cluster.local/ns/edge/sa/envoy"}, nil, false)
+	aliceCert := `Cert="` + envoyURLEncode(pemText(alice.Cert.Raw)) + `"`
+
+	t.Run("honest", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, value string
+			want        *demopki.Cert
+		}{
+			{"one element", aliceXFCC, alice},
+			{"appended after a proxy's", edgeXFCC + "," + aliceXFCC, alice},
+			{"last is the caller", aliceXFCC + "," + edgeXFCC, edge},
+			{"three elements, OWS", edgeXFCC + " , " + envoyWrites(bare, nil, nil, false) + ", " + aliceXFCC, alice},
+			{"first URI only (Envoy < 1.23)", edgeXFCC + "," + envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, true), alice},
+			{"no URI, no DNS pairs", "Hash=" + hashOf(edge.Cert.Raw) + `;Cert="` + envoyURLEncode(pemText(edge.Cert.Raw)) + `",` + aliceCert, alice},
+			{"as Caddy forwards it", EncodeCertificate(edge.Cert, XFCC) + "," + EncodeCertificate(alice.Cert, XFCC), alice},
+		} {
+			ders, found, err := Decode(tc.value, Auto)
+			if err != nil || found != XFCC || !bytes.Equal(ders[0], tc.want.Cert.Raw) {
+				t.Fatalf("%s: found %v, %v; the caller's: %v", tc.name, found, err, err == nil && bytes.Equal(ders[0], tc.want.Cert.Raw))
+			}
+		}
+	})
+
+	// forged reports the header Envoy writes for mallory (her SANs as
+	// given), and checks it is refused, never read as alice.
+	forged := func(t *testing.T, name string, dns, uris []string, firstURI bool) {
+		t.Helper()
+		mallory := issue("mallory", dns, uris)
+		value := envoyWrites(mallory, uris, dns, firstURI)
+		for _, prefix := range []string{"", edgeXFCC + ","} { // SANITIZE_SET, APPEND_FORWARD
+			ders, _, err := Decode(prefix+value, XFCC)
+			if err == nil {
+				t.Fatalf("%s: accepted, as alice: %v", name, bytes.Equal(ders[0], alice.Cert.Raw))
+			}
+			// Refused for the SAN cut short, not for something incidental.
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "values are not its Cert's") {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	t.Run("forged", func(t *testing.T) {
+		tail := `,Hash=` + hashOf(alice.Cert.Raw) + ";" + aliceCert + `;Subject="CN=alice"`
+		forged(t, "DNS SAN", []string{"mallory.example" + tail}, nil, false)
+		forged(t, "DNS SAN with alice's DNS after", []string{"mallory.example" + tail + ";DNS=alice.example"}, nil, false)
+		forged(t, "URI SAN", nil, []string{"urn:m" + tail + ";URI=" + aliceURI + ";URI=urn:alice:2"}, false)
+		forged(t, "URI SAN, first only", nil, []string{"urn:m" + tail}, true)
+		// The part before the ',' repeated as a SAN of its own, before or
+		// after: the element's URIs are no longer exactly the certificate's.
+		forged(t, "URI prefix also a SAN, before", nil, []string{aliceURI, aliceURI + tail + ";URI=" + aliceURI}, false)
+		forged(t, "URI prefix also a SAN, after", nil, []string{aliceURI + tail + ";URI=" + aliceURI + ";URI=urn:alice:2", aliceURI}, false)
+		forged(t, "DNS prefix also a SAN", []string{"alice.example", "alice.example" + tail}, nil, false)
+		forged(t, "nothing before the comma", []string{tail}, nil, false)
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		malloryCert := `Cert="` + envoyURLEncode(pemText(bare.Cert.Raw)) + `"`
+		for _, tc := range []struct{ name, value, text string }{
+			{"an element without Cert", "By=spiffe://a;Hash=" + hashOf(edge.Cert.Raw) + ";URI=x," + aliceXFCC, "no Cert"},
+			{"Hash not the Cert's", "Hash=" + hashOf(alice.Cert.Raw) + ";" + malloryCert + "," + aliceXFCC, "Hash"},
+			{"Hash twice", "Hash=" + hashOf(bare.Cert.Raw) + ";Hash=" + hashOf(bare.Cert.Raw) + ";" + malloryCert + "," + aliceXFCC, "twice"},
+			{"URI not the Cert's", malloryCert + ";URI=" + aliceURI + "," + aliceXFCC, "URI"},
+			{"DNS not the Cert's", malloryCert + ";DNS=alice.example," + aliceXFCC, "DNS"},
+			{"Cert no certificate", `Cert="` + envoyURLEncode(pemText([]byte("junk"))) + `",` + aliceXFCC, ""},
+			{"too many elements", strings.Repeat(edgeXFCC+",", MaxCerts) + aliceXFCC, "elements"},
+		} {
+			_, _, err := Decode(tc.value, XFCC)
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+		}
+	})
+}
+
+func hashOf(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }

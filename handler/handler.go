@@ -179,7 +179,7 @@ type Header struct {
 	// `url_pem` | URL-encoded PEM (nginx `$ssl_client_escaped_cert`, AWS ALB)
 	// `pem` | PEM, newlines possibly replaced by spaces or tabs
 	// `base64_der` | bare base64 of the DER bytes; Traefik's `leaf,inter` chain too
-	// `xfcc` | Envoy's `X-Forwarded-Client-Cert` of one element, the caller's (`SANITIZE_SET`)
+	// `xfcc` | Envoy's `X-Forwarded-Client-Cert`: the caller is the last element; with several (`APPEND_FORWARD`), each must match its own `Cert`
 	Format string `json:"format,omitempty"`
 
 	// A header field carrying the intermediate certificates (RFC 9440

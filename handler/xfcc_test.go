@@ -11,7 +11,7 @@ import (
 )
 
 // TestHeaderXFCC: Envoy's x-forwarded-client-cert names the caller by its
-// last element; forward xfcc writes one for the backend from the accepted
+// last element (one, or several that each match their Cert); forward xfcc writes one for the backend from the accepted
 // certificate (Subject and SANs included).
 func TestHeaderXFCC(t *testing.T) {
 	p := newPKI(t)
@@ -33,9 +33,16 @@ func TestHeaderXFCC(t *testing.T) {
 				t.Fatalf("%s: forwarded %q lacks %q", format, got[0], want)
 			}
 		}
+		// Several elements (Envoy's APPEND_FORWARD): the caller is the
+		// last one.
+		res = serve(h, reqOpts{trusted: true, header: http.Header{"X-Forwarded-Client-Cert": {xfcc(p.pinned.Cert.Raw) + "," + value}}})
+		if res.status != 0 || res.vars["id"] != "alice" {
+			t.Fatalf("%s: two elements: status %d (%v), vars %v", format, res.status, res.err, res.vars)
+		}
 		// An element without Cert is undecodable, and so is a value of
-		// several elements (the last could be made by a SAN): 400.
-		for _, bad := range []string{"By=spiffe://x;Hash=00", xfcc(p.pinned.Cert.Raw) + "," + xfcc(p.valid.Cert.Raw)} {
+		// several elements one of which is not its own Cert's (what a
+		// SAN holding ',' makes): 400.
+		for _, bad := range []string{"By=spiffe://x;Hash=00", "Hash=00;" + xfcc(p.pinned.Cert.Raw)[strings.Index(xfcc(p.pinned.Cert.Raw), "Cert="):] + "," + value} {
 			res = serve(h, reqOpts{trusted: true, header: http.Header{"X-Forwarded-Client-Cert": {bad}}})
 			if res.status != http.StatusBadRequest {
 				t.Fatalf("%s: %.40q: status %d", format, bad, res.status)

@@ -145,11 +145,22 @@ http://:%[1]d {
 		xfcc := envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", carol, mid)
 		checkForwarded(t, doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {xfcc}}))
 
-		// Several elements (APPEND_FORWARD): refused, since Envoy writes
-		// SANs unquoted and a SAN with a comma could make the last one.
+		// Several elements (APPEND_FORWARD): the caller is the last.
 		two := envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + xfcc
-		if res := doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {two}}); res.status != 400 {
-			t.Fatalf("two elements: %d", res.status)
+		checkForwarded(t, doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {two}}))
+
+		// A certificate the trusted CA signed with a DNS SAN holding ','
+		// and carol's Cert: Envoy writes it unquoted, which makes a last
+		// element of carol's. Refused (its first part is not its Cert's),
+		// alone (SANITIZE_SET) and after a proxy's (APPEND_FORWARD).
+		sum := sha256.Sum256(carol.Cert.Raw)
+		tail := ",Hash=" + hex.EncodeToString(sum[:]) + ";" + xfcc[strings.Index(xfcc, `Cert="`):]
+		mallory := demopki.Must(mid.Issue(demopki.Options{CommonName: "mallory", DNSNames: []string{"mallory.example" + tail}}))
+		forged := envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", mallory, mid)
+		for _, v := range []string{forged, envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + forged} {
+			if res := doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {v}}); res.status != 400 {
+				t.Fatalf("forged last element: %d, caller %q", res.status, res.upstream.Get("X-Caller"))
+			}
 		}
 		// The caller's element without Cert: undecodable.
 		if res := doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {"By=spiffe://b;Hash=00;URI=spiffe://c"}}); res.status != 400 {

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -18,6 +19,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Cert is a certificate with its private key and the certificate that issued
@@ -46,7 +50,11 @@ type Options struct {
 	DNSNames    []string
 	IPAddresses []net.IP
 	URIs        []string
-	Emails      []string
+	// RawURIs are URI SANs written byte for byte, after DNSNames, where
+	// Go's url package would escape or refuse them: what a careless or
+	// hostile CA may sign. With RawURIs set, URIs and Emails are not used.
+	RawURIs []string
+	Emails  []string
 	// OCSPServer is the certificate's OCSP responder (AIA).
 	OCSPServer []string
 	// CRLDistributionPoints are the URLs of the certificate's CRL
@@ -106,6 +114,14 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 		}
 		tmpl.URIs = append(tmpl.URIs, parsed)
 	}
+	if opts.RawURIs != nil {
+		ext, err := rawSANs(opts.DNSNames, opts.RawURIs)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.DNSNames, tmpl.URIs, tmpl.EmailAddresses = nil, nil, nil
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, ext)
+	}
 	if opts.IsCA {
 		tmpl.IsCA = true
 		tmpl.BasicConstraintsValid = true
@@ -136,6 +152,25 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 		return nil, err
 	}
 	return &Cert{Cert: cert, Key: key, Issuer: issuer}, nil
+}
+
+// rawSANs is a subjectAltName extension of dNSName [2] and
+// uniformResourceIdentifier [6] names, in that order, each as given.
+func rawSANs(dns, uris []string) (pkix.Extension, error) {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		for _, d := range dns {
+			b.AddASN1(cbasn1.Tag(2).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(d)) })
+		}
+		for _, u := range uris {
+			b.AddASN1(cbasn1.Tag(6).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(u)) })
+		}
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: der}, nil
 }
 
 // CertPEM returns the certificate as PEM.
