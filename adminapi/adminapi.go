@@ -76,9 +76,13 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/mtls/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
-// maxBody bounds a request body, of any route: a certificate chain or a key
-// pair fits in far less.
+// maxBody bounds a request body, of any route but the import: a
+// certificate chain or a key pair fits in far less.
 const maxBody = 256 << 10
+
+// maxImportBody bounds the body of POST /mtls/clients: store.MaxPutClients
+// clients with RSA-2048 certificates fit (TestPutClientsLimits).
+const maxImportBody = 2 << 20
 
 // maxDrain bounds how much of a body over maxBody is read and thrown away
 // before the 413 is sent: as much as Caddy's own /load accepts. Beyond it
@@ -88,7 +92,7 @@ const maxBody = 256 << 10
 const maxDrain = 100 << 20
 
 // errBodyTooLarge is the reason of the 413.
-var errBodyTooLarge = fmt.Errorf("request body larger than %d KiB", maxBody>>10)
+var errBodyTooLarge = errors.New("request body too large")
 
 func (a *AdminAPI) store() *store.Store {
 	return store.New(a.storage, a.logger)
@@ -97,7 +101,11 @@ func (a *AdminAPI) store() *store.Store {
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// Every route reads the body the same way, those that take none too, so
 	// that an oversize body gets its 413 before anything is done.
-	body, err := readBody(r)
+	limit := maxBody
+	if r.URL.Path == "/mtls/clients" && r.Method == http.MethodPost {
+		limit = maxImportBody
+	}
+	body, err := readBody(r, limit)
 	if err != nil {
 		return err
 	}
@@ -397,18 +405,18 @@ func allow(r *http.Request, methods ...string) error {
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed here (want %s)", r.Method, strings.Join(methods, " or "))}
 }
 
-// readBody reads the request body, at most maxBody bytes. A larger one is
+// readBody reads the request body, at most limit bytes. A larger one is
 // answered with 413, after reading the rest of it (up to maxDrain) and
 // throwing it away: net/http reads at most 256 KiB of what a handler left
 // unread, and with more left it closes the connection under a client that
 // is still sending, whose TCP stack then answers with a reset that can
 // discard the 413 before the client reads it.
-func readBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+func readBody(r *http.Request, limit int) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return nil, badRequest(fmt.Errorf("reading body: %w", err))
 	}
-	if len(body) <= maxBody {
+	if len(body) <= limit {
 		return body, nil
 	}
 	// A read error here changes nothing: the answer is the 413, and
@@ -416,8 +424,8 @@ func readBody(r *http.Request) ([]byte, error) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxDrain))
 	return nil, caddy.APIError{
 		HTTPStatus: http.StatusRequestEntityTooLarge,
-		Err:        errBodyTooLarge,
-		Message:    fmt.Sprintf("%v (%d bytes); nothing was changed", errBodyTooLarge, maxBody),
+		Err:        fmt.Errorf("%w: larger than %d KiB", errBodyTooLarge, limit>>10),
+		Message:    fmt.Sprintf("request body larger than %d KiB (%d bytes); nothing was changed", limit>>10, limit),
 	}
 }
 

@@ -409,3 +409,51 @@ func TestPutClientsRoute(t *testing.T) {
 		t.Fatalf("listing the imported group: %v %s", err, w.Body)
 	}
 }
+
+// TestPutClientsLimits: an import of store.MaxPutClients clients with
+// RSA-2048 certificates (the largest usual) fits in one call's body; one
+// client more is refused (400), and so is a body over the import's limit
+// (413). Nothing refused is stored.
+func TestPutClientsLimits(t *testing.T) {
+	a, s := newTestAPI(t)
+	ca := demopki.Must(demopki.NewCA("Import Root"))
+	// Certificates differ by their serial and name only: one RSA-2048
+	// certificate's PEM stands for each, with its own alias.
+	one := demopki.Must(ca.Issue(demopki.Options{CommonName: "import-client-000000", RSABits: 2048}))
+	var clients []store.NewClient
+	for i := range store.MaxPutClients + 1 {
+		c := demopki.Must(ca.Issue(demopki.Options{CommonName: fmt.Sprintf("import-client-%06d", i)}))
+		clients = append(clients, store.NewClient{Alias: fmt.Sprintf("import-client-%06d", i), Tier: "gold", Groups: []string{"payments"}, Certificate: string(c.CertPEM())})
+	}
+	body := func(clients []store.NewClient) []byte {
+		b, _ := json.Marshal(map[string]any{"clients": clients})
+		return b
+	}
+	// The size of a batch of RSA-2048 certificates, of the most clients.
+	padded := slices.Clone(clients[:store.MaxPutClients])
+	for i := range padded {
+		padded[i].Certificate = string(one.CertPEM())
+	}
+	if n := len(body(padded)); n > maxImportBody {
+		t.Fatalf("%d clients with RSA-2048 certificates take %d bytes, over the import's %d", store.MaxPutClients, n, maxImportBody)
+	}
+	post := func(b []byte) (*httptest.ResponseRecorder, error) {
+		return serveTest(a, httptest.NewRequest(http.MethodPost, "/mtls/clients", bytes.NewReader(b)))
+	}
+	var apiErr caddy.APIError
+	if _, err := post(body(clients)); !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusBadRequest {
+		t.Fatalf("%d clients: %v", len(clients), err)
+	}
+	big := append(body(clients[:1])[:0:0], body(clients[:1])...)
+	big = append(big[:len(big)-1], []byte(strings.Repeat(" ", maxImportBody))...)
+	big = append(big, '}')
+	if _, err := post(big); !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusRequestEntityTooLarge ||
+		!strings.Contains(apiErr.Message, fmt.Sprintf("larger than %d KiB", maxImportBody>>10)) {
+		t.Fatalf("a body over %d bytes: %v", maxImportBody, err)
+	}
+	checkOnlyKeep(t, s)
+	w, err := post(body(clients[:store.MaxPutClients]))
+	if err != nil || !strings.Contains(w.Body.String(), fmt.Sprintf(`"stored":%d`, store.MaxPutClients)) {
+		t.Fatalf("%d clients: %v %s", store.MaxPutClients, err, w.Body)
+	}
+}

@@ -231,8 +231,9 @@ type NewClient struct {
 	Groups      []string `json:"groups,omitempty"`
 }
 
-// MaxPutClients is the most clients one PutClients stores.
-const MaxPutClients = 10000
+// MaxPutClients is the most clients one PutClients stores: a batch is
+// written under the clients' lock, within Timeout.
+const MaxPutClients = 1000
 
 // PutClients adds or replaces many clients at once, as PutClient each, in
 // one change of the stored clients: all are checked (names, certificates,

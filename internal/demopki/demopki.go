@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -55,6 +56,9 @@ type Options struct {
 	// hostile CA may sign. With RawURIs set, URIs and Emails are not used.
 	RawURIs []string
 	Emails  []string
+	// RSABits makes the certificate's key RSA of that size; the default
+	// is ECDSA P-256.
+	RSABits int
 	// OCSPServer is the certificate's OCSP responder (AIA).
 	OCSPServer []string
 	// CRLDistributionPoints are the URLs of the certificate's CRL
@@ -78,7 +82,13 @@ func (c *Cert) Issue(opts Options) (*Cert, error) {
 }
 
 func newCert(opts Options, issuer *Cert) (*Cert, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var key crypto.Signer
+	var err error
+	if opts.RSABits > 0 {
+		key, err = rsa.GenerateKey(rand.Reader, opts.RSABits)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +201,7 @@ func (c *Cert) ChainPEM() []byte {
 func (c *Cert) KeyPEM() []byte {
 	der, err := x509.MarshalPKCS8PrivateKey(c.Key)
 	if err != nil {
-		panic(err) // an ECDSA key always marshals
+		panic(err) // an ECDSA or RSA key always marshals
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
