@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -52,6 +53,28 @@ func newAdminClient(cmd *cobra.Command) (*adminClient, error) {
 		return nil, fmt.Errorf("finding the admin endpoint's address in %s: %w", config, err)
 	}
 	return &adminClient{addr: addr}, nil
+}
+
+// keepsKeyLocal reports, as an error, an admin endpoint that a private key
+// would reach in clear over a network: the admin API is plain HTTP (as
+// `caddy reload` speaks it), so only a unix socket or a loopback address
+// keeps a key on the machine. A host name other than localhost may resolve
+// anywhere.
+func (c *adminClient) keepsKeyLocal() error {
+	addr, err := caddy.ParseNetworkAddress(c.addr)
+	if err != nil {
+		return fmt.Errorf("admin address %q: %w", c.addr, err)
+	}
+	if addr.IsUnixNetwork() || addr.IsFdNetwork() {
+		return nil
+	}
+	if strings.EqualFold(addr.Host, "localhost") {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(addr.Host); err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("the admin endpoint %s is not loopback or a unix socket, and the admin API is plain HTTP: the private key would cross the network in clear; upload on the Caddy host (or through an SSH tunnel to its localhost:2019), or give --send-key-in-clear", c.addr)
 }
 
 // apiError is an answer of the admin API with an error status.

@@ -4,6 +4,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
@@ -70,5 +72,46 @@ func TestSubjectFlags(t *testing.T) {
 	}
 	if err := subjectFromFlags(cmd, &req); err == nil {
 		t.Fatal("--province and --state that differ accepted")
+	}
+}
+
+// TestUploadKeepsKeyLocal: an upload to an admin endpoint that is neither
+// loopback nor a unix socket is refused before the key file is read or
+// anything is sent (the admin API is plain HTTP), unless
+// --send-key-in-clear; loopback and unix socket addresses pass the check.
+func TestUploadKeepsKeyLocal(t *testing.T) {
+	for addr, local := range map[string]bool{
+		"localhost:2019":              true,
+		"LOCALHOST:2019":              true,
+		"127.0.0.1:2019":              true,
+		"127.8.9.1:2019":              true,
+		"[::1]:2019":                  true,
+		"unix//run/caddy/admin.sock":  true,
+		"192.0.2.10:2019":             false,
+		"[2001:db8::1]:2019":          false,
+		"admin.example.internal:2019": false,
+		"0.0.0.0:2019":                false,
+	} {
+		err := (&adminClient{addr: addr}).keepsKeyLocal()
+		if (err == nil) != local {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+	// Through the command: refused with a usage error, the key file (which
+	// does not exist) never read.
+	dir := t.TempDir()
+	c := demopki.Must(demopki.SelfSigned(demopki.Options{CommonName: "upload"}))
+	certPath, _, err := c.WriteFiles(dir, "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := keyPairsCommand()
+	cmd.SetArgs([]string{"upload", "gw", certPath, dir + "/no-such-key.pem", "--address", "192.0.2.10:2019"})
+	var stderr strings.Builder
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(&stderr)
+	err = cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "exiting with status 2") || !strings.Contains(stderr.String(), "in clear") || strings.Contains(stderr.String(), "no-such-key") {
+		t.Fatalf("upload to 192.0.2.10: %v, %q", err, stderr.String())
 	}
 }

@@ -222,6 +222,15 @@ in DER. An existing <name> is refused (HTTP 409) unless --replace is given.
 			if cert, err = certificateAsPEM(cert); err != nil {
 				return &usageError{fmt.Errorf("%s: %w", args[1], err)}
 			}
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			if clear, _ := cmd.Flags().GetBool("send-key-in-clear"); !clear {
+				if err := c.keepsKeyLocal(); err != nil {
+					return &usageError{err}
+				}
+			}
 			key, err := readInput(cmd, args[2])
 			if err != nil {
 				return err
@@ -236,6 +245,7 @@ in DER. An existing <name> is refused (HTTP 409) unless --replace is given.
 	for _, c := range []*cobra.Command{generate, upload} {
 		c.Flags().Bool("replace", false, "replace a key pair of that name")
 	}
+	upload.Flags().Bool("send-key-in-clear", false, "send the private key to an admin endpoint that is neither loopback nor a unix socket (the admin API is plain HTTP)")
 	for _, c := range []*cobra.Command{list, generate, upload} {
 		c.Flags().Bool("json", false, "print the admin API's JSON answer")
 	}
