@@ -115,6 +115,7 @@ type Handler struct {
 
 	optional        bool
 	checker         certcheck.Checker // the trust pool and revocation
+	trustCAs        []*x509.Certificate // the trust pool's, where its source lists them
 	pinned          map[[sha256.Size]byte]*Client
 	headerField     string
 	chainField      string
@@ -159,8 +160,10 @@ type Client struct {
 	// of `certificate_file` and `certificate` is required.
 	Certificate string `json:"certificate,omitempty"`
 
-	// The certificates after the client's in its PEM (its chain), which
-	// tell its issuer for revocation checks whatever the client sends.
+	// The client's certificate, then the certificates after it in its PEM
+	// (its chain), which tell its issuer for revocation checks whatever the
+	// client sends.
+	cert  *x509.Certificate
 	chain []*x509.Certificate
 }
 
@@ -290,8 +293,9 @@ func (h *Handler) provisionTrust(ctx caddy.Context) error {
 	}
 	h.checker.Roots = ca.CertPool()
 	if lister, ok := ca.(caddytls.CertificateProvider); ok {
+		h.trustCAs = lister.Certificates()
 		trust := map[string]time.Time{}
-		for _, c := range lister.Certificates() {
+		for _, c := range h.trustCAs {
 			trust[certcodec.Name(c)] = c.NotAfter
 		}
 		metrics.SetExpiry(h, metrics.KindTrust, trust)
@@ -324,7 +328,7 @@ func (h *Handler) provisionPinned(caddy.Context) error {
 			return fmt.Errorf("client %q: %w", c.Alias, err)
 		}
 		cert := certs[0]
-		c.chain = certs[1:]
+		c.cert, c.chain = cert, certs[1:]
 		fp := sha256.Sum256(cert.Raw)
 		if other, dup := h.pinned[fp]; dup {
 			return fmt.Errorf("client %q: same certificate as client %q", c.Alias, other.Alias)

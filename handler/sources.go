@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
+	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/trustpool"
 )
 
@@ -72,7 +73,51 @@ func (h *Handler) provisionHeaderSources(ctx caddy.Context, hc *Header) error {
 		}
 		h.proxyRoots = ca.CertPool()
 		h.proxies = certcheck.NewCache[[]byte](256)
+		if err := h.checkProxiesApart(); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// checkProxiesApart refuses a from_client_certificate pool that callers'
+// certificates chain to as well: a trust_pool CA (or a pinned client) that
+// verifies to it makes every caller it accepts an allowed proxy, which
+// could set the header and name any other caller. With `from`, only
+// callers at those addresses could: a warning. A trust pool whose source
+// does not list its certificates (`system`) cannot be checked.
+func (h *Handler) checkProxiesApart() error {
+	var shared string
+	now := time.Now()
+	check := func(what string, c *x509.Certificate, inter []*x509.Certificate) {
+		if shared != "" {
+			return
+		}
+		pool := x509.NewCertPool()
+		for _, i := range inter {
+			pool.AddCert(i)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: h.proxyRoots, Intermediates: pool, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			shared = fmt.Sprintf("%s %s", what, certcodec.Name(c))
+		}
+	}
+	for _, c := range h.trustCAs {
+		check("trust_pool's CA", c, nil)
+	}
+	for _, c := range h.Clients {
+		check(fmt.Sprintf("pinned client %q,", c.Alias), c.cert, c.chain)
+	}
+	if shared == "" {
+		return nil
+	}
+	if len(h.from) == 0 && !h.fromTrusted {
+		return fmt.Errorf("from_client_certificate: %s chains to it too, so every caller it accepts could set the header "+
+			"and name any other caller: give the load balancers a CA of their own, or add from <their addresses>", shared)
+	}
+	h.logger.Warn("client_cert_auth: callers' certificates chain to from_client_certificate too: a caller at a from address "+
+		"could set the header and name any other caller; give the load balancers a CA of their own",
+		zap.String("certificate", shared))
 	return nil
 }
 

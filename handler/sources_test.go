@@ -209,3 +209,53 @@ func TestProxyRevoked(t *testing.T) {
 		t.Fatalf("a revoked load balancer's header believed: %d %v", res.status, res.err)
 	}
 }
+
+// TestProxyPoolSharedWithCallers: when the certificates that make a
+// connection an allowed proxy (from_client_certificate) are also callers'
+// (a trust_pool CA chains to it, or a pinned client does), every such
+// caller could set the header and name any other caller; without `from`
+// to narrow it, provisioning fails saying so. Found in review: it was
+// accepted silently.
+func TestProxyPoolSharedWithCallers(t *testing.T) {
+	p := newPKI(t)
+	write := func(c *demopki.Cert, name string) string {
+		path, _, err := c.WriteFiles(p.dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	lbCA := demopki.Must(demopki.NewCA("LB CA"))
+	pinnedByLB := demopki.Must(lbCA.Issue(demopki.Options{CommonName: "pinned-by-lb"}))
+	pool := func(path string) string { return `{"provider":"file","pem_files":["` + path + `"]}` }
+	cfg := func(trust, pinned, header string) string {
+		c := `{"trust_pool":` + pool(trust) + `, "header":` + header
+		if pinned != "" {
+			c += `, "clients":[{"alias":"p","certificate_file":"` + pinned + `"}]`
+		}
+		return c + "}"
+	}
+	root, mid, lb := p.rootPath, write(p.mid, "mid"), write(lbCA, "lb-ca")
+	for _, tc := range []struct {
+		name, config string
+		shared       bool
+	}{
+		{"same CA", cfg(root, "", `{"from_client_certificate":`+pool(root)+`}`), true},
+		{"callers' intermediate under the proxies' root", cfg(mid, "", `{"from_client_certificate":`+pool(root)+`}`), true},
+		{"a pinned client issued by the proxies' CA", cfg(root, write(pinnedByLB, "pinned-by-lb"), `{"from_client_certificate":`+pool(lb)+`}`), true},
+		{"a CA of their own", cfg(root, p.pinnedPath, `{"from_client_certificate":`+pool(lb)+`}`), false},
+		{"the proxies' root under the callers' (the other way)", cfg(root, "", `{"from_client_certificate":`+pool(mid)+`}`), false},
+	} {
+		_, err := tryProvision(tc.config)
+		if tc.shared != (err != nil) {
+			t.Errorf("%s: %v", tc.name, err)
+		} else if tc.shared && !strings.Contains(err.Error(), "could set the header") {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		// With from narrowing who may be a proxy: a warning, not an error.
+		withFrom := strings.Replace(tc.config, `"header":{`, `"header":{"from":["10.1.0.0/16"],`, 1)
+		if _, err := tryProvision(withFrom); err != nil {
+			t.Errorf("%s, with from: %v", tc.name, err)
+		}
+	}
+}
