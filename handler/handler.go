@@ -114,7 +114,7 @@ type Handler struct {
 	Name string `json:"name,omitempty"`
 
 	optional        bool
-	checker         certcheck.Checker // the trust pool and revocation
+	checker         certcheck.Checker   // the trust pool and revocation
 	trustCAs        []*x509.Certificate // the trust pool's, where its source lists them
 	pinned          map[[sha256.Size]byte]*Client
 	headerField     string
