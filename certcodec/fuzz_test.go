@@ -49,6 +49,8 @@ func FuzzDecode(f *testing.F) {
 		Encode(inter, XFCC) + "," + Encode(leaf, XFCC),
 		Encode(leaf, XFCC) + ", " + Encode(inter, XFCC) + "," + Encode(leaf, XFCC),
 		Encode(inter, XFCC) + ";DNS=x," + Encode(leaf, XFCC),
+		// A value that ends in '\' inside a quote (a last SAN `"\`).
+		Encode(leaf, XFCC) + `,x="\`,
 		`By=spiffe://a;Subject="CN=\"q\";,=";Cert=` + url.PathEscape(pemLeaf),
 		`Hash=00;URI="unterminated`,
 		"By=a,",
@@ -115,8 +117,10 @@ func FuzzDecode(f *testing.F) {
 		}
 		if found == XFCC {
 			// The caller is the last element: read alone, it says the same.
-			if elems, err := splitXFCC(value); err != nil || len(elems) == 0 {
-				t.Fatalf("decoded, but its elements do not split: %v", err)
+			// And the elements are those the grammar makes, whole.
+			commas, closed := xfccCommas(value)
+			if elems, err := splitXFCC(value); err != nil || !closed || len(elems) != commas+1 {
+				t.Fatalf("decoded, but splits into %d elements (%v), the grammar into %d (quotes closed: %v)", len(elems), err, commas+1, closed)
 			} else if alone, _, err := Decode(elems[len(elems)-1], XFCC); err != nil || len(alone) != len(ders) || !bytes.Equal(alone[0], ders[0]) {
 				t.Fatalf("the last element alone decodes otherwise: %v", err)
 			}
@@ -136,6 +140,33 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// xfccCommas counts the ',' of v outside quoted values, reading the XFCC
+// grammar on its own: a quoted value runs from a '"' to the next '"' that
+// no '\' escapes. closed is false when a quote is left open.
+func xfccCommas(v string) (commas int, closed bool) {
+	const outside, quoted, escaped = 0, 1, 2
+	state := outside
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; state {
+		case outside:
+			if c == '"' {
+				state = quoted
+			} else if c == ',' {
+				commas++
+			}
+		case quoted:
+			if c == '\\' {
+				state = escaped
+			} else if c == '"' {
+				state = outside
+			}
+		case escaped:
+			state = quoted
+		}
+	}
+	return commas, state == outside
 }
 
 // FuzzParsePEM checks that no PEM text (a pinned client's file, an admin API

@@ -234,15 +234,20 @@ func rawSANs(der []byte) (uris, dns []string, err error) {
 const maxXFCCElements = MaxCerts
 
 // splitXFCC returns the elements of v: its parts between ',' outside quoted
-// values. Every quote must be closed and no element be empty.
+// values. Every quote must be closed, a '\\' in a quoted value must escape
+// a byte, and no element may be empty.
 func splitXFCC(v string) ([]string, error) {
 	var elems []string
-	inQuote, start := false, 0
+	inQuote, escaped, start := false, false, 0
 	for i := 0; i <= len(v); i++ {
 		if i < len(v) {
-			switch c := v[i]; {
+			c := v[i]
+			switch {
+			case escaped:
+				escaped = false // a quoted pair: this byte is literal
+				continue
 			case inQuote && c == '\\':
-				i++ // a quoted pair: the next byte is literal
+				escaped = true
 				continue
 			case c == '"':
 				inQuote = !inQuote
@@ -254,7 +259,7 @@ func splitXFCC(v string) ([]string, error) {
 		if inQuote {
 			return nil, fmt.Errorf("%w: xfcc value has an unterminated quote", ErrMalformed)
 		}
-		elem := trimOWS(v[start:min(i, len(v))])
+		elem := trimOWS(v[start:i])
 		if elem == "" {
 			return nil, fmt.Errorf("%w: empty xfcc element", ErrMalformed)
 		}

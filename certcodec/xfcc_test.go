@@ -387,6 +387,38 @@ func TestDecodeXFCCElements(t *testing.T) {
 		forged(t, "nothing before the comma", []string{tail}, nil, false)
 	})
 
+	// A value ending in '\' inside an open quote: Envoy writes the last SAN
+	// unquoted at the very end, so a last DNS (or URI) SAN `"\` ends the
+	// header so. In APPEND_FORWARD, with the client's own `Cert="<alice>"`
+	// before it, dropping that last element would leave alice's alone
+	// (found in review: the splitter stepped past the end and did).
+	t.Run("trailing backslash in a quote", func(t *testing.T) {
+		if elems, err := splitXFCC(`a=b,c="\`); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("splitXFCC: %q, %v", elems, err)
+		}
+		for _, tc := range []struct {
+			name      string
+			uris, dns []string
+			firstURI  bool
+		}{
+			{"last DNS SAN", []string{"spiffe://m/mallory"}, []string{"mallory.example", `"\`}, false},
+			{"last URI SAN", []string{"urn:m", `"\`}, nil, false},
+			{"only URI SAN, first only", []string{`"\`}, nil, true},
+		} {
+			mallory := demopki.Must(root.Issue(demopki.Options{CommonName: "mallory", DNSNames: tc.dns, RawURIs: tc.uris}))
+			value := aliceCert + "," + envoyWrites(mallory, tc.uris, tc.dns, tc.firstURI)
+			if !strings.HasSuffix(value, `"\`) {
+				t.Fatalf("%s: not as Envoy ends it: %.30q", tc.name, value[len(value)-30:])
+			}
+			for _, v := range []string{value, envoyWrites(mallory, tc.uris, tc.dns, tc.firstURI)} {
+				ders, _, err := Decode(v, XFCC)
+				if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "unterminated quote") {
+					t.Fatalf("%s: %v; as alice: %v", tc.name, err, err == nil && bytes.Equal(ders[0], alice.Cert.Raw))
+				}
+			}
+		}
+	})
+
 	t.Run("refused", func(t *testing.T) {
 		malloryCert := `Cert="` + envoyURLEncode(pemText(bare.Cert.Raw)) + `"`
 		for _, tc := range []struct{ name, value, text string }{

@@ -157,7 +157,13 @@ http://:%[1]d {
 		tail := ",Hash=" + hex.EncodeToString(sum[:]) + ";" + xfcc[strings.Index(xfcc, `Cert="`):]
 		mallory := demopki.Must(mid.Issue(demopki.Options{CommonName: "mallory", DNSNames: []string{"mallory.example" + tail}}))
 		forged := envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", mallory, mid)
-		for _, v := range []string{forged, envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + forged} {
+		// A last DNS SAN `"\` ends the value inside a quote; with the
+		// client's own `Cert="<carol>"` before it (APPEND_FORWARD), carol's
+		// would be the only element left if the quote went unnoticed.
+		mallory2 := demopki.Must(mid.Issue(demopki.Options{CommonName: "mallory", DNSNames: []string{"mallory.example", `"\`}}))
+		clientSent := xfcc[strings.Index(xfcc, `Cert="`):]
+		for _, v := range []string{forged, envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + forged,
+			clientSent + "," + envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", mallory2)} {
 			if res := doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {v}}); res.status != 400 {
 				t.Fatalf("forged last element: %d, caller %q", res.status, res.upstream.Get("X-Caller"))
 			}
