@@ -196,14 +196,25 @@ func checkXFCCElement(e *xfccElement) ([][]byte, error) {
 // oidSubjectAltName is the subjectAltName extension's.
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
-// rawSANs returns a certificate's URI and DNS SANs as signed: Go's parser
-// keeps URIs only as parsed URLs, whose String may differ from the bytes a
-// proxy writes.
+// rawSANs returns the URI and DNS SANs of the certificate der as signed
+// (see sanStrings).
 func rawSANs(der []byte) (uris, dns []string, err error) {
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, nil, fmt.Errorf("its Cert: %v", err)
 	}
+	uris, dns, ok := sanStrings(c)
+	if !ok {
+		return nil, nil, errors.New("its Cert: malformed subjectAltName")
+	}
+	return uris, dns, nil
+}
+
+// sanStrings returns a certificate's URI and DNS SANs as signed, byte for
+// byte, in order, as Envoy writes them: Go's parser keeps URIs only as
+// parsed URLs, whose String may differ (a scheme in upper case is written
+// in lower case). ok is false if the extension does not read.
+func sanStrings(c *x509.Certificate) (uris, dns []string, ok bool) {
 	for _, ext := range c.Extensions {
 		if !ext.Id.Equal(oidSubjectAltName) {
 			continue
@@ -211,13 +222,13 @@ func rawSANs(der []byte) (uris, dns []string, err error) {
 		in := cryptobyte.String(ext.Value)
 		var names cryptobyte.String
 		if !in.ReadASN1(&names, cbasn1.SEQUENCE) || !in.Empty() {
-			return nil, nil, errors.New("its Cert: malformed subjectAltName")
+			return nil, nil, false
 		}
 		for !names.Empty() {
 			var name cryptobyte.String
 			var tag cbasn1.Tag
 			if !names.ReadAnyASN1(&name, &tag) {
-				return nil, nil, errors.New("its Cert: malformed subjectAltName")
+				return nil, nil, false
 			}
 			switch tag {
 			case cbasn1.Tag(2).ContextSpecific():
@@ -227,7 +238,7 @@ func rawSANs(der []byte) (uris, dns []string, err error) {
 			}
 		}
 	}
-	return uris, dns, nil
+	return uris, dns, true
 }
 
 // maxXFCCElements is the most elements a value may have: one per proxy.
@@ -336,8 +347,8 @@ func isToken(s string) bool {
 // encodeXFCC writes one XFCC element for the certificate der (c, if not nil,
 // is it parsed), as Envoy and Istio write the caller's: Hash, Cert (quoted,
 // URL-encoded PEM ending in a newline, byte for byte Envoy's), then, from c,
-// Subject (always quoted), a URI pair per URI SAN and a DNS pair per DNS SAN,
-// quoted where they hold what needs it. No By: that names the proxy's own
+// Subject (always quoted), a URI pair per URI SAN and a DNS pair per DNS SAN
+// as signed, quoted where they hold what needs it. No By: that names the proxy's own
 // URI SAN, which Caddy's server certificate need not have.
 func encodeXFCC(der []byte, c *x509.Certificate) string {
 	sum := sha256.Sum256(der)
@@ -354,11 +365,12 @@ func encodeXFCC(der []byte, c *x509.Certificate) string {
 	}
 	sb.WriteString(";Subject=")
 	writeXFCCValue(&sb, c.Subject.String(), true)
-	for _, u := range c.URIs {
+	uris, dns, _ := sanStrings(c) // c parsed: its extension reads
+	for _, u := range uris {
 		sb.WriteString(";URI=")
-		writeXFCCValue(&sb, u.String(), false)
+		writeXFCCValue(&sb, u, false)
 	}
-	for _, d := range c.DNSNames {
+	for _, d := range dns {
 		sb.WriteString(";DNS=")
 		writeXFCCValue(&sb, d, false)
 	}

@@ -332,6 +332,7 @@ func TestDecodeXFCCElements(t *testing.T) {
 	alice := issue("alice", []string{"alice.example"}, []string{aliceURI, "urn:alice:2"})
 	edge := issue("edge", nil, []string{"spiffe://cluster.local/ns/edge/sa/envoy"})
 	bare := issue("bare", nil, nil)
+	upper := issue("upper", []string{"up.example"}, []string{"SPIFFE://cluster.local/ns/up/sa/Upper", "urn:x:y,z"})
 	aliceXFCC := envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, false)
 	edgeXFCC := envoyWrites(edge, []string{"spiffe://cluster.local/ns/edge/sa/envoy"}, nil, false)
 	aliceCert := `Cert="` + envoyURLEncode(pemText(alice.Cert.Raw)) + `"`
@@ -348,6 +349,8 @@ func TestDecodeXFCCElements(t *testing.T) {
 			{"first URI only (Envoy < 1.23)", edgeXFCC + "," + envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, true), alice},
 			{"no URI, no DNS pairs", "Hash=" + hashOf(edge.Cert.Raw) + `;Cert="` + envoyURLEncode(pemText(edge.Cert.Raw)) + `",` + aliceCert, alice},
 			{"as Caddy forwards it", EncodeCertificate(edge.Cert, XFCC) + "," + EncodeCertificate(alice.Cert, XFCC), alice},
+			// The URI as signed, not as Go's url package writes it back.
+			{"as Caddy forwards it, URI scheme in capitals", EncodeCertificate(upper.Cert, XFCC) + "," + EncodeCertificate(alice.Cert, XFCC), alice},
 		} {
 			ders, found, err := Decode(tc.value, Auto)
 			if err != nil || found != XFCC || !bytes.Equal(ders[0], tc.want.Cert.Raw) {
