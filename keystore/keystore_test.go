@@ -548,3 +548,70 @@ func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
 		t.Fatalf("two keys in one SafeContents: %v", err)
 	}
 }
+
+// TestPKCS12TotalIterations: each key derivation within MaxIterations is
+// not enough: a file of many shrouded keys, each asking for MaxIterations,
+// would hold a config load for as many seconds. Their sum over the places
+// checked before the password is bounded too (maxTotalIterations).
+func TestPKCS12TotalIterations(t *testing.T) {
+	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
+	path := filepath.Join(t.TempDir(), "gw.p12")
+	if err := gw.WriteP12(path, "p12pass"); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marshal := func(v any) []byte {
+		t.Helper()
+		der, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	// keys returns the file with its shrouded key bag n times, each asking
+	// for MaxIterations.
+	keys := func(n int) []byte {
+		var pfx pfxPDU
+		if _, err := asn1.Unmarshal(good, &pfx); err != nil {
+			t.Fatal(err)
+		}
+		contents := pfx.contents()
+		if len(contents) != 2 {
+			t.Fatalf("go-pkcs12's layout: %d contents", len(contents))
+		}
+		bags := contents[1].plainBags()
+		if len(bags) != 1 || !bags[0].ID.Equal(oidShroudedKeyBag) {
+			t.Fatalf("go-pkcs12's layout: %d bags", len(bags))
+		}
+		var key encryptedPrivateKeyInfo
+		if _, err := asn1.Unmarshal(bags[0].Value.Bytes, &key); err != nil {
+			t.Fatal(err)
+		}
+		kdf := pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: MaxIterations, KeyLength: 32,
+			Prf: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}}
+		key.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: marshal(pbes2Params{
+			Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(kdf)}},
+			EncryptionScheme: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}, // AES-256-CBC
+				Parameters: asn1.RawValue{FullBytes: marshal(make([]byte, 16))}}})}}
+		bag := bags[0]
+		bag.Value = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(key)}
+		many := make([]safeBag, n)
+		for i := range many {
+			many[i] = bag
+		}
+		contents[1].Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(marshal(many))}
+		pfx.AuthSafe.Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(marshal(contents))}
+		return marshal(pfx)
+	}
+	within := maxTotalIterations/MaxIterations - 1 // and the MAC's 2048
+	if err := checkPKCS12Work(keys(within)); err != nil {
+		t.Fatalf("%d keys of MaxIterations: %v", within, err)
+	}
+	err = checkPKCS12Work(keys(within + 1))
+	if !errors.Is(err, errTooMuchDerivation) || !strings.Contains(err.Error(), "in all") {
+		t.Fatalf("%d keys of MaxIterations: %v", within+1, err)
+	}
+}

@@ -157,7 +157,7 @@ func pbkdf2Of(kdf pkix.AlgorithmIdentifier) (prf func() hash.Hash, salt []byte, 
 	if !kdf.Algorithm.Equal(oidPBKDF2) {
 		return nil, nil, 0, 0, fmt.Errorf("key derivation %v is not PBKDF2", kdf.Algorithm)
 	}
-	if err := checkKDF("key derivation", kdf); err != nil {
+	if _, err := checkKDF("key derivation", kdf); err != nil {
 		return nil, nil, 0, 0, err
 	}
 	var params pbkdf2Params
@@ -187,7 +187,7 @@ func decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, pw p12Password) ([
 // pbeDecrypt decrypts with a PKCS#12 password-based encryption (RFC 7292
 // appendix C): key and IV from the PKCS#12 KDF with SHA-1.
 func pbeDecrypt(alg pkix.AlgorithmIdentifier, ciphertext, bmpPassword []byte) ([]byte, error) {
-	if err := checkAlgorithm("encryption", alg); err != nil {
+	if _, err := checkAlgorithm("encryption", alg); err != nil {
 		return nil, err
 	}
 	var params pbeParams

@@ -25,6 +25,11 @@ const MaxIterations = 1_000_000
 // mutated count costs it milliseconds rather than a second.
 var iterationLimit = MaxIterations
 
+// maxTotalIterations bounds the key derivation of one file in all, over the
+// places checked before the password (checkPKCS12Work): a key store of a
+// hundred keytool entries asks for a million.
+const maxTotalIterations = 4 * MaxIterations
+
 // maxKeyLength bounds the PBKDF2 key length a file may ask for, in bytes
 // (AES-256 and HMAC-SHA-512 need 64 at most).
 const maxKeyLength = 64
@@ -112,21 +117,31 @@ func checkPKCS12Work(data []byte) error {
 	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
 		return nil
 	}
+	total := 0
+	add := func(n int, err error) error {
+		if err != nil {
+			return err
+		}
+		if total += n; total > maxTotalIterations {
+			return fmt.Errorf("PKCS#12 file asks for more than %d iterations of key derivation in all: refused (%w)", maxTotalIterations, errTooMuchDerivation)
+		}
+		return nil
+	}
 	if alg := pfx.MacData.Mac.Algorithm; alg.Algorithm.Equal(oidPBMAC1) {
 		var params pbmac1Params
 		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err == nil {
-			if err := checkKDF("MAC", params.Kdf); err != nil {
+			if err := add(checkKDF("MAC", params.Kdf)); err != nil {
 				return err
 			}
 		}
-	} else if err := checkCount("MAC", pfx.MacData.Iterations); err != nil {
+	} else if err := add(pfx.MacData.Iterations, checkCount("MAC", pfx.MacData.Iterations)); err != nil {
 		return err
 	}
 	for i, ci := range pfx.contents() {
 		if ci.ContentType.Equal(oidEncryptedData) {
 			var ed encryptedData
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err == nil {
-				if err := checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm); err != nil {
+				if err := add(checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm)); err != nil {
 					return err
 				}
 			}
@@ -138,7 +153,7 @@ func checkPKCS12Work(data []byte) error {
 				continue
 			}
 			if _, err := asn1.Unmarshal(bag.Value.Bytes, &key); err == nil {
-				if err := checkAlgorithm(fmt.Sprintf("key %d of contents %d", j+1, i+1), key.Algorithm); err != nil {
+				if err := add(checkAlgorithm(fmt.Sprintf("key %d of contents %d", j+1, i+1), key.Algorithm)); err != nil {
 					return err
 				}
 			}
@@ -199,8 +214,9 @@ func unmarshalOctets(der []byte, v any) bool {
 	return err == nil
 }
 
-// checkAlgorithm checks a password-based encryption's key derivation.
-func checkAlgorithm(where string, alg pkix.AlgorithmIdentifier) error {
+// checkAlgorithm checks a password-based encryption's key derivation, and
+// returns its iteration count (0 for one it does not know).
+func checkAlgorithm(where string, alg pkix.AlgorithmIdentifier) (int, error) {
 	switch {
 	case alg.Algorithm.Equal(oidPBES2):
 		var params pbes2Params
@@ -210,25 +226,26 @@ func checkAlgorithm(where string, alg pkix.AlgorithmIdentifier) error {
 	case len(alg.Algorithm) == len(oidPKCS12PBE)+1 && asn1.ObjectIdentifier(alg.Algorithm[:len(oidPKCS12PBE)]).Equal(oidPKCS12PBE):
 		var params pbeParams
 		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &params); err == nil {
-			return checkCount(where, params.Iterations)
+			return params.Iterations, checkCount(where, params.Iterations)
 		}
 	}
-	return nil
+	return 0, nil
 }
 
-// checkKDF checks a PBKDF2 key derivation's count and key length.
-func checkKDF(where string, kdf pkix.AlgorithmIdentifier) error {
+// checkKDF checks a PBKDF2 key derivation's count and key length, and
+// returns its count.
+func checkKDF(where string, kdf pkix.AlgorithmIdentifier) (int, error) {
 	if !kdf.Algorithm.Equal(oidPBKDF2) {
-		return nil
+		return 0, nil
 	}
 	var params pbkdf2Params
 	if _, err := asn1.Unmarshal(kdf.Parameters.FullBytes, &params); err != nil {
-		return nil
+		return 0, nil
 	}
 	if params.KeyLength < 0 || params.KeyLength > maxKeyLength {
-		return fmt.Errorf("PKCS#12 %s asks for a derived key of %d bytes: refused (%w)", where, params.KeyLength, errTooMuchDerivation)
+		return 0, fmt.Errorf("PKCS#12 %s asks for a derived key of %d bytes: refused (%w)", where, params.KeyLength, errTooMuchDerivation)
 	}
-	return checkCount(where, params.Iterations)
+	return params.Iterations, checkCount(where, params.Iterations)
 }
 
 // checkCount checks an iteration count.
@@ -434,7 +451,7 @@ func pbes2Decrypt(alg pkix.AlgorithmIdentifier, ciphertext []byte, password stri
 	if !alg.Algorithm.Equal(oidPBES2) {
 		return nil, fmt.Errorf("encryption %v is not PBES2", alg.Algorithm)
 	}
-	if err := checkAlgorithm("encryption", alg); err != nil {
+	if _, err := checkAlgorithm("encryption", alg); err != nil {
 		return nil, err
 	}
 	var params pbes2Params
