@@ -82,6 +82,11 @@ func decodeXFCC(v string) ([][]byte, error) {
 		if ders, err = decodeXFCCCert(caller.cert); err != nil {
 			return nil, err
 		}
+		// Envoy always writes Hash, before the SANs: one that is not the
+		// Cert's tells a Cert a SAN supplied (Envoy set to write none).
+		if err := checkXFCCHash(&caller, ders[0]); err != nil {
+			return nil, fmt.Errorf("%w: xfcc element: %v", ErrMalformed, err)
+		}
 	}
 	if !caller.haveChain {
 		return ders, nil
@@ -170,11 +175,8 @@ func checkXFCCElement(e *xfccElement) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.haveHash {
-		sum := sha256.Sum256(ders[0])
-		if !strings.EqualFold(e.hash, hex.EncodeToString(sum[:])) {
-			return nil, errors.New("its Hash is not its Cert's")
-		}
+	if err := checkXFCCHash(e, ders[0]); err != nil {
+		return nil, err
 	}
 	uris, dns, err := rawSANs(ders[0])
 	if err != nil {
@@ -191,6 +193,19 @@ func checkXFCCElement(e *xfccElement) ([][]byte, error) {
 		return nil, errors.New("its DNS values are not its Cert's DNS SANs (a SAN holding ',' or ';'?)")
 	}
 	return ders, nil
+}
+
+// checkXFCCHash checks that e's Hash, if it has one, is the SHA-256 of der,
+// its Cert.
+func checkXFCCHash(e *xfccElement, der []byte) error {
+	if !e.haveHash {
+		return nil
+	}
+	sum := sha256.Sum256(der)
+	if !strings.EqualFold(e.hash, hex.EncodeToString(sum[:])) {
+		return errors.New("its Hash is not its Cert's")
+	}
+	return nil
 }
 
 // oidSubjectAltName is the subjectAltName extension's.

@@ -72,7 +72,8 @@ func TestDecodeXFCC(t *testing.T) {
 		{"keys in any case", strings.NewReplacer("By=", "by=", "Hash=", "HASH=", "Cert=", "cert=", "Chain=", "CHAIN=").Replace(caller), 2},
 		{"quoted values with , ; = and an escaped quote", `Subject="CN=a\"b, O=x;y=z";URI="spiffe://x/y?a=b;c,d";` + callerNoChain, 1},
 		{"unquoted cert", strings.Replace(callerNoChain, `Cert="`+envoyURLEncode(pemText(leaf))+`"`, "Cert="+envoyURLEncode(pemText(leaf)), 1), 1},
-		{"cert percent-encoded in full", "Hash=00;Cert=" + percentAll(pemText(leaf)), 1},
+		{"cert percent-encoded in full", "Hash=" + hashOf(leaf) + ";Cert=" + percentAll(pemText(leaf)), 1},
+		{"hash in capitals", "Hash=" + strings.ToUpper(hashOf(leaf)) + ";Cert=" + envoyURLEncode(pemText(leaf)), 1},
 		{"chain not starting with the leaf", `Cert="` + url.PathEscape(pemText(leaf)) + `";Chain="` + url.PathEscape(pemText(inter)) + `"`, 2},
 	}
 	for _, tc := range tests {
@@ -124,6 +125,7 @@ func TestDecodeXFCCMalformed(t *testing.T) {
 		{"pair without =", "Hash;" + cert, ErrMalformed, ""},
 		{"empty key", "=x;" + cert, ErrMalformed, ""},
 		{"cert twice", cert + ";" + cert, ErrMalformed, "twice"},
+		{"hash not the cert's", "Hash=" + hashOf(inter) + ";" + cert, ErrMalformed, "Hash"},
 		{"cert of two certificates", `Cert="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, ""},
 		{"cert a private key", `Cert="` + envoyURLEncode(key) + `"`, ErrMalformed, "private key"},
 		{"chain with a private key", cert + `;Chain="` + envoyURLEncode(pemText(leaf)+key) + `"`, ErrMalformed, "private key"},
@@ -419,6 +421,22 @@ func TestDecodeXFCCElements(t *testing.T) {
 					t.Fatalf("%s: %v; as alice: %v", tc.name, err, err == nil && bytes.Equal(ders[0], alice.Cert.Raw))
 				}
 			}
+		}
+	})
+
+	// Envoy without `cert` in set_current_client_cert_details writes no
+	// Cert, so a SAN can supply one after Envoy's Hash, in a single
+	// element (SANITIZE_SET): its Hash, always written, is the holder's.
+	t.Run("Cert from a SAN, Envoy writing none", func(t *testing.T) {
+		uri := "urn:m;" + aliceCert
+		mallory := issue("mallory", nil, []string{uri})
+		value := strings.Replace(envoyWrites(mallory, []string{uri}, nil, false), `Cert="`+envoyURLEncode(pemText(mallory.Cert.Raw))+`";`, "", 1)
+		if strings.Count(value, "Cert=") != 1 || !strings.Contains(value, "Hash="+hashOf(mallory.Cert.Raw)) {
+			t.Fatalf("not as Envoy writes it without cert: %.200s", value)
+		}
+		ders, _, err := Decode(value, XFCC)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "Hash") {
+			t.Fatalf("%v; as alice: %v", err, err == nil && bytes.Equal(ders[0], alice.Cert.Raw))
 		}
 	})
 
