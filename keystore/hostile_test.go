@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
 	"github.com/caddy-mtls/caddy-mtls/internal/safe"
 )
 
@@ -72,15 +71,7 @@ func TestPKCS12BadIV(t *testing.T) {
 // key pair with a trusted certificate entry, and the older encryptions
 // (RC2, 3DES) with one.
 func FuzzLoadPKCS12(f *testing.F) {
-	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
-	path := filepath.Join(f.TempDir(), "gw.p12")
-	if err := gw.WriteP12(path, "p12pass"); err != nil {
-		f.Fatal(err)
-	}
-	good, err := os.ReadFile(path)
-	if err != nil {
-		f.Fatal(err)
-	}
+	good := gatewayP12(f)
 	f.Add(good, "p12pass")
 	f.Add(good, "")
 	f.Add(badIVPKCS12(f), "")

@@ -496,23 +496,45 @@ func TestPKCS12DuplicateAliases(t *testing.T) {
 	}
 }
 
+// mustMarshal returns v's DER.
+func mustMarshal(t testing.TB, v any) []byte {
+	t.Helper()
+	der, err := asn1.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// explicit0 is der as an [0] EXPLICIT value.
+func explicit0(der []byte) asn1.RawValue {
+	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: der}
+}
+
+// gatewayP12 returns a PKCS#12 file of one key pair, password "p12pass", as
+// go-pkcs12 writes it.
+func gatewayP12(t testing.TB) []byte {
+	t.Helper()
+	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
+	path := filepath.Join(t.TempDir(), "gw.p12")
+	if err := gw.WriteP12(path, "p12pass"); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // TestPKCS12SeveralKeysUnreadable: a PKCS#12 file of two keys that the
 // reader of several key pairs cannot read either (here: all its bags in one
 // plain SafeContents, where go-pkcs12's ToPEM wants two) is refused with
 // that reader's reason, not as a trust store.
 func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
 	ca := demopki.Must(demopki.NewCA("P12 CA"))
-	marshal := func(v any) []byte {
-		t.Helper()
-		der, err := asn1.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
-	explicit := func(der []byte) asn1.RawValue {
-		return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: der}
-	}
+	marshal := func(v any) []byte { return mustMarshal(t, v) }
+	explicit := explicit0
 	oidKeyBag := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 1}
 	oidCertBag := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 3}
 	oidX509Cert := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}
@@ -554,23 +576,8 @@ func TestPKCS12SeveralKeysUnreadable(t *testing.T) {
 // would hold a config load for as many seconds. Their sum over the places
 // checked before the password is bounded too (maxTotalIterations).
 func TestPKCS12TotalIterations(t *testing.T) {
-	gw := demopki.Must(demopki.Must(demopki.NewCA("P12 CA")).Issue(demopki.Options{CommonName: "gateway"}))
-	path := filepath.Join(t.TempDir(), "gw.p12")
-	if err := gw.WriteP12(path, "p12pass"); err != nil {
-		t.Fatal(err)
-	}
-	good, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	marshal := func(v any) []byte {
-		t.Helper()
-		der, err := asn1.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
+	good := gatewayP12(t)
+	marshal := func(v any) []byte { return mustMarshal(t, v) }
 	// keys returns the file with its shrouded key bag n times, each asking
 	// for MaxIterations.
 	keys := func(n int) []byte {
@@ -597,20 +604,20 @@ func TestPKCS12TotalIterations(t *testing.T) {
 			EncryptionScheme: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}, // AES-256-CBC
 				Parameters: asn1.RawValue{FullBytes: marshal(make([]byte, 16))}}})}}
 		bag := bags[0]
-		bag.Value = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(key)}
+		bag.Value = explicit0(marshal(key))
 		many := make([]safeBag, n)
 		for i := range many {
 			many[i] = bag
 		}
-		contents[1].Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(marshal(many))}
-		pfx.AuthSafe.Content = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: marshal(marshal(contents))}
+		contents[1].Content = explicit0(marshal(marshal(many)))
+		pfx.AuthSafe.Content = explicit0(marshal(marshal(contents)))
 		return marshal(pfx)
 	}
 	within := maxTotalIterations/MaxIterations - 1 // and the MAC's 2048
 	if err := checkPKCS12Work(keys(within)); err != nil {
 		t.Fatalf("%d keys of MaxIterations: %v", within, err)
 	}
-	err = checkPKCS12Work(keys(within + 1))
+	err := checkPKCS12Work(keys(within + 1))
 	if !errors.Is(err, errTooMuchDerivation) || !strings.Contains(err.Error(), "in all") {
 		t.Fatalf("%d keys of MaxIterations: %v", within+1, err)
 	}
