@@ -62,31 +62,29 @@ func decodeXFCC(v string) ([][]byte, error) {
 		return nil, err
 	}
 	var caller xfccElement
-	var ders [][]byte
 	for i, s := range elems {
 		e, err := parseXFCCElement(s)
 		if err != nil {
 			return nil, fmt.Errorf("xfcc element %d of %d: %w", i+1, len(elems), err)
 		}
 		if len(elems) > 1 {
-			if ders, err = checkXFCCElement(&e); err != nil {
+			if err := checkXFCCElement(&e); err != nil {
 				return nil, fmt.Errorf("%w: xfcc element %d of %d: %v", ErrMalformed, i+1, len(elems), err)
 			}
 		}
 		caller = e
 	}
-	if ders == nil {
-		if !caller.haveCert {
-			return nil, fmt.Errorf("%w: the caller's xfcc element has no Cert", ErrMalformed)
-		}
-		if ders, err = decodeXFCCCert(caller.cert); err != nil {
-			return nil, err
-		}
-		// Envoy always writes Hash, before the SANs: one that is not the
-		// Cert's tells a Cert a SAN supplied (Envoy set to write none).
-		if err := checkXFCCHash(&caller, ders[0]); err != nil {
-			return nil, fmt.Errorf("%w: xfcc element: %v", ErrMalformed, err)
-		}
+	if !caller.haveCert {
+		return nil, fmt.Errorf("%w: the caller's xfcc element has no Cert", ErrMalformed)
+	}
+	ders, err := decodeXFCCCert(caller.cert)
+	if err != nil {
+		return nil, err
+	}
+	// Envoy always writes Hash, before the SANs: one that is not the Cert's
+	// tells a Cert a SAN supplied (an Envoy set to write none).
+	if err := checkXFCCHash(&caller, ders[0]); err != nil {
+		return nil, fmt.Errorf("%w: xfcc element: %v", ErrMalformed, err)
 	}
 	if !caller.haveChain {
 		return ders, nil
@@ -160,39 +158,38 @@ func parseXFCCElement(elem string) (xfccElement, error) {
 }
 
 // checkXFCCElement checks that e is what a proxy writes for the certificate
-// in its Cert, and returns that certificate: it has a Cert; its Hash, if
-// any, is the certificate's SHA-256; its URI pairs, if any, are exactly the
-// certificate's URI SANs in order, or only the first (Envoy before 1.23),
-// or one empty pair for none; its DNS pairs, if any, exactly its DNS SANs
-// in order; and the certificate parses. Values are compared with the SANs
-// as signed, byte for byte, as Envoy writes them: a SAN cut short at a ','
-// fails the comparison.
-func checkXFCCElement(e *xfccElement) ([][]byte, error) {
+// in its Cert: it has a Cert; its Hash, if any, is the certificate's
+// SHA-256; its URI pairs, if any, are exactly the certificate's URI SANs in
+// order, or only the first (Envoy before 1.23), or one empty pair for none;
+// its DNS pairs, if any, exactly its DNS SANs in order; and the certificate
+// parses. Values are compared with the SANs as signed, byte for byte, as
+// Envoy writes them: a SAN cut short at a ',' fails the comparison.
+func checkXFCCElement(e *xfccElement) error {
 	if !e.haveCert {
-		return nil, errors.New("no Cert (with several elements, each must carry its certificate)")
+		return errors.New("no Cert (with several elements, each must carry its certificate)")
 	}
 	ders, err := decodeXFCCCert(e.cert)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkXFCCHash(e, ders[0]); err != nil {
-		return nil, err
+		return err
 	}
 	uris, dns, err := rawSANs(ders[0])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	switch {
 	case len(e.uris) == 0, slices.Equal(e.uris, uris):
 	case len(uris) == 0 && len(e.uris) == 1 && e.uris[0] == "":
 	case len(uris) > 0 && len(e.uris) == 1 && e.uris[0] == uris[0]:
 	default:
-		return nil, errors.New("its URI values are not its Cert's URI SANs (a SAN holding ',' or ';'?)")
+		return errors.New("its URI values are not its Cert's URI SANs (a SAN holding ',' or ';'?)")
 	}
 	if len(e.dns) > 0 && !slices.Equal(e.dns, dns) {
-		return nil, errors.New("its DNS values are not its Cert's DNS SANs (a SAN holding ',' or ';'?)")
+		return errors.New("its DNS values are not its Cert's DNS SANs (a SAN holding ',' or ';'?)")
 	}
-	return ders, nil
+	return nil
 }
 
 // checkXFCCHash checks that e's Hash, if it has one, is the SHA-256 of der,
