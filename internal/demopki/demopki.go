@@ -125,7 +125,7 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 		tmpl.URIs = append(tmpl.URIs, parsed)
 	}
 	if opts.RawURIs != nil {
-		ext, err := rawSANs(opts.DNSNames, opts.RawURIs)
+		ext, err := SANExtension(opts.DNSNames, opts.RawURIs)
 		if err != nil {
 			return nil, err
 		}
@@ -164,9 +164,10 @@ func newCert(opts Options, issuer *Cert) (*Cert, error) {
 	return &Cert{Cert: cert, Key: key, Issuer: issuer}, nil
 }
 
-// rawSANs is a subjectAltName extension of dNSName [2] and
-// uniformResourceIdentifier [6] names, in that order, each as given.
-func rawSANs(dns, uris []string) (pkix.Extension, error) {
+// SANExtension is a subjectAltName extension of dNSName [2] and
+// uniformResourceIdentifier [6] names, in that order, each byte for byte as
+// given, whether Go's parser would take it or not.
+func SANExtension(dns, uris []string) (pkix.Extension, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		for _, d := range dns {
