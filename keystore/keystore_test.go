@@ -579,7 +579,8 @@ func TestPKCS12TotalIterations(t *testing.T) {
 	good := gatewayP12(t)
 	marshal := func(v any) []byte { return mustMarshal(t, v) }
 	// keys returns the file with its shrouded key bag n times, each asking
-	// for MaxIterations.
+	// for MaxIterations, after one asking for a negative count (which must
+	// not lower the sum).
 	keys := func(n int) []byte {
 		var pfx pfxPDU
 		if _, err := asn1.Unmarshal(good, &pfx); err != nil {
@@ -599,16 +600,20 @@ func TestPKCS12TotalIterations(t *testing.T) {
 		}
 		kdf := pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: MaxIterations, KeyLength: 32,
 			Prf: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}}
+		aes := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}, // AES-256-CBC
+			Parameters: asn1.RawValue{FullBytes: marshal(make([]byte, 16))}}
 		key.Algorithm = pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: marshal(pbes2Params{
-			Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(kdf)}},
-			EncryptionScheme: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}, // AES-256-CBC
-				Parameters: asn1.RawValue{FullBytes: marshal(make([]byte, 16))}}})}}
+			Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(kdf)}}, EncryptionScheme: aes})}}
 		bag := bags[0]
 		bag.Value = explicit0(marshal(key))
-		many := make([]safeBag, n)
+		many := make([]safeBag, n+1)
 		for i := range many {
 			many[i] = bag
 		}
+		kdf.Iterations = -1 << 40
+		key.Algorithm.Parameters = asn1.RawValue{FullBytes: marshal(pbes2Params{
+			Kdf: pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(kdf)}}, EncryptionScheme: aes})}
+		many[0].Value = explicit0(marshal(key))
 		contents[1].Content = explicit0(marshal(marshal(many)))
 		pfx.AuthSafe.Content = explicit0(marshal(marshal(contents)))
 		return marshal(pfx)

@@ -122,7 +122,7 @@ func checkPKCS12Work(data []byte) error {
 		if err != nil {
 			return err
 		}
-		if total += n; total > maxTotalIterations {
+		if total += max(n, 0); total > maxTotalIterations { // a negative count does no work
 			return fmt.Errorf("PKCS#12 file asks for more than %d iterations of key derivation in all: refused (%w)", maxTotalIterations, errTooMuchDerivation)
 		}
 		return nil
