@@ -110,7 +110,7 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	timeout := store.Timeout
-	if r.URL.Path == "/mtls/clients" && r.URL.Query().Get("limit") == "" {
+	if r.URL.Path == "/mtls/clients" && r.Method == http.MethodGet && r.URL.Query().Get("limit") == "" {
 		timeout = listAllTimeout
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -455,5 +456,40 @@ func TestPutClientsLimits(t *testing.T) {
 	w, err := post(body(clients[:store.MaxPutClients]))
 	if err != nil || !strings.Contains(w.Body.String(), fmt.Sprintf(`"stored":%d`, store.MaxPutClients)) {
 		t.Fatalf("%d clients: %v %s", store.MaxPutClients, err, w.Body)
+	}
+}
+
+// deadlineStorage records the latest deadline of the contexts its Store
+// calls get.
+type deadlineStorage struct {
+	certmagic.Storage
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+func (d *deadlineStorage) Store(ctx context.Context, key string, value []byte) error {
+	if dl, ok := ctx.Deadline(); ok {
+		d.mu.Lock()
+		d.deadline = dl
+		d.mu.Unlock()
+	}
+	return d.Storage.Store(ctx, key, value)
+}
+
+// TestImportTimeout: an import runs within store.Timeout, as every change
+// does; only a whole listing (GET without limit) gets listAllTimeout.
+func TestImportTimeout(t *testing.T) {
+	a, _ := newTestAPI(t)
+	ds := &deadlineStorage{Storage: a.storage}
+	a.storage = ds
+	ca := demopki.Must(demopki.NewCA("Import Root"))
+	c := demopki.Must(ca.Issue(demopki.Options{CommonName: "imp"}))
+	body, _ := json.Marshal(map[string]any{"clients": []store.NewClient{{Alias: "imp", Certificate: string(c.CertPEM())}}})
+	start := time.Now()
+	if _, err := serveTest(a, httptest.NewRequest(http.MethodPost, "/mtls/clients", bytes.NewReader(body))); err != nil {
+		t.Fatal(err)
+	}
+	if ds.deadline.IsZero() || ds.deadline.After(start.Add(store.Timeout+time.Second)) {
+		t.Fatalf("import ran with deadline %v after its start, want at most %v", ds.deadline.Sub(start), store.Timeout)
 	}
 }

@@ -68,10 +68,12 @@ func (c *adminClient) keepsKeyLocal() error {
 	if addr.IsUnixNetwork() || addr.IsFdNetwork() {
 		return nil
 	}
-	if strings.EqualFold(addr.Host, "localhost") {
+	// An empty or unspecified host (":2019", "0.0.0.0:2019", as a
+	// container's admin listens) is dialed on this machine.
+	if addr.Host == "" || strings.EqualFold(addr.Host, "localhost") {
 		return nil
 	}
-	if ip, err := netip.ParseAddr(addr.Host); err == nil && ip.IsLoopback() {
+	if ip, err := netip.ParseAddr(addr.Host); err == nil && (ip.IsLoopback() || ip.IsUnspecified()) {
 		return nil
 	}
 	return fmt.Errorf("the admin endpoint %s is not loopback or a unix socket, and the admin API is plain HTTP: the private key would cross the network in clear; upload on the Caddy host (or through an SSH tunnel to its localhost:2019), or give --send-key-in-clear", c.addr)

@@ -90,7 +90,12 @@ func TestUploadKeepsKeyLocal(t *testing.T) {
 		"192.0.2.10:2019":             false,
 		"[2001:db8::1]:2019":          false,
 		"admin.example.internal:2019": false,
-		"0.0.0.0:2019":                false,
+		"0.0.0.0:2019":                true,
+		"[::]:2019":                   true,
+		":2019":                       true,
+		"[::ffff:127.0.0.1]:2019":     true,
+		"localhost.:2019":             false,
+		"10.0.0.1:2019":               false,
 	} {
 		err := (&adminClient{addr: addr}).keepsKeyLocal()
 		if (err == nil) != local {
