@@ -324,7 +324,7 @@ func jksDigest(content []byte, password string) []byte {
 // DecodeTrustStore read the rest (files without a MAC, one key pair, or
 // certificates only).
 func loadPKCS12(data []byte, password string) (*Contents, error) {
-	if err := checkPKCS12Work(data); err != nil {
+	if err := checkPKCS12Work(data, password); err != nil {
 		return nil, err
 	}
 	var trusted []*x509.Certificate

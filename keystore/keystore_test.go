@@ -2,7 +2,13 @@ package keystore
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -337,7 +343,7 @@ func TestPKCS12Iterations(t *testing.T) {
 	}
 	atMost := pfx
 	atMost.MacData.Iterations = MaxIterations
-	if err := checkPKCS12Work(with(atMost)); err != nil {
+	if err := checkPKCS12Work(with(atMost), ""); err != nil {
 		t.Fatalf("MaxIterations refused: %v", err)
 	}
 	classic := pfx
@@ -619,11 +625,64 @@ func TestPKCS12TotalIterations(t *testing.T) {
 		return marshal(pfx)
 	}
 	within := maxTotalIterations/MaxIterations - 1 // and the MAC's 2048
-	if err := checkPKCS12Work(keys(within)); err != nil {
+	if err := checkPKCS12Work(keys(within), ""); err != nil {
 		t.Fatalf("%d keys of MaxIterations: %v", within, err)
 	}
-	err := checkPKCS12Work(keys(within + 1))
+	err := checkPKCS12Work(keys(within+1), "")
 	if !errors.Is(err, errTooMuchDerivation) || !strings.Contains(err.Error(), "in all") {
 		t.Fatalf("%d keys of MaxIterations: %v", within+1, err)
+	}
+}
+
+// TestPKCS12KeyInsideEncryptedContents: a shrouded key bag inside the
+// encrypted contents, readable with the configured password, asking for
+// 2^40 iterations, is refused before any reader derives its key (found in
+// review: the check before the password did not look there, and go-pkcs12
+// derived without bound).
+func TestPKCS12KeyInsideEncryptedContents(t *testing.T) {
+	marshal := func(v any) []byte { return mustMarshal(t, v) }
+	hmacSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}, Parameters: asn1.NullRawValue}
+	iv := make([]byte, 16)
+	pbes2 := func(iterations int) pkix.AlgorithmIdentifier {
+		kdf := pbkdf2Params{Salt: asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte("saltsalt")}, Iterations: iterations, Prf: hmacSHA256}
+		return pkix.AlgorithmIdentifier{Algorithm: oidPBES2, Parameters: asn1.RawValue{FullBytes: marshal(pbes2Params{
+			Kdf:              pkix.AlgorithmIdentifier{Algorithm: oidPBKDF2, Parameters: asn1.RawValue{FullBytes: marshal(kdf)}},
+			EncryptionScheme: pkix.AlgorithmIdentifier{Algorithm: oidAES256CBC, Parameters: asn1.RawValue{FullBytes: marshal(iv)}}})}}
+	}
+	// The inner bags, PBES2-encrypted with "pw" (2048 iterations).
+	hostile := encryptedPrivateKeyInfo{Algorithm: pbes2(1 << 40), EncryptedData: make([]byte, 16)}
+	inner := marshal([]safeBag{{ID: oidShroudedKeyBag, Value: explicit0(marshal(hostile))}})
+	key, err := pbkdf2.Key(sha256.New, "pw", []byte("saltsalt"), 2048, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := 16 - len(inner)%16
+	plain := append(inner, bytes.Repeat([]byte{byte(pad)}, pad)...)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ciphertext := make([]byte, len(plain))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ciphertext, plain)
+	var ed encryptedData
+	ed.EncryptedContentInfo.ContentType = oidData
+	ed.EncryptedContentInfo.ContentEncryptionAlgorithm = pbes2(2048)
+	ed.EncryptedContentInfo.EncryptedContent = ciphertext
+	authSafe := marshal([]contentInfo{{ContentType: oidEncryptedData, Content: explicit0(marshal(ed))}})
+	// A MAC of one iteration, with "pw".
+	mac := hmac.New(sha1.New, pkcs12KDF(sha1.New, 3, newP12Password("pw").bmp, []byte("macsalt"), 1, 20))
+	mac.Write(authSafe)
+	data := marshal(pfxPDU{Version: 3, AuthSafe: contentInfo{ContentType: oidData, Content: explicit0(marshal(authSafe))},
+		MacData: pfxMacData{Mac: digestInfo{Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidSHA1, Parameters: asn1.NullRawValue}, Digest: mac.Sum(nil)},
+			MacSalt: []byte("macsalt"), Iterations: 1}})
+	if err := checkPKCS12Work(data, "pw"); !errors.Is(err, errTooMuchDerivation) || !strings.Contains(err.Error(), "1099511627776") {
+		t.Fatalf("check with the password: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "nested.p12")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, PKCS12, "pw", ""); !errors.Is(err, errTooMuchDerivation) {
+		t.Fatalf("Load: %v", err)
 	}
 }

@@ -26,8 +26,10 @@ const MaxIterations = 1_000_000
 var iterationLimit = MaxIterations
 
 // maxTotalIterations bounds the key derivation of one file in all, over the
-// places checked before the password (checkPKCS12Work): a key store of a
-// hundred keytool entries asks for a million.
+// places checkPKCS12Work checks: a key store of a hundred key pairs asks for
+// a million as keytool writes it (10,000 each), OpenSSL for 200,000 (2,048);
+// keytool's legacy settings (50,000 a key pair, before Java 11.0.12) reach
+// the bound at about 78 key pairs.
 const maxTotalIterations = 4 * MaxIterations
 
 // maxKeyLength bounds the PBKDF2 key length a file may ask for, in bytes
@@ -105,14 +107,14 @@ var (
 )
 
 // checkPKCS12Work refuses a PKCS#12 file that asks for more key derivation
-// than MaxIterations (of at most maxKeyLength bytes) in any place readable
-// without the password: its MAC, its encrypted contents, the shrouded key
-// bags of its plain contents. A file with no MAC, or whose password is
-// known, reaches these without any check of the password. Key bags inside
-// encrypted contents are readable only with the password, and are not
-// checked. A file that does not parse this far is left to the PKCS#12
-// reader's own errors.
-func checkPKCS12Work(data []byte) error {
+// than MaxIterations (of at most maxKeyLength bytes) in any one place, or
+// than maxTotalIterations in all: its MAC, its encrypted contents, the
+// shrouded key bags of its plain contents, and those inside its encrypted
+// contents, which are read with password (as the readers will: the readers
+// derive keys without these bounds). Contents the password does not
+// decrypt are left to the readers, which refuse them alike. A file that
+// does not parse this far is left to the PKCS#12 reader's own errors.
+func checkPKCS12Work(data []byte, password string) error {
 	var pfx pfxPDU
 	if _, err := asn1.Unmarshal(data, &pfx); err != nil {
 		return nil
@@ -138,16 +140,18 @@ func checkPKCS12Work(data []byte) error {
 		return err
 	}
 	for i, ci := range pfx.contents() {
+		bags := ci.plainBags()
 		if ci.ContentType.Equal(oidEncryptedData) {
 			var ed encryptedData
-			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err == nil {
-				if err := add(checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm)); err != nil {
-					return err
-				}
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
+				continue
 			}
-			continue
+			if err := add(checkAlgorithm(fmt.Sprintf("encrypted contents %d", i+1), ed.EncryptedContentInfo.ContentEncryptionAlgorithm)); err != nil {
+				return err
+			}
+			bags = encryptedBags(&ed, password)
 		}
-		for j, bag := range ci.plainBags() {
+		for j, bag := range bags {
 			var key encryptedPrivateKeyInfo
 			if !bag.ID.Equal(oidShroudedKeyBag) {
 				continue
@@ -160,6 +164,27 @@ func checkPKCS12Work(data []byte) error {
 		}
 	}
 	return nil
+}
+
+// encryptedBags returns the safe bags of encrypted contents, decrypted with
+// password (its key derivation already checked), or none if they do not
+// decrypt and parse. The empty password is also tried as no bytes at all,
+// as the readers try it.
+func encryptedBags(ed *encryptedData, password string) []safeBag {
+	pw := newP12Password(password)
+	for {
+		alg, ciphertext := ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ed.EncryptedContentInfo.EncryptedContent
+		if plain, err := decrypt(alg, ciphertext, pw); err == nil {
+			var bags []safeBag
+			if _, err := asn1.Unmarshal(plain, &bags); err == nil {
+				return bags
+			}
+		}
+		if password != "" || pw.bmp == nil {
+			return nil
+		}
+		pw.bmp = nil
+	}
 }
 
 // plainKeyBags counts the key bags (plain or shrouded) in the plain
