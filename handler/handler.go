@@ -121,8 +121,9 @@ type Handler struct {
 	chainField      string
 	headerFormat    certcodec.Format
 	from            []netip.Prefix
-	fromTrusted     bool           // from names the server's trusted_proxies
-	proxyRoots      *x509.CertPool // from_client_certificate
+	fromTrusted     bool            // from names the server's trusted_proxies
+	proxyRoots      *x509.CertPool  // from_client_certificate
+	trustCAKeys     map[string]bool // caKey of the trust pool's CAs, with proxyRoots
 	proxies         *certcheck.Cache[[]byte]
 	forwardField    string
 	forwardFmt      certcodec.Format

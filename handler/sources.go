@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
 	"github.com/caddy-mtls/caddy-mtls/certcheck"
@@ -73,7 +75,11 @@ func (h *Handler) provisionHeaderSources(ctx caddy.Context, hc *Header) error {
 		}
 		h.proxyRoots = ca.CertPool()
 		h.proxies = certcheck.NewCache[[]byte](256)
-		if err := h.checkProxiesApart(); err != nil {
+		h.trustCAKeys = make(map[string]bool, len(h.trustCAs))
+		for _, c := range h.trustCAs {
+			h.trustCAKeys[caKey(c)] = true
+		}
+		if err := h.checkProxiesApart(ca); err != nil {
 			return err
 		}
 	}
@@ -83,41 +89,43 @@ func (h *Handler) provisionHeaderSources(ctx caddy.Context, hc *Header) error {
 // checkProxiesApart refuses a from_client_certificate pool that callers'
 // certificates chain to as well: a trust_pool CA (or a pinned client) that
 // verifies to it makes every caller it accepts an allowed proxy, which
-// could set the header and name any other caller. With `from`, only
-// callers at those addresses could: a warning. A trust pool whose source
+// could set the header and name any other caller (and at run time such a
+// certificate is never taken for a proxy's: see callersCertificate, so the
+// load balancers' own would not work either). A proxies' CA that verifies
+// to trust_pool (an intermediate under the callers' root) is fine if it
+// issues only load balancers' certificates: a warning. A pool whose source
 // does not list its certificates (`system`) cannot be checked.
-func (h *Handler) checkProxiesApart() error {
-	var shared string
+func (h *Handler) checkProxiesApart(proxyCA caddytls.CA) error {
 	now := time.Now()
-	check := func(what string, c *x509.Certificate, inter []*x509.Certificate) {
-		if shared != "" {
-			return
-		}
+	verifies := func(c *x509.Certificate, inter []*x509.Certificate, roots *x509.CertPool) bool {
 		pool := x509.NewCertPool()
 		for _, i := range inter {
 			pool.AddCert(i)
 		}
-		if _, err := c.Verify(x509.VerifyOptions{Roots: h.proxyRoots, Intermediates: pool, CurrentTime: now,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
-			shared = fmt.Sprintf("%s %s", what, certcodec.Name(c))
-		}
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err == nil
 	}
 	for _, c := range h.trustCAs {
-		check("trust_pool's CA", c, nil)
+		if verifies(c, nil, h.proxyRoots) {
+			return fmt.Errorf("from_client_certificate: trust_pool's CA %s chains to it too, so every caller it accepts could set the header "+
+				"and name any other caller: give the load balancers a CA of their own, or leave from_client_certificate out and list "+
+				"the load balancers in from", certcodec.Name(c))
+		}
 	}
 	for _, c := range h.Clients {
-		check(fmt.Sprintf("pinned client %q,", c.Alias), c.cert, c.chain)
+		if verifies(c.cert, c.chain, h.proxyRoots) {
+			return fmt.Errorf("from_client_certificate: pinned client %q (%s) chains to it: a caller's certificate must not be a load balancer's",
+				c.Alias, certcodec.Name(c.cert))
+		}
 	}
-	if shared == "" {
-		return nil
+	if lister, ok := proxyCA.(caddytls.CertificateProvider); ok && h.checker.Roots != nil {
+		for _, c := range lister.Certificates() {
+			if verifies(c, nil, h.checker.Roots) {
+				h.logger.Warn("client_cert_auth: the from_client_certificate CA is under a trust_pool CA: any certificate it issues is also "+
+					"a caller's; make sure it issues only load balancers' certificates", zap.String("ca", certcodec.Name(c)))
+			}
+		}
 	}
-	if len(h.from) == 0 && !h.fromTrusted {
-		return fmt.Errorf("from_client_certificate: %s chains to it too, so every caller it accepts could set the header "+
-			"and name any other caller: give the load balancers a CA of their own, or add from <their addresses>", shared)
-	}
-	h.logger.Warn("client_cert_auth: callers' certificates chain to from_client_certificate too: a caller at a from address "+
-		"could set the header and name any other caller; give the load balancers a CA of their own",
-		zap.String("certificate", shared))
 	return nil
 }
 
@@ -175,6 +183,15 @@ func (h *Handler) proxyPresented(r *http.Request) bool {
 			expires = until
 		}
 	}
+	if reason == certcheck.OK {
+		if why := h.callersCertificate(certs[0], chains); why != "" {
+			h.logger.Warn("a caller's certificate chains to from_client_certificate: not taken for a proxy's, header not believed; "+
+				"give the load balancers a CA of their own", zap.String("remote_addr", r.RemoteAddr), zap.String("why", why),
+				zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))
+			h.proxies.Put(certcheck.SourceHeader, string(hash[:]), nil, expires, 0)
+			return false
+		}
+	}
 	if reason != certcheck.OK {
 		if c := h.logger.Check(zap.DebugLevel, "proxy's client certificate does not verify to from_client_certificate: header not believed"); c != nil {
 			c.Write(zap.String("remote_addr", r.RemoteAddr), zap.Stringer("reason", reason), zap.String("subject", capString(certs[0].Subject.String(), maxLoggedSubject)))
@@ -188,6 +205,36 @@ func (h *Handler) proxyPresented(r *http.Request) bool {
 	}
 	h.proxies.Put(certcheck.SourceTLS, string(certs[0].Raw), inter, expires, 0)
 	return true
+}
+
+// callersCertificate says why leaf, which verified to from_client_certificate
+// by chains, is a caller's and so never a proxy's: a pinned or stored
+// client, or issued under a trust_pool CA that the chain passes through (a
+// copy of it cross-signed by the proxies' root has its subject and key).
+// It returns "" for a proxy's. A stored client added later than the
+// proxy's verdict (kept at most proxyVerdictTTL) is seen once it expires.
+func (h *Handler) callersCertificate(leaf *x509.Certificate, chains [][]*x509.Certificate) string {
+	fp := sha256.Sum256(leaf.Raw)
+	if h.pinned[fp] != nil {
+		return "a pinned client"
+	}
+	if h.storedClient(fp) != nil {
+		return "a stored client"
+	}
+	for _, chain := range chains {
+		for _, c := range chain[1:] {
+			if h.trustCAKeys[caKey(c)] {
+				return "issued under trust_pool's CA " + certcodec.Name(c)
+			}
+		}
+	}
+	return ""
+}
+
+// caKey identifies a CA by its subject and public key, as chains are built:
+// its copies (cross-signed, renewed) share it.
+func caKey(c *x509.Certificate) string {
+	return string(c.RawSubject) + string(c.RawSubjectPublicKeyInfo)
 }
 
 // sameIntermediates reports whether certs are, in order, the DER

@@ -3,6 +3,7 @@ package handler
 import (
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -213,8 +214,8 @@ func TestProxyRevoked(t *testing.T) {
 // TestProxyPoolSharedWithCallers: when the certificates that make a
 // connection an allowed proxy (from_client_certificate) are also callers'
 // (a trust_pool CA chains to it, or a pinned client does), every such
-// caller could set the header and name any other caller; without `from`
-// to narrow it, provisioning fails saying so. Found in review: it was
+// caller could set the header and name any other caller: provisioning
+// fails saying so, with or without `from`. Found in review: it was
 // accepted silently.
 func TestProxyPoolSharedWithCallers(t *testing.T) {
 	p := newPKI(t)
@@ -249,13 +250,59 @@ func TestProxyPoolSharedWithCallers(t *testing.T) {
 		_, err := tryProvision(tc.config)
 		if tc.shared != (err != nil) {
 			t.Errorf("%s: %v", tc.name, err)
-		} else if tc.shared && !strings.Contains(err.Error(), "could set the header") {
+		} else if tc.shared && !strings.Contains(err.Error(), "chains to it") {
 			t.Errorf("%s: %v", tc.name, err)
 		}
-		// With from narrowing who may be a proxy: a warning, not an error.
+		// With from narrowing who may be a proxy too: the load balancers'
+		// own certificates would be callers' (never taken for a proxy's).
 		withFrom := strings.Replace(tc.config, `"header":{`, `"header":{"from":["10.1.0.0/16"],`, 1)
-		if _, err := tryProvision(withFrom); err != nil {
+		if _, err := tryProvision(withFrom); tc.shared != (err != nil) {
 			t.Errorf("%s, with from: %v", tc.name, err)
+		}
+	}
+}
+
+// TestProxyNotACaller: a connection whose certificate is a caller's is
+// never an allowed proxy, whatever from_client_certificate says: a pinned
+// client whose file leaves out the intermediate that links it to the
+// proxies' root (so provisioning cannot see it), and a caller whose chain
+// reaches the proxies' root through a cross-signed copy of a trust_pool CA.
+// Found in review: both could name any caller.
+func TestProxyNotACaller(t *testing.T) {
+	p := newPKI(t)
+	lbRoot := demopki.Must(demopki.NewCA("LB Root"))
+	lbMid := demopki.Must(lbRoot.Issue(demopki.Options{CommonName: "LB Intermediate", IsCA: true}))
+	lb := demopki.Must(lbMid.Issue(demopki.Options{CommonName: "lb"}))
+	pinnedUnderLB := demopki.Must(lbMid.Issue(demopki.Options{CommonName: "pinned-under-lb"}))
+	// p.root, the callers' CA, cross-signed by the proxies' root.
+	cross := demopki.Must(lbRoot.Issue(demopki.Options{CommonName: "Test Root", IsCA: true, Key: p.root.Key}))
+	lbRootPath, _, err := lbRoot.WriteFiles(p.dir, "lb-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinnedPath := filepath.Join(p.dir, "pinned-under-lb.pem")
+	if err := os.WriteFile(pinnedPath, pinnedUnderLB.CertPEM(), 0o644); err != nil { // the leaf alone
+		t.Fatal(err)
+	}
+	h := provision(t, `{"trust_pool":{"provider":"file","pem_files":["`+p.rootPath+`"]},
+		"clients":[{"alias":"pinned-under-lb","certificate_file":"`+pinnedPath+`"},
+		           {"alias":"partner","certificate_file":"`+p.pinnedPath+`"}],
+		"header":{"from_client_certificate":{"provider":"file","pem_files":["`+lbRootPath+`"]}}}`)
+	header := map[string][]string{"Client-Cert": {certcodec.Encode(p.pinned.Cert.Raw, certcodec.RFC9440)}}
+	for _, c := range []struct {
+		name  string
+		chain []*demopki.Cert
+		want  string // the header's partner for the proxy, else the TLS peer
+	}{
+		{"the load balancer", []*demopki.Cert{lb, lbMid}, "partner"},
+		{"a pinned client with the intermediate to the proxies' root", []*demopki.Cert{pinnedUnderLB, lbMid}, "pinned-under-lb"},
+		{"a caller through a cross-signed trust_pool CA", []*demopki.Cert{p.valid, cross}, "alice"},
+	} {
+		for round := range 2 { // verified, then from the cache
+			res := serve(h, reqOpts{certs: c.chain, header: header, remote: "203.0.113.9:1234"})
+			if res.vars["id"] != c.want {
+				t.Fatalf("%s, round %d: caller %q (source %q), want %q: %d %v", c.name, round, res.vars["id"], res.vars["source"], c.want, res.status, res.err)
+			}
 		}
 	}
 }

@@ -59,6 +59,9 @@ type Options struct {
 	// RSABits makes the certificate's key RSA of that size; the default
 	// is ECDSA P-256.
 	RSABits int
+	// Key, if set, is the certificate's key instead of a new one (a
+	// cross-signed CA shares its other certificate's).
+	Key crypto.Signer
 	// OCSPServer is the certificate's OCSP responder (AIA).
 	OCSPServer []string
 	// CRLDistributionPoints are the URLs of the certificate's CRL
@@ -82,11 +85,12 @@ func (c *Cert) Issue(opts Options) (*Cert, error) {
 }
 
 func newCert(opts Options, issuer *Cert) (*Cert, error) {
-	var key crypto.Signer
-	var err error
-	if opts.RSABits > 0 {
+	key, err := opts.Key, error(nil)
+	switch {
+	case key != nil:
+	case opts.RSABits > 0:
 		key, err = rsa.GenerateKey(rand.Reader, opts.RSABits)
-	} else {
+	default:
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
 	if err != nil {
