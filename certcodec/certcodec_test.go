@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 func testChain(t testing.TB) (leaf, inter []byte) {
@@ -28,25 +29,10 @@ func testChain(t testing.TB) (leaf, inter []byte) {
 	return c.Cert.Raw, mid.Cert.Raw
 }
 
-func pemText(ders ...[]byte) string {
-	var sb strings.Builder
-	for _, der := range ders {
-		b64 := base64.StdEncoding.EncodeToString(der)
-		sb.WriteString("-----BEGIN CERTIFICATE-----\n")
-		for len(b64) > 0 {
-			n := min(64, len(b64))
-			sb.WriteString(b64[:n] + "\n")
-			b64 = b64[n:]
-		}
-		sb.WriteString("-----END CERTIFICATE-----\n")
-	}
-	return sb.String()
-}
-
 func TestDecodeFormats(t *testing.T) {
 	leaf, inter := testChain(t)
 	b64 := base64.StdEncoding.EncodeToString(leaf)
-	pemLeaf := pemText(leaf)
+	pemLeaf := testpeer.PEM(leaf)
 	tests := []struct {
 		name  string
 		value string
@@ -60,7 +46,7 @@ func TestDecodeFormats(t *testing.T) {
 		{"url pem query-escaped with %2B", strings.ReplaceAll(url.QueryEscape(pemLeaf), "+", "%20"), URLPEM, 1},
 		{"alb style, + and = and / kept", strings.NewReplacer("\n", "%0A", " ", "%20").Replace(pemLeaf), URLPEM, 1},
 		{"fully percent-encoded", percentAll(pemLeaf), URLPEM, 1},
-		{"url pem with chain", url.PathEscape(pemText(leaf, inter)), URLPEM, 2},
+		{"url pem with chain", url.PathEscape(testpeer.PEM(leaf, inter)), URLPEM, 2},
 		{"pem with newlines", pemLeaf, PEM, 1},
 		{"pem with spaces", strings.ReplaceAll(strings.TrimSpace(pemLeaf), "\n", " "), PEM, 1},
 		{"pem with tabs (nginx $ssl_client_cert)", strings.ReplaceAll(strings.TrimSpace(pemLeaf), "\n", "\n\t"), PEM, 1},
@@ -108,7 +94,7 @@ func hexByte(b byte) string {
 func TestDecodeMalformed(t *testing.T) {
 	leaf, _ := testChain(t)
 	b64 := base64.StdEncoding.EncodeToString(leaf)
-	pemLeaf := pemText(leaf)
+	pemLeaf := testpeer.PEM(leaf)
 	tests := []struct {
 		name   string
 		value  string
@@ -167,7 +153,7 @@ func TestDecodeChain(t *testing.T) {
 	if err != nil || len(ders) != 2 {
 		t.Fatalf("base64 list: %d certs, err %v", len(ders), err)
 	}
-	ders, err = DecodeChain(url.PathEscape(pemText(inter, leaf)), Auto)
+	ders, err = DecodeChain(url.PathEscape(testpeer.PEM(inter, leaf)), Auto)
 	if err != nil || len(ders) != 2 {
 		t.Fatalf("pem chain: %d certs, err %v", len(ders), err)
 	}

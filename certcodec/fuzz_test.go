@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 // FuzzDecode checks that no header value makes the decoder panic, return
@@ -21,13 +23,13 @@ import (
 func FuzzDecode(f *testing.F) {
 	leaf, inter := testChain(f)
 	b64 := base64.StdEncoding.EncodeToString(leaf)
-	pemLeaf := pemText(leaf)
+	pemLeaf := testpeer.PEM(leaf)
 	for _, seed := range []string{
 		":" + b64 + ":",
 		b64,
 		pemLeaf,
 		strings.ReplaceAll(pemLeaf, "\n", " "),
-		url.PathEscape(pemText(leaf, inter)),
+		url.PathEscape(testpeer.PEM(leaf, inter)),
 		":" + b64 + ":, :" + b64 + ":",
 		":" + b64[:10],
 		"-----BEGIN CERTIFICATE-----" + base64.StdEncoding.EncodeToString([]byte(pemLeaf)) + "-----END CERTIFICATE-----",
@@ -38,12 +40,12 @@ func FuzzDecode(f *testing.F) {
 		b64 + ",",
 		// URL-encoded PEM with '+' for spaces (java.net.URLEncoder), and
 		// with '+' only in the armour.
-		javaURLEncode(pemLeaf),
+		testpeer.JavaURLEncode(pemLeaf),
 		strings.NewReplacer(" ", "+", "\n", "%0A").Replace(pemLeaf),
 		"-----BEGIN+PRIVATE+KEY-----%0AAAAA%0A-----END+PRIVATE+KEY-----",
 		// Envoy's x-forwarded-client-cert: two elements, the caller last.
-		envoyElement("spiffe://a/b", inter, nil, "CN=front, O=Edge", "spiffe://c/d") + "," +
-			envoyElement("spiffe://a/b", leaf, [][]byte{inter}, "CN=codec client", "spiffe://e/f", "x.example", "y.example"),
+		testpeer.Envoy{By: "spiffe://a/b", Cert: true, Subject: true, URI: true}.Element(inter, nil, "CN=front, O=Edge", []string{"spiffe://c/d"}, nil) + "," +
+			testpeer.Envoy{By: "spiffe://a/b", Cert: true, Chain: true, Subject: true, URI: true, DNS: true}.Element(leaf, [][]byte{inter}, "CN=codec client", []string{"spiffe://e/f"}, []string{"x.example", "y.example"}),
 		// Two and three elements that each match their Cert, as Caddy
 		// forwards them; then one whose DNS value is cut at a ','.
 		Encode(inter, XFCC) + "," + Encode(leaf, XFCC),
@@ -174,10 +176,10 @@ func xfccCommas(v string) (commas int, closed bool) {
 // agree: what a strict one accepts, the lenient one accepts alike.
 func FuzzParsePEM(f *testing.F) {
 	leaf, inter := testChain(f)
-	f.Add([]byte(pemText(leaf)))
-	f.Add([]byte(pemText(leaf, inter)))
+	f.Add([]byte(testpeer.PEM(leaf)))
+	f.Add([]byte(testpeer.PEM(leaf, inter)))
 	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
-	f.Add([]byte("junk\n" + pemText(leaf) + "junk"))
+	f.Add([]byte("junk\n" + testpeer.PEM(leaf) + "junk"))
 	f.Add([]byte("not a certificate"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got := map[PEMWant][]*x509.Certificate{}

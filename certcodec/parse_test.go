@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 // errParse stands, in the tables, for an error that names a certificate that
@@ -16,9 +17,9 @@ var errParse = errors.New("a certificate that does not parse")
 
 func TestParsePEM(t *testing.T) {
 	leaf, inter := testChain(t)
-	L, I := pemText(leaf), pemText(inter)
+	L, I := testpeer.PEM(leaf), testpeer.PEM(inter)
 	K := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
-	B := pemText([]byte("not a certificate"))
+	B := testpeer.PEM([]byte("not a certificate"))
 	// Each option's result: how many certificates (leaf first, then inter),
 	// or the error.
 	tests := []struct {
@@ -99,12 +100,12 @@ func TestParseHeader(t *testing.T) {
 	}{
 		{"leaf", Encode(leaf, RFC9440), nil, 1, RFC9440, nil, "", 0},
 		{"leaf and chain", Encode(leaf, Base64DER), []string{list(1)}, 2, Base64DER, nil, "", 0},
-		{"pem with its chain, and a chain field", pemText(leaf, inter), []string{list(1)}, 3, PEM, nil, "", 0},
+		{"pem with its chain, and a chain field", testpeer.PEM(leaf, inter), []string{list(1)}, 3, PEM, nil, "", 0},
 		{"chain in several fields", Encode(leaf, URLPEM), []string{list(2), list(3)}, 6, URLPEM, nil, "", 0},
 		{"MaxCerts in all", Encode(leaf, RFC9440), []string{list(MaxCerts - 1)}, MaxCerts, RFC9440, nil, "", 0},
 		{"MaxCerts+1 in one chain field", Encode(leaf, RFC9440), []string{list(MaxCerts)}, 0, 0, ErrTooMany, fields.Chain, 0},
 		{"MaxCerts+1 across chain fields", Encode(leaf, RFC9440), []string{list(5), list(5)}, 0, 0, ErrTooMany, fields.Chain, 0},
-		{"MaxCerts+1 in the certificate field", strings.Repeat(pemText(leaf), MaxCerts+1), nil, 0, 0, ErrTooMany, fields.Cert, 0},
+		{"MaxCerts+1 in the certificate field", strings.Repeat(testpeer.PEM(leaf), MaxCerts+1), nil, 0, 0, ErrTooMany, fields.Cert, 0},
 		{"bad value", ":not base64!:", nil, 0, 0, ErrMalformed, fields.Cert, 0},
 		{"empty value", " ", nil, 0, 0, ErrEmpty, fields.Cert, 0},
 		{"bad chain item", Encode(leaf, RFC9440), []string{list(1) + ", :x:"}, 0, 0, ErrMalformed, fields.Chain, 0},

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
 // The README's table of who sends what, checked against each proxy's own
@@ -98,20 +99,24 @@ func proxyChain(t *testing.T) (leaf []byte, inters [][]byte) {
 	return c.Cert.Raw, [][]byte{mid2.Cert.Raw, mid1.Cert.Raw}
 }
 
-func TestProxyHeaderValues(t *testing.T) {
-	leaf, inters := proxyChain(t)
-	// A certificate whose base64 holds '+', '/' and '=' tells the escapings
-	// apart; make new ones until it does.
+// escapingChain is proxyChain's, made again until the leaf's base64 holds
+// '+', '/' and '=', which tell the escapings apart.
+func escapingChain(t *testing.T) (leaf []byte, inters [][]byte) {
+	t.Helper()
 	for i := 0; ; i++ {
+		leaf, inters = proxyChain(t)
 		b := base64.StdEncoding.EncodeToString(leaf)
 		if strings.Contains(b, "+") && strings.Contains(b, "/") && strings.HasSuffix(b, "=") {
-			break
+			return leaf, inters
 		}
 		if i == 200 {
 			t.Fatal("no certificate with '+', '/' and '=' in its base64 in 200 tries")
 		}
-		leaf, inters = proxyChain(t)
 	}
+}
+
+func TestProxyHeaderValues(t *testing.T) {
+	leaf, inters := escapingChain(t)
 	b64 := base64.StdEncoding.EncodeToString
 	chain := append([][]byte{leaf}, inters...)
 
@@ -133,7 +138,7 @@ func TestProxyHeaderValues(t *testing.T) {
 		// SANITIZE_SET and set_current_client_cert_details {cert, chain,
 		// subject, uri, dns}: Cert and Chain URL-encoded PEM (\n, space, +,
 		// / and = escaped), Chain the leaf and what the client sent.
-		{"Envoy XFCC", envoyElement("spiffe://gateway.example/ns/default/sa/envoy", leaf, inters, "CN=proxies client", "spiffe://caller.example/app", "caller.example"), XFCC, chain},
+		{"Envoy XFCC", testpeer.Envoy{By: "spiffe://gateway.example/ns/default/sa/envoy", Cert: true, Chain: true, Subject: true, URI: true, DNS: true}.Element(leaf, inters, "CN=proxies client", []string{"spiffe://caller.example/app"}, []string{"caller.example"}), XFCC, chain},
 
 		// Traefik passTLSClientCert {pem: true} → X-Forwarded-Tls-Client-Cert:
 		// each certificate's sanitized PEM, joined by ','.
@@ -178,7 +183,7 @@ func TestProxyHeaderValues(t *testing.T) {
 		// first (java.net.URLDecoder): a value java.net.URLEncoder made.
 		{"Choreo Connect, base64 DER in armour", "-----BEGIN CERTIFICATE-----" + b64(leaf) + "-----END CERTIFICATE-----", PEM, chain[:1]},
 		{"Choreo Connect, documented example (PEM-wrapped PEM)", "-----BEGIN CERTIFICATE-----" + b64([]byte(opensslPEM(leaf))) + "-----END CERTIFICATE-----", PEM, chain[:1]},
-		{"Choreo Connect, clientCertificateEncode (URLEncoder)", javaURLEncode(opensslPEM(leaf)), URLPEM, chain[:1]},
+		{"Choreo Connect, clientCertificateEncode (URLEncoder)", testpeer.JavaURLEncode(opensslPEM(leaf)), URLPEM, chain[:1]},
 
 		// RFC 9440 Client-Cert, as Caddy's own forward writes it.
 		{"RFC 9440 Client-Cert", ":" + b64(leaf) + ":", RFC9440, chain[:1]},
@@ -264,17 +269,7 @@ func TestProxyChainHeaders(t *testing.T) {
 // certificate's base64 ('+' %2B, '/' %2F, '=' %3D). `base64_der` (and
 // `auto`, which finds base64_der) reads it, as the field and as a chain.
 func TestTraefikBeforeV292(t *testing.T) {
-	leaf, inters := proxyChain(t)
-	for i := 0; ; i++ {
-		b := base64.StdEncoding.EncodeToString(leaf)
-		if strings.Contains(b, "+") && strings.Contains(b, "/") && strings.HasSuffix(b, "=") {
-			break
-		}
-		if i == 200 {
-			t.Fatal("no certificate with '+', '/' and '=' in its base64 in 200 tries")
-		}
-		leaf, inters = proxyChain(t)
-	}
+	leaf, inters := escapingChain(t)
 	value := url.QueryEscape(traefikSanitize(leaf)) + "," + url.QueryEscape(traefikSanitize(inters[0]))
 	for _, want := range []string{"%2B", "%2F", "%3D"} {
 		if !strings.Contains(value, want) {

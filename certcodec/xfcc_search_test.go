@@ -12,45 +12,8 @@ import (
 	"time"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
-
-// envoyConfig is Envoy's set_current_client_cert_details, and whether it
-// writes only the first URI SAN (before 1.23).
-type envoyConfig struct{ cert, chain, subject, uri, dns, firstURI bool }
-
-// envoyElementFor is the element Envoy writes for the certificate der whose
-// SANs are uris and dns as signed: By, Hash, then what cfg sets, in
-// Envoy's order (Cert, Chain, Subject, URI, DNS), SANs unquoted.
-func envoyElementFor(der []byte, uris, dns []string, cfg envoyConfig) string {
-	parts := []string{"By=spiffe://cluster.local/ns/gw/sa/envoy", "Hash=" + hashOf(der)}
-	if cfg.cert {
-		parts = append(parts, `Cert="`+envoyURLEncode(pemText(der))+`"`)
-	}
-	if cfg.chain {
-		parts = append(parts, `Chain="`+envoyURLEncode(pemText(der))+`"`)
-	}
-	if cfg.subject {
-		parts = append(parts, `Subject="CN=mallory"`)
-	}
-	if cfg.uri {
-		switch {
-		case len(uris) == 0:
-			parts = append(parts, "URI=")
-		case cfg.firstURI:
-			parts = append(parts, "URI="+uris[0])
-		default:
-			for _, u := range uris {
-				parts = append(parts, "URI="+u)
-			}
-		}
-	}
-	if cfg.dns {
-		for _, d := range dns {
-			parts = append(parts, "DNS="+d)
-		}
-	}
-	return strings.Join(parts, ";")
-}
 
 // TestXFCCRandomSANs searches for a forged caller: certificates a trusted
 // CA signed with SANs made of the characters and pieces that matter to the
@@ -66,9 +29,10 @@ func TestXFCCRandomSANs(t *testing.T) {
 	rnd := mrand.New(mrand.NewPCG(seed, seed>>1))
 	root := demopki.Must(demopki.NewCA("search root"))
 	alice := demopki.Must(root.Issue(demopki.Options{CommonName: "alice", DNSNames: []string{"alice.example"}, URIs: []string{"spiffe://a/alice"}}))
-	aliceCert := `Cert="` + envoyURLEncode(pemText(alice.Cert.Raw)) + `"`
+	aliceCert := `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(alice.Cert.Raw)) + `"`
 	aliceElems := []string{aliceCert, "Hash=" + hashOf(alice.Cert.Raw) + ";" + aliceCert,
-		envoyElementFor(alice.Cert.Raw, []string{"spiffe://a/alice"}, []string{"alice.example"}, envoyConfig{cert: true, subject: true, uri: true, dns: true}),
+		testpeer.Envoy{By: "spiffe://cluster.local/ns/gw/sa/envoy", Cert: true, Subject: true, URI: true, DNS: true}.Element(
+			alice.Cert.Raw, nil, "CN=alice", []string{"spiffe://a/alice"}, []string{"alice.example"}),
 		EncodeCertificate(alice.Cert, XFCC)}
 	pieces := []string{"a", "x.example", ",", ";", `"`, `\`, `\"`, `"\`, `""`, " ", "\t", "=", "URI=", "DNS=", "Cert=", "Hash=",
 		"Chain=", "Subject=", `="`, `\,`, ",URI=", ";DNS=", "spiffe://a/alice", "alice.example"}
@@ -106,8 +70,9 @@ func TestXFCCRandomSANs(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 4 {
-			cfg := envoyConfig{cert: true, chain: rnd.IntN(3) == 0, subject: rnd.IntN(2) == 0, uri: rnd.IntN(4) != 0, dns: rnd.IntN(4) != 0, firstURI: rnd.IntN(3) == 0}
-			el := envoyElementFor(mallory, uris, dns, cfg)
+			envoy := testpeer.Envoy{By: "spiffe://cluster.local/ns/gw/sa/envoy", Cert: true, Chain: rnd.IntN(3) == 0, Subject: rnd.IntN(2) == 0,
+				URI: rnd.IntN(4) != 0, DNS: rnd.IntN(4) != 0, FirstURIOnly: rnd.IntN(3) == 0}
+			el := envoy.Element(mallory, nil, "CN=mallory", uris, dns)
 			for _, p := range append(prefixes, pick(pieces)+pick(pieces)) {
 				v := el
 				if p != "" {

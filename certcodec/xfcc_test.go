@@ -11,57 +11,15 @@ import (
 	"testing"
 
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
-
-// envoyURLEncode URL-encodes a PEM text the way Envoy does for the Cert and
-// Chain keys of x-forwarded-client-cert (ConnectionInfoImplBase::
-// urlEncodedPemEncodedPeerCertificate): only '\n', ' ', '+', '/' and '='.
-func envoyURLEncode(pem string) string {
-	return strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").Replace(pem)
-}
-
-// envoyElement is one XFCC element as Envoy's HTTP connection manager writes
-// it with set_current_client_cert_details {subject, cert, chain, uri, dns}:
-// By, Hash, then Cert, Chain, Subject, URI and DNS, joined by ';'.
-func envoyElement(by string, leaf []byte, chain [][]byte, subject, uri string, dns ...string) string {
-	sum := sha256.Sum256(leaf)
-	parts := []string{"By=" + by, "Hash=" + hex.EncodeToString(sum[:])}
-	parts = append(parts, `Cert="`+envoyURLEncode(pemText(leaf))+`"`)
-	if chain != nil {
-		parts = append(parts, `Chain="`+envoyURLEncode(pemText(append([][]byte{leaf}, chain...)...))+`"`)
-	}
-	parts = append(parts, `Subject="`+subject+`"`, "URI="+uri)
-	for _, d := range dns {
-		parts = append(parts, "DNS="+d)
-	}
-	return strings.Join(parts, ";")
-}
-
-// javaURLEncode is java.net.URLEncoder.encode(s, UTF_8): unreserved
-// characters are letters, digits and ".-*_"; a space is '+'; all else %XX.
-func javaURLEncode(s string) string {
-	const hexd = "0123456789ABCDEF"
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '*', c == '_':
-			sb.WriteByte(c)
-		case c == ' ':
-			sb.WriteByte('+')
-		default:
-			sb.WriteByte('%')
-			sb.WriteByte(hexd[c>>4])
-			sb.WriteByte(hexd[c&15])
-		}
-	}
-	return sb.String()
-}
 
 func TestDecodeXFCC(t *testing.T) {
 	leaf, inter := testChain(t)
-	caller := envoyElement("spiffe://cluster.local/ns/gw/sa/caddy", leaf, [][]byte{inter}, "CN=codec client", "spiffe://cluster.local/ns/app/sa/client", "client.example", "www.client.example")
-	callerNoChain := envoyElement("spiffe://cluster.local/ns/gw/sa/caddy", leaf, nil, "CN=codec client", "spiffe://cluster.local/ns/app/sa/client")
+	envoy := testpeer.Envoy{By: "spiffe://cluster.local/ns/gw/sa/caddy", Cert: true, Chain: true, Subject: true, URI: true, DNS: true}
+	caller := envoy.Element(leaf, [][]byte{inter}, "CN=codec client", []string{"spiffe://cluster.local/ns/app/sa/client"}, []string{"client.example", "www.client.example"})
+	envoy.Chain = false
+	callerNoChain := envoy.Element(leaf, nil, "CN=codec client", []string{"spiffe://cluster.local/ns/app/sa/client"}, nil)
 	tests := []struct {
 		name  string
 		value string
@@ -71,10 +29,10 @@ func TestDecodeXFCC(t *testing.T) {
 		{"envoy, cert only", callerNoChain, 1},
 		{"keys in any case", strings.NewReplacer("By=", "by=", "Hash=", "HASH=", "Cert=", "cert=", "Chain=", "CHAIN=").Replace(caller), 2},
 		{"quoted values with , ; = and an escaped quote", `Subject="CN=a\"b, O=x;y=z";URI="spiffe://x/y?a=b;c,d";` + callerNoChain, 1},
-		{"unquoted cert", strings.Replace(callerNoChain, `Cert="`+envoyURLEncode(pemText(leaf))+`"`, "Cert="+envoyURLEncode(pemText(leaf)), 1), 1},
-		{"cert percent-encoded in full", "Hash=" + hashOf(leaf) + ";Cert=" + percentAll(pemText(leaf)), 1},
-		{"hash in capitals", "Hash=" + strings.ToUpper(hashOf(leaf)) + ";Cert=" + envoyURLEncode(pemText(leaf)), 1},
-		{"chain not starting with the leaf", `Cert="` + url.PathEscape(pemText(leaf)) + `";Chain="` + url.PathEscape(pemText(inter)) + `"`, 2},
+		{"unquoted cert", strings.Replace(callerNoChain, `Cert="`+testpeer.EnvoyURLEncode(testpeer.PEM(leaf))+`"`, "Cert="+testpeer.EnvoyURLEncode(testpeer.PEM(leaf)), 1), 1},
+		{"cert percent-encoded in full", "Hash=" + hashOf(leaf) + ";Cert=" + percentAll(testpeer.PEM(leaf)), 1},
+		{"hash in capitals", "Hash=" + strings.ToUpper(hashOf(leaf)) + ";Cert=" + testpeer.EnvoyURLEncode(testpeer.PEM(leaf)), 1},
+		{"chain not starting with the leaf", `Cert="` + url.PathEscape(testpeer.PEM(leaf)) + `";Chain="` + url.PathEscape(testpeer.PEM(inter)) + `"`, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,7 +64,7 @@ func TestDecodeXFCC(t *testing.T) {
 
 func TestDecodeXFCCMalformed(t *testing.T) {
 	leaf, inter := testChain(t)
-	cert := `Cert="` + envoyURLEncode(pemText(leaf)) + `"`
+	cert := `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(leaf)) + `"`
 	key := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
 	tests := []struct {
 		name  string
@@ -116,22 +74,22 @@ func TestDecodeXFCCMalformed(t *testing.T) {
 	}{
 		{"no cert", "By=spiffe://a;Hash=abcd;Subject=\"CN=x\";URI=spiffe://b", ErrMalformed, "no Cert"},
 		{"caller without cert after one with", cert + ",By=spiffe://a;Hash=abcd", ErrMalformed, "no Cert"},
-		{"chain without cert", `Chain="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, "no Cert"},
+		{"chain without cert", `Chain="` + testpeer.EnvoyURLEncode(testpeer.PEM(leaf, inter)) + `"`, ErrMalformed, "no Cert"},
 		{"trailing comma", cert + ",", ErrMalformed, ""},
 		{"empty element", cert + ",,", ErrMalformed, ""},
 		{"unterminated quote", `Subject="CN=x;` + cert, ErrMalformed, ""},
 		{"unterminated quote in an earlier element", `Subject="CN=x,` + cert, ErrMalformed, ""},
-		{"data after a closing quote", `Cert="` + envoyURLEncode(pemText(leaf)) + `"x`, ErrMalformed, ""},
+		{"data after a closing quote", `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(leaf)) + `"x`, ErrMalformed, ""},
 		{"pair without =", "Hash;" + cert, ErrMalformed, ""},
 		{"empty key", "=x;" + cert, ErrMalformed, ""},
 		{"cert twice", cert + ";" + cert, ErrMalformed, "twice"},
 		{"hash not the cert's", "Hash=" + hashOf(inter) + ";" + cert, ErrMalformed, "Hash"},
-		{"cert of two certificates", `Cert="` + envoyURLEncode(pemText(leaf, inter)) + `"`, ErrMalformed, ""},
-		{"cert a private key", `Cert="` + envoyURLEncode(key) + `"`, ErrMalformed, "private key"},
-		{"chain with a private key", cert + `;Chain="` + envoyURLEncode(pemText(leaf)+key) + `"`, ErrMalformed, "private key"},
+		{"cert of two certificates", `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(leaf, inter)) + `"`, ErrMalformed, ""},
+		{"cert a private key", `Cert="` + testpeer.EnvoyURLEncode(key) + `"`, ErrMalformed, "private key"},
+		{"chain with a private key", cert + `;Chain="` + testpeer.EnvoyURLEncode(testpeer.PEM(leaf)+key) + `"`, ErrMalformed, "private key"},
 		{"cert not pem", `Cert="` + base64.StdEncoding.EncodeToString(leaf) + `"`, ErrMalformed, ""},
 		{"cert bad escape", `Cert="-----BEGIN%ZZ"`, ErrMalformed, ""},
-		{"chain too long", cert + `;Chain="` + envoyURLEncode(strings.Repeat(pemText(inter), MaxCerts)) + `"`, ErrTooMany, ""},
+		{"chain too long", cert + `;Chain="` + testpeer.EnvoyURLEncode(strings.Repeat(testpeer.PEM(inter), MaxCerts)) + `"`, ErrTooMany, ""},
 		{"too large", cert + ";Subject=\"" + strings.Repeat("x", MaxValueLen) + "\"", ErrTooLarge, ""},
 	}
 	for _, tc := range tests {
@@ -166,7 +124,7 @@ func TestEncodeXFCC(t *testing.T) {
 	sum := sha256.Sum256(c.Cert.Raw)
 	subject := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(c.Cert.Subject.String())
 	want := "Hash=" + hex.EncodeToString(sum[:]) +
-		`;Cert="` + envoyURLEncode(pemText(c.Cert.Raw)) + `"` +
+		`;Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(c.Cert.Raw)) + `"` +
 		`;Subject="` + subject + `"` +
 		";URI=spiffe://cluster.local/ns/app/sa/client" +
 		`;URI="https://id.example/a?b=c;d"` +
@@ -232,22 +190,22 @@ func TestDecodeURLPEMPlus(t *testing.T) {
 	// A certificate whose base64 holds a '+' (which must stay one): almost
 	// every one does; make new ones until one does.
 	leaf, inter := testChain(t)
-	for i := 0; !strings.Contains(pemText(leaf), "+"); i++ {
+	for i := 0; !strings.Contains(testpeer.PEM(leaf), "+"); i++ {
 		if i == 100 {
 			t.Fatal("no certificate with a '+' in its base64 in 100 tries")
 		}
 		leaf, inter = testChain(t)
 	}
-	pemLeaf := pemText(leaf)
+	pemLeaf := testpeer.PEM(leaf)
 	tests := []struct {
 		name  string
 		value string
 		n     int
 	}{
 		// java.net.URLEncoder: spaces are '+', a base64 '+' is %2B.
-		{"java URLEncoder", javaURLEncode(pemLeaf), 1},
-		{"java URLEncoder, chain", javaURLEncode(pemText(leaf, inter)), 2},
-		{"java URLEncoder, no trailing newline", javaURLEncode(strings.TrimSpace(pemLeaf)), 1},
+		{"java URLEncoder", testpeer.JavaURLEncode(pemLeaf), 1},
+		{"java URLEncoder, chain", testpeer.JavaURLEncode(testpeer.PEM(leaf, inter)), 2},
+		{"java URLEncoder, no trailing newline", testpeer.JavaURLEncode(strings.TrimSpace(pemLeaf)), 1},
 		// Spaces as '+' in the armour, the base64 '+' left as it is.
 		{"+ in the armour, base64 + kept", strings.NewReplacer(" ", "+", "\n", "%0A").Replace(pemLeaf), 1},
 		{"+ in the armour, no newlines", strings.NewReplacer(" ", "+", "\n", "").Replace(pemLeaf), 1},
@@ -271,7 +229,7 @@ func TestDecodeURLPEMPlus(t *testing.T) {
 		})
 	}
 	key := string(demopki.Must(demopki.NewCA("key holder")).KeyPEM())
-	_, _, err := Decode(javaURLEncode(key), Auto)
+	_, _, err := Decode(testpeer.JavaURLEncode(key), Auto)
 	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "private key") {
 		t.Fatalf("java-encoded private key: %v", err)
 	}
@@ -284,39 +242,13 @@ func TestDecodeURLPEMPlus(t *testing.T) {
 func TestXFCCSANInjection(t *testing.T) {
 	mallory, _ := testChain(t)
 	alice, _ := testChain(t)
-	value := `Hash=00;Cert="` + envoyURLEncode(pemText(mallory)) + `";Subject="CN=mallory";DNS=x,Cert="` + envoyURLEncode(pemText(alice)) + `"`
+	value := `Hash=00;Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(mallory)) + `";Subject="CN=mallory";DNS=x,Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(alice)) + `"`
 	for _, f := range []Format{Auto, XFCC} {
 		ders, _, err := Decode(value, f)
 		if err == nil {
 			t.Fatalf("Decode(%v) read %d certificates, alice's: %v", f, len(ders), bytes.Equal(ders[0], alice))
 		}
 	}
-}
-
-// envoyWrites is the element Envoy's HTTP connection manager writes for
-// the client certificate c whose URI and DNS SANs are uris and dns, byte for
-// byte as signed (set_current_client_cert_details cert, subject, uri, dns):
-// By, Hash, Cert, Subject, then a URI pair per URI SAN ("URI=" for none),
-// then a DNS pair per DNS SAN, none of them quoted. firstURI writes only the
-// first URI SAN, as Envoy did before 1.23.
-func envoyWrites(c *demopki.Cert, uris, dns []string, firstURI bool) string {
-	sum := sha256.Sum256(c.Cert.Raw)
-	parts := []string{"By=spiffe://cluster.local/ns/gw/sa/envoy", "Hash=" + hex.EncodeToString(sum[:]),
-		`Cert="` + envoyURLEncode(pemText(c.Cert.Raw)) + `"`, `Subject="` + c.Cert.Subject.String() + `"`}
-	switch {
-	case len(uris) == 0:
-		parts = append(parts, "URI=")
-	case firstURI:
-		parts = append(parts, "URI="+uris[0])
-	default:
-		for _, u := range uris {
-			parts = append(parts, "URI="+u)
-		}
-	}
-	for _, d := range dns {
-		parts = append(parts, "DNS="+d)
-	}
-	return strings.Join(parts, ";")
 }
 
 // TestDecodeXFCCElements: with several elements (Envoy's APPEND_FORWARD, one
@@ -335,9 +267,15 @@ func TestDecodeXFCCElements(t *testing.T) {
 	edge := issue("edge", nil, []string{"spiffe://cluster.local/ns/edge/sa/envoy"})
 	bare := issue("bare", nil, nil)
 	upper := issue("upper", []string{"up.example"}, []string{"SPIFFE://cluster.local/ns/up/sa/Upper", "urn:x:y,z"})
+	// envoyWrites is the element Envoy writes for c (SANs as signed) set to
+	// write cert, subject, uri and dns; firstURI as before 1.23.
+	envoyWrites := func(c *demopki.Cert, uris, dns []string, firstURI bool) string {
+		e := testpeer.Envoy{By: "spiffe://cluster.local/ns/gw/sa/envoy", Cert: true, Subject: true, URI: true, DNS: true, FirstURIOnly: firstURI}
+		return e.Element(c.Cert.Raw, nil, c.Cert.Subject.String(), uris, dns)
+	}
 	aliceXFCC := envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, false)
 	edgeXFCC := envoyWrites(edge, []string{"spiffe://cluster.local/ns/edge/sa/envoy"}, nil, false)
-	aliceCert := `Cert="` + envoyURLEncode(pemText(alice.Cert.Raw)) + `"`
+	aliceCert := `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(alice.Cert.Raw)) + `"`
 
 	t.Run("honest", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -349,7 +287,7 @@ func TestDecodeXFCCElements(t *testing.T) {
 			{"last is the caller", aliceXFCC + "," + edgeXFCC, edge},
 			{"three elements, OWS", edgeXFCC + " , " + envoyWrites(bare, nil, nil, false) + ", " + aliceXFCC, alice},
 			{"first URI only (Envoy < 1.23)", edgeXFCC + "," + envoyWrites(alice, []string{aliceURI, "urn:alice:2"}, []string{"alice.example"}, true), alice},
-			{"no URI, no DNS pairs", "Hash=" + hashOf(edge.Cert.Raw) + `;Cert="` + envoyURLEncode(pemText(edge.Cert.Raw)) + `",` + aliceCert, alice},
+			{"no URI, no DNS pairs", "Hash=" + hashOf(edge.Cert.Raw) + `;Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(edge.Cert.Raw)) + `",` + aliceCert, alice},
 			{"as Caddy forwards it", EncodeCertificate(edge.Cert, XFCC) + "," + EncodeCertificate(alice.Cert, XFCC), alice},
 			// The URI as signed, not as Go's url package writes it back.
 			{"as Caddy forwards it, URI scheme in capitals", EncodeCertificate(upper.Cert, XFCC) + "," + EncodeCertificate(alice.Cert, XFCC), alice},
@@ -430,7 +368,7 @@ func TestDecodeXFCCElements(t *testing.T) {
 	t.Run("Cert from a SAN, Envoy writing none", func(t *testing.T) {
 		uri := "urn:m;" + aliceCert
 		mallory := issue("mallory", nil, []string{uri})
-		value := strings.Replace(envoyWrites(mallory, []string{uri}, nil, false), `Cert="`+envoyURLEncode(pemText(mallory.Cert.Raw))+`";`, "", 1)
+		value := strings.Replace(envoyWrites(mallory, []string{uri}, nil, false), `Cert="`+testpeer.EnvoyURLEncode(testpeer.PEM(mallory.Cert.Raw))+`";`, "", 1)
 		if strings.Count(value, "Cert=") != 1 || !strings.Contains(value, "Hash="+hashOf(mallory.Cert.Raw)) {
 			t.Fatalf("not as Envoy writes it without cert: %.200s", value)
 		}
@@ -441,14 +379,14 @@ func TestDecodeXFCCElements(t *testing.T) {
 	})
 
 	t.Run("refused", func(t *testing.T) {
-		malloryCert := `Cert="` + envoyURLEncode(pemText(bare.Cert.Raw)) + `"`
+		malloryCert := `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM(bare.Cert.Raw)) + `"`
 		for _, tc := range []struct{ name, value, text string }{
 			{"an element without Cert", "By=spiffe://a;Hash=" + hashOf(edge.Cert.Raw) + ";URI=x," + aliceXFCC, "no Cert"},
 			{"Hash not the Cert's", "Hash=" + hashOf(alice.Cert.Raw) + ";" + malloryCert + "," + aliceXFCC, "Hash"},
 			{"Hash twice", "Hash=" + hashOf(bare.Cert.Raw) + ";Hash=" + hashOf(bare.Cert.Raw) + ";" + malloryCert + "," + aliceXFCC, "twice"},
 			{"URI not the Cert's", malloryCert + ";URI=" + aliceURI + "," + aliceXFCC, "URI"},
 			{"DNS not the Cert's", malloryCert + ";DNS=alice.example," + aliceXFCC, "DNS"},
-			{"Cert no certificate", `Cert="` + envoyURLEncode(pemText([]byte("junk"))) + `",` + aliceXFCC, ""},
+			{"Cert no certificate", `Cert="` + testpeer.EnvoyURLEncode(testpeer.PEM([]byte("junk"))) + `",` + aliceXFCC, ""},
 			{"too many elements", strings.Repeat(edgeXFCC+",", MaxCerts) + aliceXFCC, "elements"},
 		} {
 			_, _, err := Decode(tc.value, XFCC)

@@ -12,35 +12,22 @@ import (
 
 	"github.com/caddy-mtls/caddy-mtls/certcodec"
 	"github.com/caddy-mtls/caddy-mtls/internal/demopki"
+	"github.com/caddy-mtls/caddy-mtls/internal/testpeer"
 )
 
-// envoyXFCCElement is one x-forwarded-client-cert element as Envoy's HTTP
-// connection manager writes it (set_current_client_cert_details with cert,
-// chain, subject, uri, dns): By (its own URI SAN), Hash, Cert and Chain as
-// PEM URL-encoded the way Envoy does it ('\n', ' ', '+', '/', '=' escaped),
-// Subject always quoted, a URI and a DNS pair per SAN.
-func envoyXFCCElement(by string, leaf *demopki.Cert, chain ...*demopki.Cert) string {
-	enc := strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D")
-	pemOf := func(cs ...*demopki.Cert) string {
-		var b bytes.Buffer
-		for _, c := range cs {
-			_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})
-		}
-		return b.String()
+// envoyXFCC is the element Envoy writes for leaf, sent with chain, set to
+// write cert, chain, subject, uri and dns, by the proxy whose URI SAN is by.
+func envoyXFCC(by string, leaf *demopki.Cert, chain ...*demopki.Cert) string {
+	inter := make([][]byte, len(chain))
+	for i, c := range chain {
+		inter[i] = c.Cert.Raw
 	}
-	sum := sha256.Sum256(leaf.Cert.Raw)
-	parts := []string{"By=" + by, "Hash=" + hex.EncodeToString(sum[:]), `Cert="` + enc.Replace(pemOf(leaf)) + `"`}
-	if len(chain) > 0 {
-		parts = append(parts, `Chain="`+enc.Replace(pemOf(append([]*demopki.Cert{leaf}, chain...)...))+`"`)
+	uris := make([]string, len(leaf.Cert.URIs))
+	for i, u := range leaf.Cert.URIs {
+		uris[i] = u.String()
 	}
-	parts = append(parts, `Subject="`+leaf.Cert.Subject.String()+`"`)
-	for _, u := range leaf.Cert.URIs {
-		parts = append(parts, "URI="+u.String())
-	}
-	for _, d := range leaf.Cert.DNSNames {
-		parts = append(parts, "DNS="+d)
-	}
-	return strings.Join(parts, ";")
+	e := testpeer.Envoy{By: by, Cert: true, Chain: len(chain) > 0, Subject: true, URI: true, DNS: true}
+	return e.Element(leaf.Cert.Raw, inter, leaf.Cert.Subject.String(), uris, leaf.Cert.DNSNames)
 }
 
 // TestXFCC: certificate headers as Envoy, Traefik and Java load balancers
@@ -142,11 +129,11 @@ http://:%[1]d {
 	t.Run("envoy, one element, the caller's", func(t *testing.T) {
 		// As Envoy's forward_client_cert_details SANITIZE_SET writes it for
 		// carol, whose chain is only in its Chain key.
-		xfcc := envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", carol, mid)
+		xfcc := envoyXFCC("spiffe://cluster.local/ns/gw/sa/envoy", carol, mid)
 		checkForwarded(t, doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {xfcc}}))
 
 		// Several elements (APPEND_FORWARD): the caller is the last.
-		two := envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + xfcc
+		two := envoyXFCC("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + xfcc
 		checkForwarded(t, doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {two}}))
 
 		// A certificate the trusted CA signed with a DNS SAN holding ','
@@ -156,14 +143,14 @@ http://:%[1]d {
 		sum := sha256.Sum256(carol.Cert.Raw)
 		tail := ",Hash=" + hex.EncodeToString(sum[:]) + ";" + xfcc[strings.Index(xfcc, `Cert="`):]
 		mallory := demopki.Must(mid.Issue(demopki.Options{CommonName: "mallory", DNSNames: []string{"mallory.example" + tail}}))
-		forged := envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", mallory, mid)
+		forged := envoyXFCC("spiffe://cluster.local/ns/gw/sa/envoy", mallory, mid)
 		// A last DNS SAN `"\` ends the value inside a quote; with the
 		// client's own `Cert="<carol>"` before it (APPEND_FORWARD), carol's
 		// would be the only element left if the quote went unnoticed.
 		mallory2 := demopki.Must(mid.Issue(demopki.Options{CommonName: "mallory", DNSNames: []string{"mallory.example", `"\`}}))
 		clientSent := xfcc[strings.Index(xfcc, `Cert="`):]
-		for _, v := range []string{forged, envoyXFCCElement("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + forged,
-			clientSent + "," + envoyXFCCElement("spiffe://cluster.local/ns/gw/sa/envoy", mallory2)} {
+		for _, v := range []string{forged, envoyXFCC("spiffe://cluster.local/ns/edge/sa/envoy", edge) + "," + forged,
+			clientSent + "," + envoyXFCC("spiffe://cluster.local/ns/gw/sa/envoy", mallory2)} {
 			if res := doFrom(t, "127.0.0.1", "http://"+addr+"/envoy/x", http.Header{"X-Forwarded-Client-Cert": {v}}); res.status != 400 {
 				t.Fatalf("forged last element: %d, caller %q", res.status, res.upstream.Get("X-Caller"))
 			}
@@ -193,30 +180,10 @@ http://:%[1]d {
 		var b bytes.Buffer
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: carol.Cert.Raw})
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: mid.Cert.Raw})
-		value := javaURLEncode(b.String())
+		value := testpeer.JavaURLEncode(b.String())
 		if !strings.HasPrefix(value, "-----BEGIN+CERTIFICATE-----%0A") {
 			t.Fatalf("not as Java encodes it: %.40s", value)
 		}
 		checkForwarded(t, doFrom(t, "127.0.0.1", "http://"+addr+"/java/x", http.Header{"X-Ssl-Client-Cert": {value}}))
 	})
-}
-
-// javaURLEncode is java.net.URLEncoder.encode(s, UTF_8): letters, digits and
-// ".-*_" as they are, a space as '+', every other byte %XX.
-func javaURLEncode(s string) string {
-	const hexd = "0123456789ABCDEF"
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '*', c == '_':
-			sb.WriteByte(c)
-		case c == ' ':
-			sb.WriteByte('+')
-		default:
-			sb.WriteByte('%')
-			sb.WriteByte(hexd[c>>4])
-			sb.WriteByte(hexd[c&15])
-		}
-	}
-	return sb.String()
 }
